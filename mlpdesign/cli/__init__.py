@@ -1,0 +1,84 @@
+"""The ``mlpdesign`` command: a click group whose subcommands are thin wrappers over the library.
+
+Each subcommand lives in its own module here (``mlpdesign/cli/<name>.py``) and exposes a
+click command called ``command``; add the module name to ``COMMANDS`` to register it.
+Library errors (:class:`mlpdesign.errors.MlpdesignError`) become one line on stderr and a
+non-zero exit code; nothing here does science.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import MlpdesignError
+
+#: Subcommand modules, in the order ``--help`` lists them (pipeline order).
+COMMANDS = [
+    "generate",
+]
+
+
+class CliError(click.ClickException):
+    """A one-line error with the exit code chosen by the library."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        click.echo(f"mlpdesign: error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    """Keeps pipeline order in ``--help`` and turns library errors into :class:`CliError`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MlpdesignError as e:
+            raise CliError(str(e), e.exit_code) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise CliError(f"{where}{e.strerror or e}", 2) from None
+        except OSError as e:  # disk full, I/O error: still one line, never a traceback
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise CliError(f"{where}{e.strerror or e}", 1) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="mlpdesign")
+def cli() -> None:
+    """Design training sets for GAP interatomic potentials before any DFT is run.
+
+    \b
+    The pipeline (each stage reads the previous stage's file):
+      generate  -> pool.xyz        deformed hcp/fcc/bcc crystals
+      describe  -> pool.h5         QUIP SOAP + distance_2b descriptors (HDF5)
+      select    -> selection.h5    greedy conditional max-min design on the GAP kernel
+      write     -> train.xyz       the chosen configurations, ready for VASP and gap_fit
+      report    -> report/         label-free quality of designs, with figures
+
+    \b
+    Example:
+      mlpdesign generate -n 2000 --seed 1 -o pool.xyz
+
+    Run 'mlpdesign COMMAND --help' for the options and examples of each stage.
+    Exit codes: 0 success, 1 finished with failures, 2 bad input (one line on stderr).
+    """
+
+
+for _name in COMMANDS:
+    cli.add_command(importlib.import_module(f".{_name}", __name__).command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="mlpdesign")
