@@ -16,8 +16,9 @@ from tqdm import tqdm
 class _LogProgress:
     """Minimal tqdm-like object that prints plain lines with rate and ETA."""
 
-    def __init__(self, total: int, desc: str, unit: str, stream: TextIO, every: float,
-                 initial: int = 0) -> None:
+    def __init__(
+        self, total: int, desc: str, unit: str, stream: TextIO, every: float, initial: int = 0
+    ) -> None:
         self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
         self.n = initial
         self._start_n = initial
@@ -41,8 +42,12 @@ class _LogProgress:
         pct = 100.0 * self.n / self.total if self.total else 0.0
         left = (self.total - self.n) / rate if rate > 0 and self.total else float("nan")
         extra = f" {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {self.n}/{self.total} ({pct:.0f}%) {rate:.1f} {self.unit}/s, "
-              f"{left:.0f} s left{extra}", file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {self.n}/{self.total} ({pct:.0f}%) {rate:.1f} {self.unit}/s, "
+            f"{left:.0f} s left{extra}",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         pass
@@ -54,8 +59,15 @@ class _LogProgress:
         self.close()
 
 
-def progress(total: int, desc: str, unit: str = "it", enabled: bool = True,
-             initial: int = 0, every: float = 5.0, stream: TextIO | None = None):
+def progress(
+    total: int,
+    desc: str,
+    unit: str = "it",
+    enabled: bool = True,
+    initial: int = 0,
+    every: float = 5.0,
+    stream: TextIO | None = None,
+):
     """Return a progress object with ``update(k)``, ``set_postfix_str(s)`` and ``close()``.
 
     A tqdm bar when ``stream`` (default stderr) is a terminal, plain lines otherwise,
@@ -65,6 +77,13 @@ def progress(total: int, desc: str, unit: str = "it", enabled: bool = True,
     if not enabled:
         return tqdm(total=total, disable=True)
     if hasattr(stream, "isatty") and stream.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, file=stream, initial=initial,
-                    dynamic_ncols=True, smoothing=0.1)
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=stream,
+            initial=initial,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
     return _LogProgress(total, desc, unit, stream, every, initial=initial)

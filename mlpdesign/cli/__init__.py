@@ -52,8 +52,9 @@ class Group(click.Group):
             raise CliError(f"{where}{e.strerror or e}", 1) from None
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
-                                          "max_content_width": 100})
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "-V", "--version", prog_name="mlpdesign")
 def cli() -> None:
     """Design training sets for GAP interatomic potentials before any DFT is run.

@@ -4,43 +4,105 @@ from __future__ import annotations
 
 import click
 
-from ..pool import PoolSpec, eigen_bounds, generate, lattice_for, parse_structures, \
-    parse_supercell, shard_range
+from ..pool import (
+    PoolSpec,
+    eigen_bounds,
+    generate,
+    lattice_for,
+    parse_structures,
+    parse_supercell,
+    shard_range,
+)
 from ..progress import progress
 from .options import force_option, output_option, quiet_option, seed_option, shard_option
 
 
 @click.command("generate")
-@click.option("-n", "n", type=int, required=True,
-              help="Number of candidates in the whole pool.")
+@click.option("-n", "n", type=int, required=True, help="Number of candidates in the whole pool.")
 @output_option("Output extxyz file.")
 @seed_option()
-@click.option("--structures", default="hcp:1,fcc:1,bcc:1", show_default=True,
-              help="Structures and their weights, e.g. hcp:2,fcc:1,bcc:1.")
+@click.option(
+    "--structures",
+    default="hcp:1,fcc:1,bcc:1",
+    show_default=True,
+    help="Structures and their weights, e.g. hcp:2,fcc:1,bcc:1.",
+)
 @click.option("--element", default="Zr", show_default=True, help="Chemical element.")
-@click.option("--max-strain", type=float, default=0.05, show_default=True,
-              help="eps: strain eigenvalues are drawn uniformly from [1-eps, 1+eps].")
-@click.option("--min-eigenvalue", type=float, default=None,
-              help="Lower bound of the eigenvalues (overrides 1-eps).")
-@click.option("--max-eigenvalue", type=float, default=None,
-              help="Upper bound of the eigenvalues (overrides 1+eps).")
+@click.option(
+    "--max-strain",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="eps: strain eigenvalues are drawn uniformly from [1-eps, 1+eps].",
+)
+@click.option(
+    "--min-eigenvalue",
+    type=float,
+    default=None,
+    help="Lower bound of the eigenvalues (overrides 1-eps).",
+)
+@click.option(
+    "--max-eigenvalue",
+    type=float,
+    default=None,
+    help="Upper bound of the eigenvalues (overrides 1+eps).",
+)
 @click.option("--hcp-a", type=float, default=None, help="hcp a in Angstrom (Zr: 3.232).")
 @click.option("--hcp-c", type=float, default=None, help="hcp c in Angstrom (Zr: 5.147).")
-@click.option("--fcc-a", type=float, default=None,
-              help="fcc a in Angstrom (default: same atomic volume as hcp).")
-@click.option("--bcc-a", type=float, default=None,
-              help="bcc a in Angstrom (default: same atomic volume as hcp).")
-@click.option("--supercell", default="1x1x1", show_default=True,
-              help="Repeat of the primitive cell, e.g. 2x2x2.")
-@click.option("--start", type=int, default=0, show_default=True,
-              help="Index of the first candidate to write (for splitting a pool).")
-@click.option("--count", type=int, default=None,
-              help="Write only this many candidates from --start (default: up to -n).")
+@click.option(
+    "--fcc-a",
+    type=float,
+    default=None,
+    help="fcc a in Angstrom (default: same atomic volume as hcp).",
+)
+@click.option(
+    "--bcc-a",
+    type=float,
+    default=None,
+    help="bcc a in Angstrom (default: same atomic volume as hcp).",
+)
+@click.option(
+    "--supercell",
+    default="1x1x1",
+    show_default=True,
+    help="Repeat of the primitive cell, e.g. 2x2x2.",
+)
+@click.option(
+    "--start",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Index of the first candidate to write (for splitting a pool).",
+)
+@click.option(
+    "--count",
+    type=int,
+    default=None,
+    help="Write only this many candidates from --start (default: up to -n).",
+)
 @shard_option
 @force_option
 @quiet_option
-def command(n, output, seed, structures, element, max_strain, min_eigenvalue, max_eigenvalue,
-            hcp_a, hcp_c, fcc_a, bcc_a, supercell, start, count, shard, force, quiet) -> None:
+def command(
+    n,
+    output,
+    seed,
+    structures,
+    element,
+    max_strain,
+    min_eigenvalue,
+    max_eigenvalue,
+    hcp_a,
+    hcp_c,
+    fcc_a,
+    bcc_a,
+    supercell,
+    start,
+    count,
+    shard,
+    force,
+    quiet,
+) -> None:
     """Generate a pool of elastically deformed hcp/fcc/bcc crystals (extxyz).
 
     Each candidate is a primitive cell deformed by F = R diag(l1,l2,l3) R^T, with
@@ -59,9 +121,15 @@ def command(n, output, seed, structures, element, max_strain, min_eigenvalue, ma
     if n <= 0:
         raise MlpdesignError(f"-n must be a positive number of candidates, got {n}")
     lo, hi = eigen_bounds(max_strain, min_eigenvalue, max_eigenvalue)
-    spec = PoolSpec(element=element, structures=parse_structures(structures),
-                    lattice=lattice_for(element, hcp_a, hcp_c, fcc_a, bcc_a),
-                    supercell=parse_supercell(supercell), eig_min=lo, eig_max=hi, seed=seed)
+    spec = PoolSpec(
+        element=element,
+        structures=parse_structures(structures),
+        lattice=lattice_for(element, hcp_a, hcp_c, fcc_a, bcc_a),
+        supercell=parse_supercell(supercell),
+        eig_min=lo,
+        eig_max=hi,
+        seed=seed,
+    )
     if shard is not None:
         if start or count is not None:
             raise MlpdesignError("--shard cannot be combined with --start/--count")
@@ -70,10 +138,13 @@ def command(n, output, seed, structures, element, max_strain, min_eigenvalue, ma
         raise MlpdesignError(f"--start must be in [0, {n}), got {start}")
     count = n - start if count is None else count
     if count <= 0 or start + count > n:
-        raise MlpdesignError(f"--count must be in [1, {n - start}] for --start {start}, got {count}")
+        raise MlpdesignError(
+            f"--count must be in [1, {n - start}] for --start {start}, got {count}"
+        )
     bar = progress(count, "generate", unit="cand", enabled=not quiet)
     written = generate(output, count, spec, start=start, force=force, progress=bar)
     bar.close()
     if not quiet:
-        click.echo(f"wrote {written} candidates ({start}..{start + written - 1}) to {output}",
-                   err=True)
+        click.echo(
+            f"wrote {written} candidates ({start}..{start + written - 1}) to {output}", err=True
+        )

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import click
 
-force_option = click.option("--force", is_flag=True,
-                            help="Overwrite an existing output (default: refuse).")
+force_option = click.option(
+    "--force", is_flag=True, help="Overwrite an existing output (default: refuse)."
+)
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 
 
-def seed_option(default: int = 1, help: str = "Seed of every random draw (same seed, same bytes).") -> callable:
+def seed_option(
+    default: int = 1, help: str = "Seed of every random draw (same seed, same bytes)."
+) -> callable:
     return click.option("--seed", type=int, default=default, show_default=True, help=help)
 
 
 def output_option(help: str, required: bool = True) -> callable:
-    return click.option("-o", "--output", "output", type=click.Path(dir_okay=True),
-                        required=required, help=help)
+    return click.option(
+        "-o", "--output", "output", type=click.Path(dir_okay=True), required=required, help=help
+    )
 
 
-jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1,
-                           show_default=True, help="Number of worker processes.")
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of worker processes.",
+)
 
 
 def shard_type(text: str) -> tuple[int, int]:
@@ -34,5 +44,9 @@ def shard_type(text: str) -> tuple[int, int]:
 
 
 shard_option = click.option(
-    "--shard", type=str, default=None, callback=lambda c, p, v: shard_type(v) if v else None,
-    help="Do only part i of n (1-based), e.g. --shard $SLURM_ARRAY_TASK_ID/16.")
+    "--shard",
+    type=str,
+    default=None,
+    callback=lambda c, p, v: shard_type(v) if v else None,
+    help="Do only part i of n (1-based), e.g. --shard $SLURM_ARRAY_TASK_ID/16.",
+)
