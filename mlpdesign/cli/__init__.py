@@ -19,6 +19,18 @@ from ..errors import MlpdesignError
 #: Subcommand modules, in the order ``--help`` lists them (pipeline order).
 COMMANDS = [
     "generate",
+    "describe",
+    "merge",
+    "info",
+    "select",
+    "write",
+    "vasp",
+    "collect",
+    "gap_command",
+    "label",
+    "fit",
+    "crossval",
+    "report",
 ]
 
 

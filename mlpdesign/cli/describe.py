@@ -1,0 +1,115 @@
+"""``mlpdesign describe``: QUIP descriptors of a pool into an HDF5 store."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+
+from .options import force_option, jobs_option, output_option, quiet_option, shard_option
+
+
+def _command_line(pool: str, output: str, gap: str | None, shard, chunk_size, dtype) -> str:
+    """The command recorded in the store: what defines its content, not -j/-q/--force."""
+    parts = ["mlpdesign", "describe", pool, "-o", output]
+    if gap is not None:
+        parts += ["--gap", gap]
+    if shard:
+        parts += ["--shard", f"{shard[0]}/{shard[1]}"]
+    if chunk_size:
+        parts += ["--chunk-size", str(chunk_size)]
+    if dtype != "float64":
+        parts += ["--dtype", dtype]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@click.command("describe")
+@click.argument("pool", type=click.Path(dir_okay=False))
+@output_option("Output store (HDF5), e.g. pool.h5.")
+@click.option(
+    "--gap",
+    default=None,
+    metavar="STRING",
+    help="GAP string: descriptors and their kernels, separated by ' : ', exactly as "
+    "for gap_fit's gap={...}. Default: the paper's model (distance_2b 7 A + "
+    "SOAP 6.8 A, l_max=n_max=10), with SOAP's Z set to the pool's elements.",
+)
+@jobs_option
+@shard_option
+@click.option(
+    "--dtype",
+    type=click.Choice(["float64", "float32"]),
+    default="float64",
+    show_default=True,
+    help="Storage type of descriptor rows (float32: half size).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Configs per resumable chunk (default: pool/64, at most 256).",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the saved chunks of an interrupted run instead of resuming.",
+)
+@force_option
+@quiet_option
+def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, quiet) -> None:
+    """Compute QUIP descriptors of every configuration of POOL into an HDF5 store.
+
+    Descriptors and kernels come from one GAP string, the same you give gap_fit: the
+    descriptor keys go to quippy, the kernel keys (covariance_type, delta, zeta,
+    theta_uniform, ...) are stored beside them for 'select' and 'gap-command'. The
+    string is checked before quippy sees it, so a typo costs one line, not a crash.
+
+    Rows are stored per atom (SOAP) or per ordered pair (distance_2b), with QUIP's
+    covariance-cutoff weights and per-config offsets. A killed run keeps its finished
+    chunks in OUTPUT.partial/; running the same command again continues it and ends with
+    the same file as an uninterrupted run. --shard i/n describes part i of n (SLURM arrays);
+    'mlpdesign merge' joins the parts into the store an unsharded run would write.
+
+    \b
+    Examples:
+      mlpdesign describe pool.xyz -o pool.h5 --jobs 2
+      mlpdesign describe pool.xyz -o pool.h5 --gap "distance_2b cutoff=7.0 \\
+          covariance_type=ard_se delta=0.8 theta_uniform=0.3 : soap cutoff=6.8 l_max=10 \\
+          n_max=10 normalize=T atom_sigma=0.15 n_Z=1 Z={40} covariance_type=dot_product \\
+          zeta=4 delta=0.3"
+      mlpdesign describe pool.xyz -o part-3.h5 --shard 3/16     # one SLURM array task
+      mlpdesign merge part-*.h5 -o pool.h5
+      mlpdesign info pool.h5
+    """
+    from ..descriptors import describe
+    from ..progress import progress
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    cmd = _command_line(pool, output, gap, shard, chunk_size, dtype)
+    out = describe(
+        pool,
+        output,
+        gap=gap,
+        jobs=jobs,
+        shard=shard,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        force=force,
+        restart=restart,
+        command=cmd,
+        log=log,
+        progress=lambda total, initial: progress(
+            total, "describe", unit="cfg", enabled=not quiet, initial=initial
+        ),
+    )
+    if not quiet:
+        from ..store import open_store
+
+        with open_store(out) as s:
+            rows = ", ".join(
+                f"{d.name}: {s.n_rows(k)} x {d.dim}" for k, d in enumerate(s.descriptors)
+            )
+            click.echo(f"wrote {s.n_configs} configs ({rows}) to {out}", err=True)

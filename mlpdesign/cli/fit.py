@@ -1,0 +1,85 @@
+"""``mlpdesign fit``: run gap_fit on a labelled set with the store's gap string."""
+
+from __future__ import annotations
+
+import click
+
+from .options import force_option, output_option, quiet_option, seed_option
+
+
+def fit_options(f):
+    """The gap_fit options shared by ``fit`` and ``crossval``."""
+    opts = [
+        click.option("--store", type=click.Path(dir_okay=False), default=None,
+                     help="Descriptor store (pool.h5): fit with its gap string, the one the "
+                          "design was made with."),
+        click.option("--gap", default=None,
+                     help="GAP string instead of --store (default: the paper's model)."),
+        click.option("--sigma", default="0.002,0.05,0.05", show_default=True,
+                     help="gap_fit default_sigma: energy (eV/atom), force (eV/A), "
+                          "virial (eV/atom)[, hessian]."),
+        click.option("--n-sparse", "n_sparse", multiple=True, metavar="NAME=N",
+                     help="Sparse points of a descriptor, by name or position, e.g. "
+                          "soap=500 (defaults: soap 500, distance_2b 20, unless the gap "
+                          "string sets n_sparse)."),
+        click.option("--sparse-method", "sparse_method", multiple=True, metavar="NAME=METHOD",
+                     help="Sparse-point method of a descriptor (defaults: soap cur_points, "
+                          "distance_2b uniform)."),
+        click.option("--e0", type=float, default=None,
+                     help="Isolated-atom energy in eV (default: e0_method=average)."),
+        click.option("--gap-fit-arg", "gap_fit_args", multiple=True, metavar="KEY=VALUE",
+                     help="Extra gap_fit argument, passed as given (repeatable)."),
+        seed_option(help="gap_fit's rnd_seed (sparse-point choice)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed):
+    """FitOptions from the shared click options."""
+    from ..fit import FitOptions, gap_of, parse_assignments, parse_sigma
+
+    return FitOptions(gap=gap_of(store, gap), sigma=parse_sigma(sigma),
+                      n_sparse=parse_assignments(n_sparse, "--n-sparse", int),
+                      sparse_method=parse_assignments(sparse_method, "--sparse-method"),
+                      e0=e0, seed=seed, extra=tuple(gap_fit_args))
+
+
+@click.command("fit")
+@click.argument("labelled", metavar="LABELLED.xyz", type=click.Path(dir_okay=False))
+@output_option("Output model folder (gap.xml, gap_fit.log, fit.json, train.xyz).")
+@fit_options
+@click.option("-v", "--verbose", is_flag=True, help="Echo gap_fit's log while it runs.")
+@force_option
+@quiet_option
+def command(labelled, output, store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args,
+            seed, verbose, force, quiet) -> None:
+    """Fit a GAP on a labelled set with quippy-ase's gap_fit.
+
+    The gap string is the store's (the kernel the design was made with), with sparse
+    settings added: --n-sparse/--sparse-method, else n_sparse/sparse_method of the
+    string, else soap 500 cur_points and distance_2b 20 uniform. e0 is the average
+    energy per atom unless --e0 is given. gap_fit's log is streamed into the model
+    folder (and to stderr with -v); wall time and peak memory are reported and kept in
+    fit.json. When gap_fit fails, its own message is shown and its log kept beside the
+    (not created) model folder.
+
+    \b
+    Examples:
+      mlpdesign fit labelled.xyz --store pool.h5 -o model/
+      mlpdesign fit labelled.xyz --store pool.h5 --n-sparse soap=200 \\
+          --sigma 0.001,0.05,0.05 -o model/
+      mlpdesign fit labelled.xyz -o model/ \\
+          --gap "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3"
+    """
+    from ..fit import fit
+
+    options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
+    echo = (lambda line: click.echo(f"gap_fit: {line}", err=True)) if verbose else None
+    res = fit(labelled, output, options, force=force, echo=echo,
+              announce=None if quiet else (lambda line: click.echo(line, err=True)))
+    if not quiet:
+        mem = "?" if res.peak_rss_mib is None else f"{res.peak_rss_mib:.0f} MiB"
+        click.echo(f"fitted {res.n_configs} configurations in {res.wall_s:.1f} s "
+                   f"(gap_fit peak memory {mem}) -> {output}/gap.xml", err=True)

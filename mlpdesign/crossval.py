@@ -1,0 +1,223 @@
+"""The paper's cross-validation (section 4, figs. 5-6): one GAP per named set, every model
+tested on every set.
+
+Each model is judged by its *worst off-sample* 0.99 quantile of |dE| per atom: the highest,
+over the sets it was not trained on, of the 0.99 quantile of the absolute energy error per
+atom. An optimised design should have a lower worst case than a random one.
+
+Output folder::
+
+    cv/models/<NAME>/   one fit per set (reused when its inputs are unchanged)
+    cv/matrix.json      RMSE, std and 0.99 quantile of |dE|/atom per model x set (eV/atom),
+                        each model's worst off-sample 0.99 quantile, fit costs
+    cv/predictions.json reference and predicted energies per atom of every config
+    cv/parity.png       grid of parity plots (rows: models, columns: test sets)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MlpdesignError
+from .fileio import atomic_path, require_file
+from .fit import FitOptions, fit
+from .label import ENERGY_KEY, read_labelled
+
+QUANTILE = 0.99
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+MARKER = "crossval.json"
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Path]:
+    """``["OPT1=opt1.xyz", ...]`` -> ordered {name: path}; names unique and file-name safe."""
+    sets: dict[str, Path] = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise MlpdesignError(f"expected NAME=FILE (e.g. OPT1=opt1.xyz), got {item!r}")
+        if not _NAME.fullmatch(name):
+            raise MlpdesignError(f"set name {name!r}: use letters, digits, '_', '.', '+', '-'")
+        if name in sets:
+            raise MlpdesignError(f"set name {name} given twice")
+        sets[name] = require_file(path, f"labelled set ({name})")
+    if not sets:
+        raise MlpdesignError("give at least one NAME=FILE labelled set")
+    return sets
+
+
+def error_stats(err_per_atom: np.ndarray) -> dict[str, float]:
+    """Statistics of the energy error per atom (eV/atom): rmse, std and q99 of |dE|, ..."""
+    e = np.asarray(err_per_atom, dtype=float)
+    a = np.abs(e)
+    return {"n": int(e.size), "rmse": float(np.sqrt(np.mean(e * e))),
+            "mae": float(a.mean()), "std": float(a.std()),
+            "q99": float(np.quantile(a, QUANTILE)), "max": float(a.max()),
+            "mean": float(e.mean())}
+
+
+def worst_off_sample(matrix: dict[str, dict[str, dict]], key: str = "q99"
+                     ) -> dict[str, dict | None]:
+    """Per model: the highest ``key`` over the sets other than its own, and which set."""
+    out: dict[str, dict | None] = {}
+    for m, row in matrix.items():
+        off = [(v[key], s) for s, v in row.items() if s != m]
+        if not off:
+            out[m] = None
+            continue
+        val, s = max(off)
+        out[m] = {"value": val, "set": s}
+    return out
+
+
+@dataclass
+class CrossvalResult:
+    """Where the outputs are and the matrix itself."""
+
+    folder: Path
+    matrix: dict
+    fits: dict
+
+
+def crossval(sets: dict[str, Path], output: str | os.PathLike, options: FitOptions,
+             models_dir: str | os.PathLike | None = None, refit: bool = False,
+             force: bool = False, echo: Callable[[str], None] | None = None,
+             progress_factory: Callable[[int, str], object] | None = None,
+             figure: bool = True) -> CrossvalResult:
+    """Fit one model per set, predict every set with every model, write the matrix.
+
+    ``output`` may be an earlier crossval folder: its models are reused where their
+    inputs are unchanged (``refit`` forces new fits); the matrix, predictions and figure
+    are rewritten. Any other existing non-empty folder is refused unless ``force``.
+    """
+    from .gapmodel import load_gap, predict_energies
+
+    out = Path(output)
+    if out.exists():
+        if not out.is_dir():
+            raise MlpdesignError(f"{out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+            raise MlpdesignError(f"{out} exists and is not a crossval folder; "
+                                 "use --force or another -o")
+    elif not out.parent.is_dir():
+        raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
+    mdir = Path(models_dir) if models_dir is not None else out / "models"
+
+    data = {name: read_labelled(path) for name, path in sets.items()}
+    from .fit import check_species, fit_specs
+    from .gapstring import render_gap
+
+    specs = fit_specs(options)
+    for name, frames in data.items():
+        check_species(specs, frames, f"set {name} ({sets[name]})")
+
+    out.mkdir(exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"format": "mlpdesign-crossval",
+                                          "format_version": 1}) + "\n")
+    mdir.mkdir(parents=True, exist_ok=True)
+    fits = {}
+    for name, path in sets.items():
+        if echo:
+            echo(f"model {name}: fitting on {path} ({len(data[name])} configurations)")
+        res = fit(path, mdir / name, options, force=refit or force, reuse=not refit, echo=None)
+        fits[name] = {"folder": str(res.folder), "reused": res.reused,
+                      "wall_s": round(res.wall_s, 3), "peak_rss_mib": res.peak_rss_mib,
+                      "n_configs": res.n_configs}
+        if echo:
+            how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
+            echo(f"model {name}: {how}")
+
+    models = {name: load_gap(mdir / name / "gap.xml") for name in sets}
+    names = list(sets)
+    preds: dict[str, dict] = {}
+    matrix: dict[str, dict[str, dict]] = {m: {} for m in names}
+    for s in names:
+        frames = data[s]
+        bar = progress_factory(len(frames), f"predict {s}") if progress_factory else None
+        e = predict_energies([models[m] for m in names], frames, bar)
+        if bar is not None:
+            bar.close()
+        nat = np.array([len(a) for a in frames], dtype=float)
+        ref = np.array([float(a.info[ENERGY_KEY]) for a in frames]) / nat
+        preds[s] = {"candidate_id": [_int_or_none(a.info.get("candidate_id")) for a in frames],
+                    "n_atoms": nat.astype(int).tolist(), "reference": ref.tolist(),
+                    "predicted": {m: (e[i] / nat).tolist() for i, m in enumerate(names)}}
+        for i, m in enumerate(names):
+            matrix[m][s] = error_stats(e[i] / nat - ref)
+    worst = worst_off_sample(matrix)
+    result = {"format": "mlpdesign-crossval-matrix", "format_version": 1,
+              "units": "eV/atom", "quantile": QUANTILE,
+              "statistic": "dE = predicted - reference energy per atom; rmse of dE; std, "
+                           "q99, mae, max of |dE|",
+              "sets": {s: str(sets[s]) for s in names}, "models": names,
+              "matrix": matrix, "worst_off_sample_q99": worst, "fits": fits,
+              "gap": render_gap(specs)}
+    with atomic_path(out / "matrix.json", force=True) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_path(out / "predictions.json", force=True) as tmp:
+        tmp.write_text(json.dumps(preds) + "\n")
+    if figure:
+        with atomic_path(out / "parity.png", force=True) as tmp:
+            parity_grid(preds, matrix, names, tmp)
+    return CrossvalResult(folder=out, matrix=result, fits=fits)
+
+
+def parity_grid(preds: dict, matrix: dict, names: Sequence[str], path: Path) -> None:
+    """Fig. 6 of the paper: rows = models, columns = test sets; reference vs predicted
+    energy per atom, coloured by |dE|, each panel labelled with std and q99 (meV/atom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    n = len(names)
+    allerr = np.concatenate([np.abs(np.array(preds[s]["predicted"][m]) -
+                                    np.array(preds[s]["reference"]))
+                             for s in names for m in names]) * 1e3
+    pos = allerr[allerr > 0]
+    lo = max(float(np.quantile(pos, 0.01)) if pos.size else 1e-3, 1e-3)
+    hi = max(float(allerr.max()), lo * 10)
+    norm = LogNorm(vmin=lo, vmax=hi)
+    fig, axes = plt.subplots(n, n, figsize=(2.6 * n + 1.2, 2.5 * n + 0.6), squeeze=False,
+                             constrained_layout=True)
+    sc = None
+    for i, m in enumerate(names):
+        for j, s in enumerate(names):
+            ax = axes[i][j]
+            ref = np.array(preds[s]["reference"])
+            pr = np.array(preds[s]["predicted"][m])
+            err = np.maximum(np.abs(pr - ref) * 1e3, lo)
+            order = np.argsort(err)
+            sc = ax.scatter(ref[order], pr[order], c=err[order], s=4, cmap="viridis",
+                            norm=norm, rasterized=True, linewidths=0)
+            lim = [min(ref.min(), pr.min()), max(ref.max(), pr.max())]
+            ax.plot(lim, lim, color="0.5", lw=0.6)
+            st = matrix[m][s]
+            ax.set_title(f"{st['std'] * 1e3:.2f} / {st['q99'] * 1e3:.2f}",
+                         fontsize=8, color="k" if m != s else "0.35")
+            ax.tick_params(labelsize=6)
+            if i == n - 1:
+                ax.set_xlabel(f"{s}: reference (eV/atom)", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"model {m}: GAP (eV/atom)", fontsize=7)
+    if sc is not None:
+        cb = fig.colorbar(sc, ax=axes, shrink=0.6)
+        cb.set_label("|dE| (meV/atom)", fontsize=8)
+    fig.suptitle("Cross-validation: std / 0.99 quantile of |dE| (meV/atom); "
+                 "rows = models, columns = test sets", fontsize=9)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _int_or_none(v) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None

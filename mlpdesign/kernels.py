@@ -1,0 +1,679 @@
+"""GAP energy kernels between configurations and the squared kernel distance D².
+
+GAP's energy covariance between configurations A and B is a sum of terms, one per
+descriptor, each a double sum over the descriptor rows (atoms, pairs) of both::
+
+    K(A,B) = sum_t delta_t^2 sum_{a in A} sum_{b in B} w_a w_b f_t(x_a, x_b)
+
+with ``f = (x_a . x_b)^zeta`` (``covariance_type=dot_product``, SOAP) or
+``f = exp(-|x_a - x_b|^2 / 2 theta^2)`` (``ard_se`` with ``theta_uniform``; the
+``distance_2b`` term, and the plain Gaussian kernel of toy problems). ``w`` are QUIP's
+covariance-cutoff weights. The distance is ``D² = k(p,p) + k(q,q) - 2 k(p,q)`` (paper eq. 2)
+on the normalised kernel ``k = K(p,q)/sqrt(K(p,p) K(q,q))`` by default (D² in [0, 2]);
+``per_atom`` divides K by ``n_atoms(p) n_atoms(q)``, ``balance`` normalises each term on
+its own and weights it by ``delta_t^2 / sum delta^2``.
+
+The pair term is not evaluated pair by pair: a Gaussian kernel between two sums of points
+is the overlap of the two Gaussian-smoothed pair distributions, so each config is embedded
+once on a radial grid (:func:`pair_embedding`) and the term becomes one dot product
+(``zeta=1``). :func:`pair_kernel_bruteforce` is the double sum it is tested against.
+
+Rows are held centred (``x - mu``, ``mu`` a mean row) in the working dtype (float32 or
+float64); the products with ``mu`` are kept in float64. Centring makes the float32 dot
+products small, and :attr:`KernelData.eps` a provable bound on the rounding error of any
+computed D² (used by the exact bounds of :mod:`mlpdesign.select`).
+
+Library API (all arrays numpy; configs are indexed 0..n-1 in store order)::
+
+    KernelData(terms: list[Term], n_atoms=None, *, normalize=True, per_atom=False,
+               balance=False)
+        .n, .eps, .diag (K(c,c) in the chosen mode), .query(i) -> Query
+        .d2_range(q: Query, c0, c1) -> (c1-c0,) D² from q to configs c0..c1-1 (a contiguous
+                                          block: no copy, the unit of streaming)
+        .d2_subset(q: Query, idx) -> (len(idx),) D² from q to configs idx
+        .d2_row(i) -> (n,) D² from config i to every config
+        .k_block(idx_a, idx_b) -> (len a, len b) kernel k (normalised per the mode)
+        .d2_block(idx_a, idx_b) -> (len a, len b) D²
+        .min_d2_to(idx) -> (n,) min D² of every config to the configs idx (exact bounds)
+    StoreKernel(store, normalize=True, per_atom=False, balance=False, dtype="float32",
+                like=None, grid_step=None)           # a KernelData from a descriptor store
+    linear(X, normalize=True, dtype="float64")       # toy kernels, one row per config
+    gaussian(X, length_scale=1.0, dtype="float64")
+    polynomial(X, zeta=2, normalize=True, dtype="float64")
+    Term.dot(rows, offsets=None, weights=None, zeta=1, delta=1.0, ...)   # building blocks
+    Term.gauss(rows, offsets=None, weights=None, length=1.0, delta=1.0, ...)
+    pair_embedding(r, weights, offsets, theta, grid) -> (n_configs, len(grid))
+    pair_grid(cutoff, theta, step=None) -> grid
+    pair_kernel_bruteforce(r_a, w_a, r_b, w_b, theta) -> float
+
+For example, fig. 3 of the paper (100 of 10^4 points from N(0, 0.5) under a unit
+Gaussian kernel)::
+
+    X = np.random.default_rng(0).normal(0, 0.5, (10_000, 2))
+    sel = mlpdesign.select.maxmin(kernels.gaussian(X, 1.0), 100)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import MlpdesignError
+
+DTYPES = ("float32", "float64")
+_U64 = float(np.finfo(np.float64).eps) / 2
+
+
+def _unit_roundoff(dtype) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps) / 2
+
+
+def _gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term dot product,
+    valid for any summation order (BLAS blocking, SIMD lanes, FMA)."""
+    nu = n * u
+    if nu >= 0.5:
+        return 2 * nu
+    return nu / (1 - nu)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _segment_sum(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sum ``v`` over consecutive segments of lengths ``counts`` (empty segments give 0)."""
+    out = np.zeros(len(counts), dtype=np.float64)
+    nz = counts > 0
+    if not nz.any():
+        return out
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[nz]
+    out[nz] = np.add.reduceat(v, starts)
+    return out
+
+
+def _rows_of(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of configs ``idx`` (in that order) and the row count of each config."""
+    starts, counts = offsets[idx], offsets[idx + 1] - offsets[idx]
+    total = int(counts.sum())
+    if total == len(idx) and np.all(counts == 1):
+        return starts, counts
+    # row j of the result belongs to config position p(j): start[p] + (j - first row of p)
+    first = np.cumsum(counts) - counts
+    rows = np.repeat(starts - first, counts) + np.arange(total, dtype=np.int64)
+    return rows, counts
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    if not np.isfinite(a).all():
+        raise MlpdesignError(f"{what} contains NaN or infinite values")
+
+
+# ---------------------------------------------------------------------------- terms
+
+@dataclass
+class Term:
+    """One additive kernel term: rows of one descriptor in CSR form and its kernel.
+
+    ``kind`` is ``"dot"`` (``(x.y)^zeta``) or ``"gauss"`` (``exp(-|x-y|^2/2 length^2)``).
+    ``rows`` are centred (``x - mu``) in the working dtype; ``aux`` is ``mu . x`` (dot) or
+    ``|x - mu|^2`` (gauss) in float64. Build with :meth:`dot` / :meth:`gauss`.
+    """
+
+    kind: str
+    rows: np.ndarray
+    weights: np.ndarray
+    offsets: np.ndarray
+    delta: float
+    zeta: int
+    length: float
+    mu: np.ndarray
+    aux: np.ndarray
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+    max_centred_norm: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return self.rows.shape[1]
+
+    @classmethod
+    def build(cls, kind: str, rows, offsets=None, weights=None, *, zeta: int = 1,
+              length: float = 1.0, delta: float = 1.0, mu=None, dtype="float64",
+              name: str = "", meta: dict | None = None, block: int = 1 << 16) -> Term:
+        """Centre ``rows`` on ``mu`` (default: the mean of the first ``block`` rows) and
+        store them in ``dtype``; ``rows`` may be an array or a callable ``rows(r0, r1)``
+        returning that row range (so a store is read block by block, never all in
+        float64 at once)."""
+        if dtype not in DTYPES:
+            raise MlpdesignError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        what = name or kind
+        if callable(rows):
+            get = rows
+            if offsets is None:
+                raise MlpdesignError("internal error: offsets needed with a row reader")
+            off = np.asarray(offsets, dtype=np.int64)
+            n_rows = int(off[-1])
+            first = np.asarray(get(0, min(n_rows, block)), dtype=np.float64)
+            dim = first.shape[1] if first.ndim == 2 else 1
+        else:
+            x = np.asarray(rows, dtype=np.float64)
+            if x.ndim == 1:
+                x = x[:, None]
+            if x.ndim != 2:
+                raise MlpdesignError(f"rows of {what} must be a 2-D (n_rows, dim) array")
+            n_rows, dim = x.shape
+            off = (np.arange(n_rows + 1, dtype=np.int64) if offsets is None
+                   else np.asarray(offsets, dtype=np.int64))
+            get = lambda a, b: x[a:b]  # noqa: E731
+            first = x[:block]
+        if off.ndim != 1 or off[0] != 0 or off[-1] != n_rows or np.any(np.diff(off) < 0):
+            raise MlpdesignError(f"offsets of {what} must rise from 0 to {n_rows}")
+        w = (np.ones(n_rows) if weights is None
+             else np.asarray(weights, dtype=np.float64).reshape(-1))
+        if w.shape != (n_rows,):
+            raise MlpdesignError(f"weights of {what} must have {n_rows} entries")
+        _check_finite(w, f"weights of {what}")
+        if kind == "dot":
+            if int(zeta) != zeta or zeta < 1:
+                raise MlpdesignError(f"zeta must be a positive integer for a distance "
+                                     f"(dot_product^zeta is then a kernel), got {zeta}")
+        elif kind == "gauss":
+            if not length > 0:
+                raise MlpdesignError(f"length scale must be positive, got {length}")
+        else:
+            raise MlpdesignError(f"unknown kernel term kind {kind!r}")
+        if not delta > 0:
+            raise MlpdesignError(f"delta must be positive, got {delta}")
+        if mu is None:
+            _check_finite(first, f"descriptor rows of {what}")
+            mu = first.reshape(len(first), dim).mean(axis=0) if len(first) else np.zeros(dim)
+        mu = np.asarray(mu, dtype=np.float64)
+        if mu.shape != (dim,):
+            raise MlpdesignError(f"{what}: dimension {dim} differs from the reference's "
+                                 f"{mu.shape[0]}")
+        xc_all = np.empty((n_rows, dim), dtype=dtype)
+        aux = np.empty(n_rows)
+        m2 = 0.0
+        for a in range(0, n_rows, block):
+            b = min(n_rows, a + block)
+            xb = np.asarray(get(a, b), dtype=np.float64).reshape(b - a, dim)
+            _check_finite(xb, f"descriptor rows of {what}")
+            xc = xb - mu
+            xc_all[a:b] = xc
+            xc = xc_all[a:b].astype(np.float64)      # as stored: the rounded values
+            sq = np.einsum("ij,ij->i", xc, xc)
+            m2 = max(m2, float(sq.max(initial=0.0)))
+            aux[a:b] = xb @ mu if kind == "dot" else sq
+        return cls(kind, xc_all, w, off, float(delta), int(zeta), float(length), mu, aux, name,
+                   dict(meta or {}), math.sqrt(m2))
+
+    @classmethod
+    def dot(cls, rows, offsets=None, weights=None, zeta: int = 1, delta: float = 1.0,
+            **kw) -> Term:
+        """``delta^2 sum w_a w_b (x_a . x_b)^zeta`` (GAP ``dot_product``)."""
+        return cls.build("dot", rows, offsets, weights, zeta=zeta, delta=delta, **kw)
+
+    @classmethod
+    def gauss(cls, rows, offsets=None, weights=None, length: float = 1.0,
+              delta: float = 1.0, **kw) -> Term:
+        """``delta^2 sum w_a w_b exp(-|x_a - x_b|^2 / 2 length^2)`` (GAP ``ard_se``)."""
+        return cls.build("gauss", rows, offsets, weights, length=length, delta=delta, **kw)
+
+    def like(self, rows, offsets=None, weights=None, name: str | None = None) -> Term:
+        """The same kernel on other rows, centred like this term (for a given set)."""
+        return Term.build(self.kind, rows, offsets, weights, zeta=self.zeta,
+                          length=self.length, delta=self.delta, mu=self.mu,
+                          dtype=self.rows.dtype.name, name=self.name if name is None else name,
+                          meta=self.meta)
+
+    def same_kernel(self, other: Term) -> bool:
+        return (self.kind, self.zeta, self.length, self.delta, self.dim) == \
+            (other.kind, other.zeta, other.length, other.delta, other.dim)
+
+    # -- the pair function on centred dot products G (float64), rows x query
+    def _f(self, G: np.ndarray, aux_a: np.ndarray, aux_b: np.ndarray) -> np.ndarray:
+        if self.kind == "dot":
+            v = G + aux_a[:, None] + (aux_b[None, :] - self.mu @ self.mu)
+            return v if self.zeta == 1 else v ** self.zeta
+        sq = aux_a[:, None] + aux_b[None, :] - 2.0 * G
+        return np.exp(np.maximum(sq, 0.0) * (-0.5 / self.length**2))
+
+    def diag(self, block: int = 1 << 14) -> np.ndarray:
+        """``K_t(c, c)`` of every config, in float64 arithmetic on the stored rows."""
+        out = np.empty(self.n)
+        for c0 in range(0, self.n, block):
+            c1 = min(self.n, c0 + block)
+            counts = np.diff(self.offsets[c0:c1 + 1])
+            for m in np.unique(counts):
+                cfg = c0 + np.flatnonzero(counts == m)
+                if m == 0:
+                    out[cfg] = 0.0
+                    continue
+                r = self.offsets[cfg][:, None] + np.arange(m)
+                X = self.rows[r].astype(np.float64)                 # (nc, m, d)
+                G = np.einsum("cid,cjd->cij", X, X)
+                a = self.aux[r]
+                if self.kind == "dot":
+                    v = G + a[:, :, None] + a[:, None, :] - self.mu @ self.mu
+                    v = v if self.zeta == 1 else v**self.zeta
+                else:
+                    sq = a[:, :, None] + a[:, None, :] - 2.0 * G
+                    v = np.exp(np.maximum(sq, 0.0) * (-0.5 / self.length**2))
+                w = self.weights[r]
+                out[cfg] = np.einsum("ci,cij,cj->c", w, v, w)
+        return self.delta**2 * out
+
+    def values(self, q_rows: np.ndarray, q_aux: np.ndarray, q_w: np.ndarray,
+               rows: slice | np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """K_t between one query config (its rows) and the configs whose rows are
+        ``rows`` (a slice: a contiguous block, no copy; or gathered indices), whose row
+        counts are ``counts``."""
+        X = self.rows[rows]
+        if X.shape[0] == 0:
+            return np.zeros(len(counts))
+        G = (X @ q_rows.T).astype(np.float64, copy=False)
+        v = self._f(G, self.aux[rows], q_aux)
+        v = (v @ q_w) * self.weights[rows]
+        return self.delta**2 * _segment_sum(v, counts)
+
+    def err_stats(self) -> dict:
+        """Per-term magnitudes for the rounding-error bound."""
+        M = self.max_centred_norm
+        P = M + float(np.sqrt(self.mu @ self.mu))
+        W = _segment_sum(np.abs(self.weights), np.diff(self.offsets))
+        return {"M": M, "P": P, "W": W, "rows": int(np.diff(self.offsets).max(initial=0)),
+                "u": _unit_roundoff(self.rows.dtype), "d": self.dim}
+
+
+@dataclass
+class Query:
+    """One configuration's rows for every term, ready to be compared with a pool."""
+
+    rows: list[np.ndarray]
+    aux: list[np.ndarray]
+    weights: list[np.ndarray]
+    diag_t: np.ndarray      # (n_terms,) K_t(q, q)
+    diag: float             # K(q, q) in the mode's meaning
+    n_atoms: int
+
+
+# ---------------------------------------------------------------------------- kernel data
+
+class KernelData:
+    """The configurations of a pool (or a given set) under one kernel; see module doc."""
+
+    def __init__(self, terms: Sequence[Term], n_atoms=None, *, normalize: bool = True,
+                 per_atom: bool = False, balance: bool = False) -> None:
+        if not terms:
+            raise MlpdesignError("a kernel needs at least one term")
+        self.terms = list(terms)
+        n = self.terms[0].n
+        if any(t.n != n for t in self.terms):
+            raise MlpdesignError("kernel terms disagree on the number of configurations")
+        self.n = n
+        self.n_atoms = (np.diff(self.terms[0].offsets) if n_atoms is None
+                        else np.asarray(n_atoms, dtype=np.int64)).astype(np.float64)
+        if self.n_atoms.shape != (n,):
+            raise MlpdesignError(f"n_atoms must have {n} entries")
+        self.normalize, self.per_atom, self.balance = bool(normalize), bool(per_atom), \
+            bool(balance)
+        delta2 = np.array([t.delta**2 for t in self.terms])
+        self.term_weight = delta2 / delta2.sum()
+        self.diag_t = np.stack([t.diag() for t in self.terms])     # (n_terms, n)
+        self.diag = self._combine_diag(self.diag_t, self.n_atoms)
+        if (self.normalize or self.balance) and n:
+            d = self.diag_t if self.balance else self.diag[None, :]
+            bad = np.flatnonzero((d <= 0).any(axis=0))
+            if len(bad):
+                raise MlpdesignError(f"configuration {bad[0]} has a zero kernel with itself "
+                                     "(no rows within the cutoff?): it cannot be normalised; "
+                                     "use --no-normalize")
+        self._stats = [t.err_stats() for t in self.terms]
+        self._norm = self._norm_factors()
+        self.eps = self.eps_with(self)
+
+    @property
+    def options(self) -> dict:
+        return {"normalize": self.normalize, "per_atom": self.per_atom,
+                "balance": self.balance, "dtype": self.terms[0].rows.dtype.name}
+
+    def _combine_diag(self, diag_t: np.ndarray, n_atoms) -> np.ndarray:
+        d = diag_t.sum(axis=0)
+        if self.per_atom and not (self.normalize or self.balance):
+            d = d / np.asarray(n_atoms, dtype=np.float64) ** 2
+        return d
+
+    def _norm_factors(self) -> list[float]:
+        """max over configs of W_t,c / (normalisation of c), per term (error bound)."""
+        out = []
+        for t, s in enumerate(self._stats):
+            W = s["W"]
+            if self.balance:
+                a = W / np.sqrt(self.diag_t[t])
+            elif self.normalize:
+                a = W / np.sqrt(self.diag)
+            elif self.per_atom:
+                a = W / self.n_atoms
+            else:
+                a = W
+            out.append(float(a.max(initial=0.0)))
+        return out
+
+    def eps_with(self, other: KernelData) -> float:
+        """A bound on the rounding error of any computed D² between configs of ``self``
+        and of ``other`` (same kernel), with a safety factor of 2."""
+        total = 0.0
+        vmax_all = 1.0
+        for t, (sa, sb) in enumerate(zip(self._stats, other._stats, strict=True)):
+            term = self.terms[t]
+            g = _gamma(sa["d"] + 2, max(sa["u"], sb["u"]))
+            ddot = g * sa["M"] * sb["M"] + 16 * _U64 * (sa["P"] + sa["M"]) * (sb["P"] + sb["M"])
+            B = sa["P"] * sb["P"]
+            if term.kind == "dot":
+                z = term.zeta
+                e = z * (B + ddot) ** (z - 1) * ddot + 4 * z * _U64 * B**z
+                vmax = B**z
+            else:
+                e = (2 * ddot + 4 * _U64 * (sa["M"] ** 2 + sb["M"] ** 2)) / (2 * term.length**2) \
+                    + 4 * _U64
+                vmax = 1.0
+            e += 4 * (sa["rows"] + sb["rows"] + 4) * _U64 * vmax
+            coeff = self.term_weight[t] if self.balance else 1.0
+            total += 2 * coeff * term.delta**2 * e * self._norm[t] * other._norm[t]
+            vmax_all = max(vmax_all, term.delta**2 * vmax)
+        scale = 1.0 if (self.normalize or self.balance) else max(
+            float(self.diag.max(initial=0.0)), float(other.diag.max(initial=0.0)), 1e-300)
+        return 2.0 * (total + 64 * _U64 * scale)
+
+    # -- queries
+    def query(self, i: int) -> Query:
+        """Config ``i`` as a query against this (or another compatible) KernelData."""
+        rows, aux, w = [], [], []
+        for t in self.terms:
+            a, b = int(t.offsets[i]), int(t.offsets[i + 1])
+            rows.append(t.rows[a:b])
+            aux.append(t.aux[a:b])
+            w.append(t.weights[a:b])
+        return Query(rows, aux, w, self.diag_t[:, i].copy(), float(self.diag[i]),
+                     int(self.n_atoms[i]))
+
+    def _d2(self, Kt: list[np.ndarray], sel, q: Query) -> np.ndarray:
+        if self.balance:
+            k = sum(self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
+                    for t in range(len(Kt)))
+            d2 = 2.0 - 2.0 * k
+        elif self.normalize:
+            d2 = 2.0 - 2.0 * sum(Kt) / np.sqrt(self.diag[sel] * q.diag)
+        else:
+            K = sum(Kt)
+            if self.per_atom:
+                K = K / (self.n_atoms[sel] * q.n_atoms)
+            d2 = self.diag[sel] + q.diag - 2.0 * K
+        return np.maximum(d2, 0.0)
+
+    def _k(self, Kt: list[np.ndarray], sel, q: Query) -> np.ndarray:
+        if self.balance:
+            return sum(self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
+                       for t in range(len(Kt)))
+        K = sum(Kt)
+        if self.normalize:
+            return K / np.sqrt(self.diag[sel] * q.diag)
+        if self.per_atom:
+            return K / (self.n_atoms[sel] * q.n_atoms)
+        return K
+
+    def _terms_range(self, q: Query, c0: int, c1: int) -> list[np.ndarray]:
+        out = []
+        for t, term in enumerate(self.terms):
+            o = term.offsets
+            out.append(term.values(q.rows[t], q.aux[t], q.weights[t],
+                                   slice(int(o[c0]), int(o[c1])), np.diff(o[c0:c1 + 1])))
+        return out
+
+    def _terms_subset(self, q: Query, idx: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for t, term in enumerate(self.terms):
+            rows, counts = _rows_of(term.offsets, idx)
+            out.append(term.values(q.rows[t], q.aux[t], q.weights[t], rows, counts))
+        return out
+
+    def d2_range(self, q: Query, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        """D² from ``q`` to the contiguous block of configs ``c0 .. c1-1``."""
+        c1 = self.n if c1 is None else c1
+        return self._d2(self._terms_range(q, c0, c1), slice(c0, c1), q)
+
+    def d2_subset(self, q: Query, idx) -> np.ndarray:
+        """D² from ``q`` to configs ``idx`` (any order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            return np.zeros(0)
+        return self._d2(self._terms_subset(q, idx), idx, q)
+
+    def k_subset(self, q: Query, idx) -> np.ndarray:
+        """Kernel k (per the mode) between ``q`` and configs ``idx``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._k(self._terms_subset(q, idx), idx, q)
+
+    def d2_row(self, i: int) -> np.ndarray:
+        """D² from config ``i`` to every config (one full pass)."""
+        return self.d2_range(self.query(i), 0, self.n)
+
+    def k_block(self, idx_a, idx_b) -> np.ndarray:
+        """``(len a, len b)`` kernel matrix k between configs ``idx_a`` and ``idx_b``."""
+        idx_b = np.asarray(idx_b, dtype=np.int64)
+        return np.array([self.k_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
+            len(idx_a), len(idx_b))
+
+    def d2_block(self, idx_a, idx_b) -> np.ndarray:
+        """``(len a, len b)`` matrix of D² between configs ``idx_a`` and ``idx_b``."""
+        idx_b = np.asarray(idx_b, dtype=np.int64)
+        return np.array([self.d2_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
+            len(idx_a), len(idx_b))
+
+    def min_d2_to(self, idx) -> np.ndarray:
+        """Min D² from every config to the configs ``idx`` (e.g. a design: the covering
+        radius is the max of this), with the exact bounds of :mod:`mlpdesign.select`."""
+        from .select import MaxMinState
+
+        st = MaxMinState(self)
+        for i in idx:
+            st.add_pool(int(i), exclude=False)
+        return st.psi.copy()
+
+    def compatible(self, other: KernelData) -> None:
+        """Raise unless ``other`` uses the same kernel, centring and options."""
+        if len(self.terms) != len(other.terms) or not all(
+                a.same_kernel(b) and np.array_equal(a.mu, b.mu) and a.meta == b.meta
+                for a, b in zip(self.terms, other.terms, strict=True)):
+            raise MlpdesignError("the given set uses another kernel or descriptor than the pool")
+        if self.options != other.options:
+            raise MlpdesignError("internal error: kernel options differ between pool and "
+                                 "given set")
+
+
+# ---------------------------------------------------------------------------- pair term
+
+def pair_grid(cutoff: float, theta: float, step: float | None = None,
+              r_min: float = 0.0) -> np.ndarray:
+    """Radial grid for :func:`pair_embedding`: spacing ``theta/3`` by default, from
+    ``r_min - 7 theta`` to ``cutoff + 7 theta`` (the Gaussians are below e^-49 outside).
+
+    The rectangle rule on a Gaussian integrand of width theta/2 with spacing h has a
+    relative error of about 2 exp(-pi^2 theta^2 / 2 h^2): 1e-19 at h = theta/3.
+    """
+    h = theta / 3.0 if step is None else float(step)
+    if not (h > 0 and theta > 0 and cutoff > r_min):
+        raise MlpdesignError(f"bad pair grid: cutoff={cutoff}, theta={theta}, step={h}")
+    lo = math.floor((r_min - 7 * theta) / h)
+    hi = math.ceil((cutoff + 7 * theta) / h)
+    return np.arange(lo, hi + 1, dtype=np.float64) * h
+
+
+def pair_embedding(r, weights, offsets, theta: float, grid: np.ndarray,
+                   block: int = 1 << 15) -> np.ndarray:
+    """Embed each config's pairs as ``e(x_g) = c sum_i w_i exp(-(x_g - r_i)^2 / theta^2)``.
+
+    With ``c = sqrt(h / (theta sqrt(pi/2)))`` the dot product of two embeddings equals
+    ``sum_ij w_i w_j exp(-(r_i - r_j)^2 / 2 theta^2)`` (an integral of two Gaussians of
+    width theta/sqrt 2, done by the rectangle rule on ``grid``). Returns (n_configs, G).
+    """
+    r = np.asarray(r, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    off = np.asarray(offsets, dtype=np.int64)
+    _check_finite(r, "pair distances")
+    if len(r) and (r.min() < grid[0] + 7 * theta - 1e-9 or r.max() > grid[-1] - 7 * theta + 1e-9):
+        raise MlpdesignError(f"pair distances {r.min():.3g}..{r.max():.3g} fall outside the "
+                             f"embedding grid {grid[0] + 7 * theta:.3g}..{grid[-1] - 7 * theta:.3g}")
+    h = float(grid[1] - grid[0])
+    c = math.sqrt(h / (theta * math.sqrt(math.pi / 2)))
+    n = len(off) - 1
+    out = np.zeros((n, len(grid)))
+    counts = np.diff(off)
+    owner = np.repeat(np.arange(n), counts)
+    for a in range(0, len(r), block):
+        b = min(len(r), a + block)
+        e = np.exp(-(((grid[None, :] - r[a:b, None]) / theta) ** 2)) * (c * w[a:b, None])
+        _add_rows(out, owner[a:b], e)
+    return out
+
+
+def _add_rows(out: np.ndarray, owner: np.ndarray, e: np.ndarray) -> None:
+    """``out[owner[j]] += e[j]`` for sorted ``owner``, by segment sums (fast, exact order)."""
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    out[owner[starts]] += np.add.reduceat(e, starts, axis=0)
+
+
+def pair_kernel_bruteforce(r_a, w_a, r_b, w_b, theta: float) -> float:
+    """``sum_ij w_i w_j exp(-(r_i - r_j)^2 / 2 theta^2)``: the reference double sum."""
+    r_a, r_b = np.asarray(r_a, float).reshape(-1), np.asarray(r_b, float).reshape(-1)
+    d = r_a[:, None] - r_b[None, :]
+    return float(np.asarray(w_a, float) @ np.exp(-d * d / (2 * theta**2)) @ np.asarray(w_b, float))
+
+
+def pair_term(r, weights, offsets, theta: float, cutoff: float, delta: float = 1.0,
+              step: float | None = None, grid: np.ndarray | None = None, mu=None,
+              dtype: str = "float64", name: str = "distance_2b") -> Term:
+    """The ``distance_2b`` / ``ard_se`` term as a linear term on pair embeddings."""
+    grid = pair_grid(cutoff, theta, step) if grid is None else grid
+    emb = pair_embedding(r, weights, offsets, theta, grid)
+    return Term.dot(emb, None, None, zeta=1, delta=delta, mu=mu, dtype=dtype, name=name,
+                    meta={"embedding": "pair", "theta": theta, "grid": [float(grid[0]),
+                          float(grid[1] - grid[0]), len(grid)]})
+
+
+# ---------------------------------------------------------------------------- toy kernels
+
+def linear(X, normalize: bool = True, dtype: str = "float64") -> KernelData:
+    """``k(x, y) = x . y`` on one feature row per config (normalised: cosine)."""
+    return KernelData([Term.dot(X, zeta=1, dtype=dtype, name="linear")], np.ones(len(X)),
+                      normalize=normalize)
+
+
+def polynomial(X, zeta: int = 2, normalize: bool = True, dtype: str = "float64") -> KernelData:
+    """``k(x, y) = (x . y)^zeta`` on one feature row per config."""
+    return KernelData([Term.dot(X, zeta=zeta, dtype=dtype, name="polynomial")],
+                      np.ones(len(X)), normalize=normalize)
+
+
+def gaussian(X, length_scale: float = 1.0, dtype: str = "float64") -> KernelData:
+    """``k(x, y) = exp(-|x - y|^2 / 2 l^2)``: D² = 2 - 2k is monotone in |x - y|."""
+    return KernelData([Term.gauss(X, length=length_scale, dtype=dtype, name="gaussian")],
+                      np.ones(len(X)), normalize=False)
+
+
+# ---------------------------------------------------------------------------- stores
+
+def _float(spec, key: str, where: str) -> float:
+    v = spec.kernel.get(key)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise MlpdesignError(f"{where}: kernel key {key}={v!r} is missing or not a number") \
+            from None
+
+
+def term_plans(specs) -> list[dict]:
+    """How each descriptor of a store is served: one dict per descriptor, or a one-line
+    error for a kernel type we cannot evaluate."""
+    plans = []
+    for k, spec in enumerate(specs):
+        where = f"descriptor {k} ({spec.name})"
+        cov = str(spec.kernel.get("covariance_type", "")).lower()
+        delta = _float(spec, "delta", where)
+        if cov == "dot_product":
+            zeta = _float(spec, "zeta", where)
+            if zeta != int(zeta) or zeta < 1:
+                raise MlpdesignError(f"{where}: zeta={zeta} is not a positive integer; "
+                                     "select needs an integer zeta (a true kernel distance)")
+            plans.append({"kind": "dot", "zeta": int(zeta), "delta": delta, "name": spec.name})
+        elif cov in ("ard_se", "gaussian"):
+            if "theta_uniform" not in spec.kernel:
+                raise MlpdesignError(f"{where}: select supports {cov} only with theta_uniform=")
+            theta = _float(spec, "theta_uniform", where)
+            if spec.dim == 1:
+                cutoff = spec.params.get("cutoff")
+                if not isinstance(cutoff, (int, float)):
+                    raise MlpdesignError(f"{where}: no cutoff= for the pair embedding")
+                plans.append({"kind": "pair", "theta": theta, "delta": delta,
+                              "cutoff": float(cutoff), "name": spec.name})
+            else:
+                plans.append({"kind": "gauss", "length": theta, "delta": delta,
+                              "name": spec.name})
+        else:
+            raise MlpdesignError(f"{where}: covariance_type={cov or '?'} is not supported by "
+                                 "select (dot_product and ard_se are)")
+    return plans
+
+
+class StoreKernel(KernelData):
+    """A :class:`KernelData` read from a descriptor store (``mlpdesign.store.Store``).
+
+    ``like``: another KernelData whose centring and pair grid to reuse (for a given set
+    compared with a pool). Rows are read in config blocks (``store.config_ranges``).
+    """
+
+    def __init__(self, store, normalize: bool = True, per_atom: bool = False,
+                 balance: bool = False, dtype: str = "float32",
+                 like: KernelData | None = None, grid_step: float | None = None) -> None:
+        if store.n_configs == 0:
+            raise MlpdesignError(f"{store.path}: the store holds no configurations")
+        plans = term_plans(store.descriptors)
+        terms = []
+        for k, plan in enumerate(plans):
+            ds = store.f[f"descriptors/{k}/rows"]
+            w = np.asarray(store.weights(k), dtype=np.float64)
+            off = store.offsets(k)
+            ref = like.terms[k] if like is not None else None
+            mu = None if ref is None else ref.mu
+            where = f"{store.path}: descriptor {k} ({plan['name']})"
+            if plan["kind"] == "pair":
+                rows = np.asarray(ds[()], dtype=np.float64)
+                _check_finite(rows, where)
+                if ref is not None:
+                    lo, h, m = ref.meta["grid"]
+                    grid = lo + h * np.arange(m)
+                else:
+                    grid = pair_grid(plan["cutoff"], plan["theta"], grid_step)
+                term = pair_term(rows, w, off, plan["theta"], plan["cutoff"], plan["delta"],
+                                 grid=grid, mu=mu, dtype=dtype, name=plan["name"])
+                del rows
+            else:
+                def get(a, b, ds=ds, where=where):
+                    x = np.asarray(ds[a:b], dtype=np.float64)
+                    _check_finite(x, where)
+                    return x
+                extra = ({"zeta": plan["zeta"]} if plan["kind"] == "dot"
+                         else {"length": plan["length"]})
+                term = Term.build(plan["kind"], get, off, w, delta=plan["delta"], mu=mu,
+                                  dtype=dtype, name=plan["name"], **extra)
+            terms.append(term)
+        super().__init__(terms, store.n_atoms, normalize=normalize, per_atom=per_atom,
+                         balance=balance)
+        if like is not None:
+            like.compatible(self)

@@ -1,0 +1,249 @@
+"""Stand-in labels: energies, forces and virials from a classical potential instead of DFT.
+
+Before paying for DFT, a design can be checked end to end (fit a GAP on the chosen
+configurations, cross-validate it) with any ASE calculator standing in for the reference
+method. The labelled set is written with the same keys and conventions as ``collect``
+(``docs/formats.md``): ``dft_energy`` (eV), ``dft_forces`` (eV/A, per atom) and
+``dft_virial`` (eV, = -stress x volume with ASE's stress sign, 9 numbers row-major so that
+QUIP can read it). The key names are distinct from ``energy``/``forces`` so that ASE does not
+swallow them into a calculator on read-back.
+
+:func:`labelled_frame` and :func:`write_labelled` are the shared writers of this format;
+:func:`read_labelled` is the shared reader (``fit`` and ``crossval`` use it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .errors import MlpdesignError
+from .fileio import atomic_path, check_output, require_file
+
+#: Key names of the labelled-set format (shared with ``collect``).
+ENERGY_KEY = "dft_energy"
+FORCES_KEY = "dft_forces"
+VIRIAL_KEY = "dft_virial"
+
+#: ``gap_fit`` arguments that tell QUIP the key names above.
+GAP_FIT_KEY_ARGS = (f"energy_parameter_name={ENERGY_KEY}",
+                    f"force_parameter_name={FORCES_KEY}", f"virial_parameter_name={VIRIAL_KEY}")
+
+
+# ---------------------------------------------------------------------------- calculators
+
+def eam_calculator(path: str | os.PathLike):
+    """matscipy's EAM calculator for a LAMMPS ``.eam``/``.eam.alloy``/``.eam.fs`` file.
+
+    matscipy is ~50x faster than ASE's own EAM on small cells (about 1 ms per cell).
+    """
+    p = require_file(path, "EAM potential file")
+    from matscipy.calculators.eam import EAM
+
+    try:
+        calc = EAM(str(p))
+    except Exception as e:  # noqa: BLE001 - any parse failure is bad input
+        raise MlpdesignError(f"{p}: not a readable EAM potential file "
+                             f"({type(e).__name__}: {str(e).strip() or 'parse error'})") from None
+    calc.mlpdesign_source = str(p)
+    return calc
+
+
+def calculator_from_spec(spec: str, kwargs: dict[str, Any] | None = None):
+    """Instantiate ``module:Class`` (any ASE calculator) with keyword arguments."""
+    mod_name, colon, cls_name = spec.partition(":")
+    if not colon or not mod_name or not cls_name:
+        raise MlpdesignError(f"--calculator expects module:Class, e.g. "
+                             f"ase.calculators.emt:EMT, got {spec!r}")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise MlpdesignError(f"--calculator {spec}: cannot import {mod_name} ({e})") from None
+    cls = getattr(mod, cls_name, None)
+    if cls is None:
+        raise MlpdesignError(f"--calculator {spec}: {mod_name} has no {cls_name}")
+    try:
+        calc = cls(**(kwargs or {}))
+    except Exception as e:  # noqa: BLE001 - a wrong argument is bad input
+        raise MlpdesignError(f"--calculator {spec}: cannot create it "
+                             f"({type(e).__name__}: {e})") from None
+    calc.mlpdesign_source = spec
+    return calc
+
+
+def parse_calc_args(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> kwargs; values are JSON when they parse as JSON, else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise MlpdesignError(f"--calc-arg expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def check_species(calc, frames: Sequence[Atoms], where: str = "") -> None:
+    """Refuse frames with elements the calculator has no parameters for (EAM only).
+
+    matscipy would stop on the first such frame with a long message; checking all
+    species up front gives one clear line before any work.
+    """
+    known = getattr(calc, "_db_atomic_numbers", None)
+    if known is None:
+        return
+    from ase.data import chemical_symbols
+
+    have = {int(z) for a in frames for z in np.unique(a.numbers)}
+    missing = sorted(have - {int(z) for z in known})
+    if missing:
+        src = getattr(calc, "mlpdesign_source", "the EAM potential")
+        names = ", ".join(chemical_symbols[z] for z in missing)
+        knows = ", ".join(chemical_symbols[int(z)] for z in known)
+        raise MlpdesignError(f"{src} has parameters for {knows} only; {where or 'the set'} "
+                             f"contains {names}")
+
+
+# ---------------------------------------------------------------------------- the format
+
+def labelled_frame(atoms: Atoms, energy: float, forces: np.ndarray | None,
+                   stress: np.ndarray | None) -> Atoms:
+    """A copy of ``atoms`` carrying the labels in the shared format (no calculator attached).
+
+    ``stress`` is ASE's stress (3x3 or Voigt 6, eV/A^3); the virial written is
+    ``-stress * volume`` as 9 plain numbers.
+    """
+    out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
+                pbc=atoms.pbc)
+    for k, v in atoms.info.items():
+        if k not in (ENERGY_KEY, VIRIAL_KEY, "energy", "stress", "virial", "free_energy"):
+            out.info[k] = v
+    for k, v in atoms.arrays.items():
+        if k not in ("numbers", "positions", FORCES_KEY, "forces"):
+            out.arrays[k] = v.copy()
+    if not math.isfinite(energy):
+        raise MlpdesignError(f"non-finite energy {energy} for a configuration "
+                             f"(candidate_id {atoms.info.get('candidate_id', '?')})")
+    out.info[ENERGY_KEY] = float(energy)
+    if forces is not None:
+        f = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+        if not np.all(np.isfinite(f)):
+            raise MlpdesignError("non-finite forces for a configuration "
+                                 f"(candidate_id {atoms.info.get('candidate_id', '?')})")
+        out.arrays[FORCES_KEY] = f
+    if stress is not None:
+        s = np.asarray(stress, dtype=float)
+        if s.shape == (6,):
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            s = voigt_6_to_full_3x3_stress(s)
+        out.info[VIRIAL_KEY] = (-s * atoms.get_volume()).reshape(9)
+    return out
+
+
+def write_labelled(path: str | os.PathLike, frames: Iterable[Atoms], force: bool = False) -> int:
+    """Write labelled frames as extxyz atomically; return how many were written."""
+    from ase.io.extxyz import write_xyz
+
+    n = 0
+    with atomic_path(path, force) as tmp, open(tmp, "w") as fh:
+        for a in frames:
+            write_xyz(fh, [a])
+            n += 1
+    return n
+
+
+def read_frames(path: str | os.PathLike, what: str = "extxyz file") -> list[Atoms]:
+    """All frames of an extxyz file, with one clear line for unreadable input."""
+    import ase.io
+
+    p = require_file(path, what)
+    try:
+        frames = ase.io.read(p, index=":", format="extxyz")
+    except Exception as e:  # noqa: BLE001 - ASE raises many kinds on bad text
+        raise MlpdesignError(f"{p}: not a readable extxyz file ({type(e).__name__}: "
+                             f"{str(e).strip()[:200]})") from None
+    if not frames:
+        raise MlpdesignError(f"{p}: no configurations in the file")
+    return frames
+
+
+def read_labelled(path: str | os.PathLike, need_forces: bool = False) -> list[Atoms]:
+    """Read a labelled set and check that every frame carries ``dft_energy``.
+
+    Frames read back keep the labels in ``info``/``arrays`` (no calculator).
+    """
+    frames = read_frames(path, "labelled set")
+    for i, a in enumerate(frames):
+        e = a.info.get(ENERGY_KEY)
+        if e is None:
+            hint = (" (it has 'energy': relabel with mlpdesign label, or rename the key)"
+                    if a.calc is not None or "energy" in a.info else "")
+            raise MlpdesignError(f"{path}: configuration {i} has no {ENERGY_KEY} label{hint}; "
+                                 "run 'mlpdesign label' (or 'collect' for DFT) first")
+        if not isinstance(e, (int, float, np.floating, np.integer)) or not math.isfinite(e):
+            raise MlpdesignError(f"{path}: configuration {i} has a non-numeric or non-finite "
+                                 f"{ENERGY_KEY} ({e!r})")
+        if need_forces and FORCES_KEY not in a.arrays:
+            raise MlpdesignError(f"{path}: configuration {i} has no {FORCES_KEY}")
+        v = a.info.get(VIRIAL_KEY)
+        if v is not None and np.size(v) != 9:
+            raise MlpdesignError(f"{path}: configuration {i}: {VIRIAL_KEY} must be 9 numbers, "
+                                 f"got {np.size(v)}")
+    return frames
+
+
+# ---------------------------------------------------------------------------- labelling
+
+def label_frames(frames: Sequence[Atoms], calc, forces: bool = True, virial: bool = True,
+                 progress=None) -> Iterable[Atoms]:
+    """Yield each frame labelled by ``calc`` (energy, and forces/virial when asked).
+
+    The virial is only computed for fully periodic cells (a stress needs a volume).
+    """
+    for a in frames:
+        work = a.copy()
+        work.calc = calc
+        try:
+            e = work.get_potential_energy()
+            f = work.get_forces() if forces else None
+            s = work.get_stress(voigt=False) if virial and all(work.pbc) else None
+        except MlpdesignError:
+            raise
+        except Exception as ex:  # noqa: BLE001 - a calculator failure on one input
+            cid = a.info.get("candidate_id", "?")
+            raise MlpdesignError(f"the calculator failed on candidate_id {cid}: "
+                                 f"{type(ex).__name__}: {str(ex).strip()[:200]}") from None
+        yield labelled_frame(a, e, f, s)
+        if progress is not None:
+            progress.update(1)
+
+
+def label(input_path: str | os.PathLike, output: str | os.PathLike, calc,
+          forces: bool = True, virial: bool = True, force: bool = False,
+          progress_factory: Callable[[int], Any] | None = None) -> int:
+    """Label every configuration of ``input_path`` with ``calc``; write ``output`` (extxyz).
+
+    Returns the number of configurations written. Nothing is written on failure.
+    """
+    check_output(output, force)
+    if Path(output).resolve() == Path(input_path).resolve():
+        raise MlpdesignError("the output would overwrite the input; choose another -o")
+    frames = read_frames(input_path, "input file")
+    check_species(calc, frames, str(input_path))
+    bar = progress_factory(len(frames)) if progress_factory else None
+    try:
+        return write_labelled(output, label_frames(frames, calc, forces, virial, bar), force)
+    finally:
+        if bar is not None:
+            bar.close()

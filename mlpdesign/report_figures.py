@@ -1,0 +1,221 @@
+"""Figures of ``mlpdesign report`` (matplotlib, Agg backend, PNG): the paper's figs. 3, 4 and 8.
+
+Each function takes a :class:`mlpdesign.report.ReportData` and a target path, draws one figure
+a person can read at a glance (labelled axes with units, legends) and returns whether it wrote
+anything (a figure that does not apply to the data, e.g. strain without deformations, is skipped).
+PNG metadata carries no date or version, so the same data give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .report import ReportData
+
+#: Colours: designs take the default cycle; random designs grey; the pool light grey.
+RANDOM_COLOR = "0.45"
+POOL_COLOR = "0.8"
+PNG_META = {"Software": None}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _save(fig, path: Path) -> bool:
+    fig.savefig(path, dpi=110, metadata=PNG_META)
+    _plt().close(fig)
+    return True
+
+
+def pairwise_distance(data: ReportData, path: Path, bins: int = 40) -> bool:
+    """Fig. 4a: normalised histogram of pairwise D2 in each design vs the random designs."""
+    plt = _plt()
+    nd = len(data.designs)
+    ncol = min(nd, 3)
+    nrow = math.ceil(nd / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.8 * nrow), squeeze=False)
+    for i, (d, ev) in enumerate(zip(data.designs, data.evals, strict=True)):
+        ax = axes[i // ncol][i % ncol]
+        n = len(d.index)
+        pairs = ev.pairs(n)
+        rpairs = (np.concatenate([r.pairs(n) for r in data.random_evals])
+                  if data.random_evals else np.empty(0))
+        hi = max([x.max() for x in (pairs, rpairs) if len(x)] + [1e-12])
+        edges = np.linspace(0.0, hi * 1.0001, bins + 1)
+        if len(rpairs):
+            ax.hist(rpairs, edges, density=True, color=POOL_COLOR, edgecolor=RANDOM_COLOR,
+                    label=f"random designs ({len(data.random_evals)} x {n} points)")
+        if len(pairs):
+            ax.hist(pairs, edges, density=True, histtype="step", lw=2, color=_color(i),
+                    label=f"{d.name} ({n} points)")
+        ax.set_xlabel("pairwise squared kernel distance D² (dimensionless)")
+        ax.set_ylabel("probability density (1/D²)")
+        ax.set_title(f"Pairwise distances in the design: {d.name}")
+        ax.legend(fontsize=8)
+    for j in range(nd, nrow * ncol):
+        axes[j // ncol][j % ncol].set_visible(False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _band(ax, curves: list[np.ndarray], label: str) -> None:
+    if not curves:
+        return
+    c = np.vstack(curves)
+    x = np.arange(1, c.shape[1] + 1)
+    with warnings.catch_warnings():  # sizes where every draw is NaN (one point, no pair)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, med, hi = (np.nanquantile(np.where(np.isfinite(c), c, np.nan), q, axis=0)
+                       for q in (0.1, 0.5, 0.9))
+    ax.fill_between(x, lo, hi, color=POOL_COLOR, label=f"{label}: 10-90 %")
+    ax.plot(x, med, color=RANDOM_COLOR, lw=1.5, label=f"{label}: median")
+
+
+def _positive(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64).copy()
+    y[~np.isfinite(y) | (y <= 0)] = np.nan
+    return y
+
+
+def design_curve(data: ReportData, path: Path) -> bool:
+    """Fig. 8 right: covering radius and min pairwise D2 against design size, vs random."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    nr = len(data.random_evals)
+    _band(ax1, [_positive(r.covering) for r in data.random_evals],
+          f"covering radius, {nr} random designs")
+    _band(ax2, [_positive(r.min_pairwise) for r in data.random_evals],
+          f"{nr} random designs")
+    for i, (d, ev) in enumerate(zip(data.designs, data.evals, strict=True)):
+        x = np.arange(1, len(d.index) + 1)
+        ax1.plot(x, _positive(ev.covering), color=_color(i), lw=2,
+                 label=f"{d.name}: covering radius")
+        if d.psi is not None and len(d.psi):
+            what = "Ψ at pick time (incl. given set)" if d.conditional else "Ψ at pick time"
+            ax1.plot(np.arange(1, len(d.psi) + 1), _positive(d.psi), ".", ms=3,
+                     color=_color(i), alpha=0.6, label=f"{d.name}: {what}")
+        ax2.plot(x, _positive(ev.min_pairwise), color=_color(i), lw=2, label=d.name)
+    ax1.set_title("Covering radius (fill distance; lower is better)")
+    ax1.set_ylabel("max over pool of min D² to the design")
+    ax2.set_title("Max-min criterion (higher is better)")
+    ax2.set_ylabel("smallest pairwise D² in the design")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("design size m (first m points)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.text(0.5, 0.005, "Ψ of pick m is its D² to the first m-1 points = the covering radius "
+             "of the first m-1; D² is the squared kernel distance (dimensionless)",
+             ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, path)
+
+
+def logdet(data: ReportData, path: Path) -> bool:
+    """Fig. 3 right: log det(K + jitter I) of each design vs the random realisations."""
+    plt = _plt()
+    jitter = data.metrics["logdet_jitter"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sizes = sorted({m["size"] for d in data.metrics["designs"] for m in d["metrics"]})
+    rng = np.random.default_rng(0)  # horizontal jitter of the random points only
+    width = 0.25 * (min(np.diff(sizes)) if len(sizes) > 1 else max(sizes))
+    for k, s in enumerate(sizes):
+        vals = [r.logdet(s, jitter) for r in data.random_evals]
+        if vals:
+            ax.scatter(s + width * (rng.random(len(vals)) - 0.5), vals, s=12,
+                       color=RANDOM_COLOR, alpha=0.6,
+                       label=f"random designs ({len(vals)} realisations)" if k == 0 else None)
+    for i, d in enumerate(data.metrics["designs"]):
+        xs = [m["size"] for m in d["metrics"]]
+        ys = [np.nan if m["logdet_k"] is None else m["logdet_k"] for m in d["metrics"]]
+        ax.plot(xs, ys, "D-", color=_color(i), ms=7, label=d["name"])
+    ax.set_xlabel("design size (points)")
+    ax.set_ylabel(f"log det(K + {jitter:g} I)  (entropy, nats)")
+    ax.set_title("MaxEnt criterion of the design kernel matrix (higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def strain(data: ReportData, path: Path, bins: int = 40) -> bool:
+    """Fig. 4b: distribution of the deformation magnitude ||F - I|| in designs, random, pool."""
+    if data.strain is None:
+        return False
+    plt = _plt()
+    s = data.strain
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    edges = np.linspace(0.0, max(float(s.max()), 1e-12) * 1.0001, bins + 1)
+    ax.hist(s, edges, density=True, color=POOL_COLOR, label=f"pool ({len(s)})")
+    if data.random_evals:
+        ridx = np.concatenate([r.index for r in data.random_evals])
+        ax.hist(s[ridx], edges, density=True, histtype="step", lw=1.5, color=RANDOM_COLOR,
+                ls="--", label=f"random designs ({len(data.random_evals)} pooled)")
+    for i, d in enumerate(data.designs):
+        ax.hist(s[d.index], edges, density=True, histtype="step", lw=2, color=_color(i),
+                label=f"{d.name} ({len(d.index)})")
+    ax.set_xlabel("deformation magnitude ‖F − I‖ (Frobenius, dimensionless)")
+    ax.set_ylabel("probability density")
+    ax.set_title("Did diversity come from pushing strain?")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def structure_share(data: ReportData, path: Path) -> bool:
+    """Share of each structure type in each design vs the pool and the random designs."""
+    if data.structure is None:
+        return False
+    plt = _plt()
+    lab = data.structure
+    names = sorted(set(lab.tolist()))
+    groups: list[tuple[str, np.ndarray, str]] = [("pool", lab, POOL_COLOR)]
+    if data.random_evals:
+        ridx = np.concatenate([r.index for r in data.random_evals])
+        groups.append((f"random designs ({len(data.random_evals)} pooled)", lab[ridx],
+                       RANDOM_COLOR))
+    groups += [(d.name, lab[d.index], _color(i)) for i, d in enumerate(data.designs)]
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) * len(groups) / 3), 4.2))
+    w = 0.8 / len(groups)
+    x = np.arange(len(names))
+    for g, (label, vals, color) in enumerate(groups):
+        share = [float(np.mean(vals == n)) for n in names]
+        ax.bar(x + (g - (len(groups) - 1) / 2) * w, share, w, color=color, label=label,
+               edgecolor="black", lw=0.5)
+    ax.set_xticks(x, [n or "?" for n in names])
+    ax.set_xlabel("structure")
+    ax.set_ylabel("share of configurations (fraction)")
+    ax.set_title("Structure types in the design vs the pool")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_figures(data: ReportData, folder: Path, bins: int = 40) -> list[str]:
+    """Draw every figure that applies into ``folder``; return the file names written."""
+    folder = Path(folder)
+    out = []
+    for name, fn in (
+        ("pairwise_distance.png", lambda p: pairwise_distance(data, p, bins)),
+        ("design_curve.png", lambda p: design_curve(data, p)),
+        ("logdet.png", lambda p: logdet(data, p)),
+        ("strain.png", lambda p: strain(data, p, bins)),
+        ("structure_share.png", lambda p: structure_share(data, p)),
+    ):
+        if fn(folder / name):
+            out.append(name)
+    return out

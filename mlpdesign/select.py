@@ -1,0 +1,427 @@
+"""Greedy conditional max-min design on the kernel distance (paper fig. 2, appendix B).
+
+Psi_i is the min squared kernel distance D² of candidate i to the design (and to a given
+set); each step picks argmax Psi (ties: lowest index) and lowers Psi with the distances to
+the new point. Any prefix of the result is itself a max-min design. Two implementations:
+
+* :func:`maxmin_reference`: the textbook loop of appendix B, one full kernel row per pick.
+* :func:`maxmin` (fast, exact): :class:`MaxMinState` keeps, for every candidate, its
+  nearest design point ``n_i`` (``Psi_i = D²(i, n_i)``). D is a metric (the RKHS distance
+  of a positive-definite kernel), so ``D(s, i) >= D(s, n_i) - D(n_i, i)``: a new point s
+  cannot lower Psi_i when ``D²(s, n_i) >= 4 Psi_i + 5 eps``, with ``eps`` a provable bound
+  on the rounding error of any computed D² (:attr:`mlpdesign.kernels.KernelData.eps`).
+  Such candidates are skipped without evaluating their rows; a skipped row provably would
+  not have changed Psi, so the picks are those of the full loop. The D² from the new point
+  to the design points costs one small gathered product per pick.
+
+Library API::
+
+    maxmin(kd, n, *, first=None, seed=1, given=None, progress=None) -> Design
+    maxmin_reference(kd, n, *, first=None, seed=1, given=None) -> Design
+    select_random(kd, n, *, seed=1, given=None, progress=None) -> Design
+    MaxMinState(kd, given=None): .psi, .add_pool(i), .add_given(j), .evaluated
+    select_store(store_path, n, *, method, ..., output, ...) -> Selection   # the CLI's work
+    load_selection(path) -> Selection      (re-exported from mlpdesign.selection)
+
+``first``: ``None`` (the candidate farthest from candidate 0, one kernel row),
+an index (0-based position in the pool), or ``"random"`` (drawn with ``seed``).
+``given``: a :class:`~mlpdesign.kernels.KernelData` of an existing training set made with
+the same kernel (``StoreKernel(given_store, like=pool_kd)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import MlpdesignError
+from .kernels import KernelData
+from .selection import Selection, load_selection  # noqa: F401  (re-exported)
+
+PICKED = -1.0
+
+
+@dataclass
+class Design:
+    """An ordered design: pool positions ``index``, Psi at pick time, and run statistics."""
+
+    index: np.ndarray
+    psi: np.ndarray
+    stopped_early: bool = False
+    n_requested: int = 0
+    evaluated: int = 0          # configs whose D² to a new point was computed
+    n_pool: int = 0
+    first: str = ""
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_pick(self) -> float:
+        """Average fraction of the pool evaluated per added design point."""
+        adds = max(1, self.stats.get("adds", len(self.index)))
+        return self.evaluated / adds / max(1, self.n_pool)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _check(kd: KernelData, n: int, given: KernelData | None) -> None:
+    if kd.n == 0:
+        raise MlpdesignError("the pool is empty")
+    if n < 1:
+        raise MlpdesignError(f"-n must be at least 1, got {n}")
+    if n > kd.n:
+        raise MlpdesignError(f"-n {n} is larger than the pool ({kd.n} candidates)")
+    if given is not None:
+        kd.compatible(given)
+
+
+def _eps(kd: KernelData, given: KernelData | None) -> float:
+    return max(kd.eps, kd.eps_with(given)) if given is not None else kd.eps
+
+
+def _first_index(kd: KernelData, first, seed: int) -> tuple[int, str]:
+    """The first pick of an unconditional design, and how it was chosen."""
+    if first is None or first == "extreme":
+        d = kd.d2_row(0)
+        return int(np.argmax(d)), "extreme"
+    if first == "random":
+        return int(np.random.default_rng(seed).integers(kd.n)), "random"
+    i = int(first)
+    if not 0 <= i < kd.n:
+        raise MlpdesignError(f"first candidate {i} is outside the pool (0..{kd.n - 1})")
+    return i, str(i)
+
+
+def _left_msg(n: int, n_pool: int, left: int) -> str:
+    return (f"-n {n} is larger than the pool less the given set ({left} of {n_pool} "
+            f"candidates are not duplicates of the given set)")
+
+
+def _check_left(st: MaxMinState, n: int) -> None:
+    left = int(np.count_nonzero(st.psi > st.eps))
+    if n > left:
+        raise MlpdesignError(_left_msg(n, st.kd.n, left))
+
+
+def _warn_stop(k: int, n: int) -> None:
+    warnings.warn(f"stopped after {k} of {n} picks: every remaining candidate duplicates "
+                  "the design (Psi = 0)", RuntimeWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------- reference
+
+def maxmin_reference(kd: KernelData, n: int, *, first=None, seed: int = 1,
+                     given: KernelData | None = None) -> Design:
+    """The textbook loop (appendix B): Psi = min(Psi, D²(new, all)); pick argmax Psi.
+
+    One full kernel row per pick; kept as the reference the fast path is tested against.
+    """
+    _check(kd, n, given)
+    eps = _eps(kd, given)
+    psi = np.full(kd.n, np.inf)
+    if given is not None:
+        for j in range(given.n):
+            psi = np.minimum(psi, kd.d2_range(given.query(j), 0, kd.n))
+        left = int(np.count_nonzero(psi > eps))
+        if n > left:
+            raise MlpdesignError(_left_msg(n, kd.n, left))
+    S, P = [], []
+    how = "conditional"
+    stopped = False
+    while len(S) < n:
+        if not S and (given is None or first is not None):
+            s, how = _first_index(kd, first, seed)
+            if given is not None and psi[s] <= eps:
+                raise MlpdesignError(f"first candidate {s} duplicates the given set")
+        else:
+            s = int(np.argmax(psi))
+            if psi[s] <= eps:
+                stopped = True
+                _warn_stop(len(S), n)
+                break
+        S.append(s)
+        P.append(psi[s])
+        psi = np.minimum(psi, kd.d2_row(s))
+        psi[S] = PICKED
+    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
+                  kd.n * (len(S) + (given.n if given is not None else 0)), kd.n, how)
+
+
+# ---------------------------------------------------------------------------- fast path
+
+class MaxMinState:
+    """Psi, nearest design point and the design points so far; O(N) memory.
+
+    :meth:`add_pool` / :meth:`add_given` add a design point (a pool candidate or a config
+    of the given set) and lower Psi, evaluating only the candidates that the triangle
+    inequality cannot rule out (see the module docstring).
+    """
+
+    def __init__(self, kd: KernelData, given: KernelData | None = None) -> None:
+        self.kd, self.given = kd, given
+        self.eps = _eps(kd, given)
+        self.psi = np.full(kd.n, np.inf)
+        self.nearest = np.zeros(kd.n, dtype=np.int64)
+        self._pool_ids: list[int] = []      # centre id of each pool centre
+        self._pool_idx: list[int] = []
+        self._given_ids: list[int] = []
+        self._given_idx: list[int] = []
+        self.n_centres = 0
+        self.evaluated = 0
+        self.adds = 0
+
+    def _centre_d2(self, q) -> np.ndarray:
+        dc = np.empty(self.n_centres)
+        if self._pool_idx:
+            dc[self._pool_ids] = self.kd.d2_subset(q, self._pool_idx)
+        if self._given_idx:
+            dc[self._given_ids] = self.given.d2_subset(q, self._given_idx)
+        return dc
+
+    def _add(self, q) -> None:
+        psi = self.psi
+        if self.n_centres == 0:
+            cand = np.flatnonzero(psi >= 0)
+        else:
+            dc = self._centre_d2(q)
+            cand = np.flatnonzero(dc[self.nearest] < 4.0 * psi + 5.0 * self.eps)
+        d2 = self.kd.d2_subset(q, cand)
+        upd = d2 < psi[cand]
+        hit = cand[upd]
+        psi[hit] = d2[upd]
+        self.nearest[hit] = self.n_centres
+        self.evaluated += len(cand)
+        self.adds += 1
+
+    def add_pool(self, i: int, exclude: bool = True) -> None:
+        """Add pool candidate ``i`` to the design (``exclude``: never pick it again)."""
+        if exclude:
+            self.psi[i] = PICKED
+        self._add(self.kd.query(i))
+        self._pool_ids.append(self.n_centres)
+        self._pool_idx.append(i)
+        self.n_centres += 1
+
+    def add_given(self, j: int) -> None:
+        """Add config ``j`` of the given set as a design point."""
+        self._add(self.given.query(j))
+        self._given_ids.append(self.n_centres)
+        self._given_idx.append(j)
+        self.n_centres += 1
+
+
+def maxmin(kd: KernelData, n: int, *, first=None, seed: int = 1,
+           given: KernelData | None = None, progress=None) -> Design:
+    """Fast exact greedy max-min: the picks of :func:`maxmin_reference`.
+
+    ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)`` (see
+    :func:`mlpdesign.progress.progress`).
+    """
+    _check(kd, n, given)
+    st = MaxMinState(kd, given)
+    if given is not None:
+        for j in range(given.n):
+            st.add_given(j)
+        _check_left(st, n)
+    S, P = [], []
+    how = "conditional"
+    stopped = False
+    while len(S) < n:
+        if not S and (given is None or first is not None):
+            s, how = _first_index(kd, first, seed)
+            if given is not None and st.psi[s] <= st.eps:
+                raise MlpdesignError(f"first candidate {s} duplicates the given set")
+        else:
+            s = int(np.argmax(st.psi))
+            if st.psi[s] <= st.eps:
+                stopped = True
+                _warn_stop(len(S), n)
+                break
+        S.append(s)
+        P.append(float(st.psi[s]))
+        st.add_pool(s)
+        if progress is not None:
+            progress.set_postfix_str(f"psi={P[-1]:.4g}", refresh=False)
+            progress.update(1)
+    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
+                  st.evaluated, kd.n, how, {"adds": st.adds, "eps": st.eps})
+
+
+def select_random(kd: KernelData, n: int, *, seed: int = 1, given: KernelData | None = None,
+                  progress=None) -> Design:
+    """The 'representative' baseline: candidates in a seeded random order (any prefix is
+    the same draw), skipping duplicates of the given set; Psi is recorded as for max-min."""
+    _check(kd, n, given)
+    st = MaxMinState(kd, given)
+    if given is not None:
+        for j in range(given.n):
+            st.add_given(j)
+        _check_left(st, n)
+    order = np.random.default_rng(seed).permutation(kd.n)
+    S, P = [], []
+    stopped = False
+    for s in order:
+        if len(S) == n:
+            break
+        s = int(s)
+        if given is not None and st.psi[s] <= st.eps:
+            continue
+        S.append(s)
+        P.append(float(st.psi[s]))
+        st.add_pool(s)
+        if progress is not None:
+            progress.update(1)
+    if len(S) < n:
+        stopped = True
+        _warn_stop(len(S), n)
+    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
+                  st.evaluated, kd.n, "random", {"adds": st.adds, "eps": st.eps})
+
+
+# ---------------------------------------------------------------------------- stores
+
+def _same_kernel_specs(a, b) -> bool:
+    return [(s.name, s.descriptor, s.kernel) for s in a] == \
+        [(s.name, s.descriptor, s.kernel) for s in b]
+
+
+def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
+    """A KernelData for ``--given``: a store (same gap string) or an extxyz described now."""
+    from pathlib import Path
+
+    from .fileio import file_sha256, require_file
+    from .kernels import StoreKernel
+    from .store import open_store
+
+    p = require_file(path, "given set")
+    with open(p, "rb") as f:
+        is_h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+    if is_h5:
+        gstore = open_store(p)
+    else:
+        from .descriptors import describe
+
+        out = Path(tmpdir) / "given.h5"
+        describe(p, out, gap=store.gap, progress=progress_factory)
+        gstore = open_store(out)
+    with gstore:
+        if not _same_kernel_specs(gstore.descriptors, store.descriptors):
+            raise MlpdesignError(f"{p}: described with another gap string than the pool store "
+                                 f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
+                                 "pool's --gap, or pass the extxyz")
+        if gstore.n_configs == 0:
+            raise MlpdesignError(f"{p}: the given set holds no configurations")
+        gk = StoreKernel(gstore, **{k: v for k, v in kd.options.items()}, like=kd)
+    info = {"path": str(path), "sha256": file_sha256(p), "n_configs": gk.n,
+            "kind": "store" if is_h5 else "extxyz"}
+    return gk, info
+
+
+def select_store(store_path, n: int, output, *, method: str = "maxmin", given=None,
+                 continue_from=None, first=None, seed: int = 1, normalize: bool = True,
+                 per_atom: bool = False, balance: bool = False, dtype: str = "float32",
+                 fmt: str | None = None, force: bool = False, command: str = "",
+                 progress_factory=None) -> tuple[Selection, Design]:
+    """Select ``n`` candidates of a descriptor store and write the selection file.
+
+    ``method``: ``"maxmin"`` or ``"random"``. ``given``: path of an existing training set
+    (a store described with the same gap string, or an extxyz described here).
+    ``continue_from``: a saved selection of this store; the run is extended to ``n``
+    picks with its method, options and seed, and must reproduce it as its prefix.
+    ``first``: None (extreme), a candidate_id, or ``"random"``.
+    ``progress_factory(total, desc)`` makes a progress object. Returns (Selection, Design).
+    """
+    import json
+    import tempfile
+
+    from .fileio import check_output
+    from .kernels import StoreKernel
+    from .selection import write_selection
+    from .store import open_store
+
+    check_output(output, force)
+    if method not in ("maxmin", "random"):
+        raise MlpdesignError(f"unknown method {method!r} (maxmin or random)")
+    prev = None
+    if continue_from is not None:
+        prev = load_selection(continue_from)
+        kern = prev.attrs.get("kernel") or "{}"
+        try:
+            kern = json.loads(kern) if isinstance(kern, str) else dict(kern)
+        except json.JSONDecodeError:
+            raise MlpdesignError(f"{continue_from}: unreadable kernel attribute") from None
+        method = prev.method or method
+        seed = int(prev.attrs.get("seed", seed))
+        f = str(prev.attrs.get("first", ""))
+        first = None if f in ("", "extreme", "conditional") else ("random" if f == "random"
+                                                                   else int(f.split(":")[-1]))
+        normalize = bool(kern.get("normalize", normalize))
+        per_atom = bool(kern.get("per_atom", per_atom))
+        balance = bool(kern.get("balance", balance))
+        dtype = str(kern.get("dtype", dtype))
+        if n < prev.n:
+            raise MlpdesignError(f"-n {n} is smaller than the {prev.n} picks of "
+                                 f"{continue_from}; take a prefix instead")
+    with open_store(store_path) as store:
+        if store.n_configs == 0:
+            raise MlpdesignError(f"{store_path}: the pool is empty")
+        if prev is not None and prev.pool_sha256 != store.pool_sha256:
+            raise MlpdesignError(f"{continue_from} was made for another pool than "
+                                 f"{store_path} (pool checksums differ)")
+        if prev is not None and prev.attrs.get("gap", store.gap) != store.gap:
+            raise MlpdesignError(f"{continue_from} was made with another gap string")
+        if n > store.n_configs:
+            raise MlpdesignError(f"-n {n} is larger than the pool ({store.n_configs} "
+                                 "candidates)")
+        cids = np.asarray(store.candidate_id)
+        first_idx = first
+        if first not in (None, "random"):
+            hit = np.flatnonzero(cids == int(first))
+            if len(hit) == 0:
+                raise MlpdesignError(f"--first {first}: no candidate with that candidate_id "
+                                     f"in {store_path}")
+            first_idx = int(hit[0])
+        kd = StoreKernel(store, normalize=normalize, per_atom=per_atom, balance=balance,
+                         dtype=dtype)
+        given_info = []
+        gk = None
+        with tempfile.TemporaryDirectory(prefix="mlpdesign-given-") as tmpdir:
+            if given is not None:
+                gk, info = _given_kernel(given, store, kd, tmpdir)
+                given_info.append(info)
+        if prev is not None:
+            saved = json.loads(prev.attrs.get("given") or "[]")
+            if [g.get("sha256") for g in saved] != [g["sha256"] for g in given_info]:
+                raise MlpdesignError(f"{continue_from} was made with --given "
+                                     f"{[g.get('path') for g in saved] or 'nothing'}; pass the "
+                                     "same --given to continue it")
+        bar = progress_factory(n, "select") if progress_factory is not None else None
+        try:
+            if method == "random":
+                design = select_random(kd, n, seed=seed, given=gk, progress=bar)
+            else:
+                design = maxmin(kd, n, first=first_idx, seed=seed, given=gk, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if prev is not None:
+            k = min(prev.n, len(design.index))
+            if not np.array_equal(cids[design.index[:k]], prev.candidate_id[:k]) or k < prev.n:
+                raise MlpdesignError(f"{continue_from} is not reproduced by this store and "
+                                     "options (was it made from another store?)")
+        how = design.first
+        if first not in (None, "random") and method == "maxmin":
+            how = f"candidate_id:{int(first)}"
+        attrs = {"method": method, "pool_sha256": store.pool_sha256,
+                 "store_path": str(store_path), "gap": store.gap,
+                 "kernel": {**kd.options, "terms": [
+                     {"name": t.name, "kind": t.kind, "delta": t.delta, "zeta": t.zeta,
+                      "length": t.length, **({"embedding": t.meta} if t.meta else {})}
+                     for t in kd.terms]},
+                 "seed": int(seed), "first": how, "n_requested": int(n),
+                 "stopped_early": bool(design.stopped_early), "given": given_info,
+                 "distance": "D2", "command": command}
+        sel = Selection(cids[design.index], design.index, design.psi, attrs)
+    write_selection(output, sel, fmt, force)
+    return sel, design

@@ -1,0 +1,211 @@
+"""Selection files (``select``'s output): HDF5 (default), JSON or plain text.
+
+The layout is the contract in ``docs/formats.md``: the ordered ``candidate_id``, the 0-based
+``index`` of each pick in the store, ``psi`` (min D² to the design at pick time, +inf for
+the first pick of an unconditional design), and attributes describing how it was made.
+
+Library API::
+
+    Selection(candidate_id, index, psi, attrs)  .pool_sha256 .method .n .prefix(k)
+    write_selection(path, sel, fmt=None, force=False) -> Path   # fmt: h5|json|txt (default:
+                                                                 # from the suffix, else h5)
+    load_selection(path) -> Selection     # any of the three formats, told apart by content
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MlpdesignError
+from .fileio import atomic_path, require_file
+
+FORMAT = "mlpdesign-selection"
+FORMAT_VERSION = 1
+FORMATS = ("h5", "json", "txt")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: attributes always written (in this order for txt/json), with their defaults
+ATTR_KEYS = ("format", "format_version", "method", "pool_sha256", "store_path", "gap",
+             "kernel", "seed", "first", "n_requested", "stopped_early", "given", "distance",
+             "command")
+_INT_KEYS = ("format_version", "seed", "n_requested")
+
+
+@dataclass
+class Selection:
+    """An ordered selection; ``index`` is None when read from a txt file."""
+
+    candidate_id: np.ndarray
+    index: np.ndarray | None
+    psi: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.candidate_id = np.asarray(self.candidate_id, dtype=np.int64)
+        self.psi = np.asarray(self.psi, dtype=np.float64)
+        if self.index is not None:
+            self.index = np.asarray(self.index, dtype=np.int64)
+        if self.psi.shape != self.candidate_id.shape or (
+                self.index is not None and self.index.shape != self.candidate_id.shape):
+            raise MlpdesignError("selection arrays have different lengths")
+
+    @property
+    def n(self) -> int:
+        return len(self.candidate_id)
+
+    @property
+    def pool_sha256(self) -> str:
+        return str(self.attrs.get("pool_sha256", ""))
+
+    @property
+    def method(self) -> str:
+        return str(self.attrs.get("method", ""))
+
+    def prefix(self, k: int) -> Selection:
+        """The first ``k`` picks (itself a max-min design)."""
+        return Selection(self.candidate_id[:k], None if self.index is None else self.index[:k],
+                         self.psi[:k], dict(self.attrs))
+
+
+def _full_attrs(attrs: dict) -> dict:
+    out = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": "maxmin",
+           "pool_sha256": "", "store_path": "", "gap": "", "kernel": "{}", "seed": 0,
+           "first": "", "n_requested": 0, "stopped_early": False, "given": "[]",
+           "distance": "D2", "command": ""}
+    for k, v in attrs.items():
+        out[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    out["format"], out["format_version"] = FORMAT, FORMAT_VERSION
+    return out
+
+
+def _fmt_of(path: Path, fmt: str | None) -> str:
+    if fmt is None:
+        suf = path.suffix.lower()
+        fmt = {".json": "json", ".txt": "txt", ".dat": "txt"}.get(suf, "h5")
+    if fmt == "hdf5":
+        fmt = "h5"
+    if fmt not in FORMATS:
+        raise MlpdesignError(f"unknown selection format {fmt!r} (one of {', '.join(FORMATS)})")
+    return fmt
+
+
+def write_selection(path: str | os.PathLike, sel: Selection, fmt: str | None = None,
+                    force: bool = False) -> Path:
+    """Write ``sel`` atomically as HDF5, JSON or text (same bytes for the same input)."""
+    p = Path(path)
+    fmt = _fmt_of(p, fmt)
+    attrs = _full_attrs(sel.attrs)
+    index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
+    with atomic_path(p, force) as tmp:
+        if fmt == "h5":
+            import h5py
+
+            with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+                for k in ATTR_KEYS:
+                    v = attrs[k]
+                    if isinstance(v, bool):
+                        f.attrs[k] = np.bool_(v)
+                    elif isinstance(v, (int, np.integer)):
+                        f.attrs[k] = np.int64(v)
+                    else:
+                        f.attrs[k] = str(v)
+                f.create_dataset("candidate_id", data=sel.candidate_id, dtype=np.int64)
+                f.create_dataset("index", data=index, dtype=np.int64)
+                f.create_dataset("psi", data=sel.psi, dtype=np.float64)
+        elif fmt == "json":
+            doc = {k: attrs[k] for k in ATTR_KEYS}
+            doc["candidate_id"] = [int(x) for x in sel.candidate_id]
+            doc["index"] = [int(x) for x in index]
+            doc["psi"] = [None if not math.isfinite(x) else float(x) for x in sel.psi]
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        else:
+            lines = [f"# {k}: {attrs[k]}" for k in ATTR_KEYS]
+            lines.append("# rank candidate_id psi")
+            lines += [f"{r} {int(c)} {float(s)!r}" for r, (c, s) in
+                      enumerate(zip(sel.candidate_id, sel.psi, strict=True))]
+            tmp.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _typed_attr(k: str, v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if k in _INT_KEYS:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return v
+    if k == "stopped_early" and isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "t")
+    return v
+
+
+def load_selection(path: str | os.PathLike) -> Selection:
+    """Read a selection in any of the three formats (told apart by the file's content)."""
+    p = require_file(path, "selection file")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head == _HDF5_MAGIC:
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            attrs = {k: _typed_attr(k, v) for k, v in f.attrs.items()}
+            if attrs.get("format") != FORMAT:
+                raise MlpdesignError(f"{p}: not an mlpdesign selection "
+                                     f"(format={attrs.get('format')!r}); a store?")
+            try:
+                cid, idx, psi = f["candidate_id"][()], f["index"][()], f["psi"][()]
+            except KeyError as e:
+                raise MlpdesignError(f"{p}: selection lacks dataset {e}") from None
+        idx = None if len(idx) and np.all(idx < 0) else idx
+        return Selection(cid, idx, psi, attrs)
+    text = p.read_text(errors="replace")
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MlpdesignError(f"{p}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if doc.get("format") != FORMAT:
+            raise MlpdesignError(f"{p}: not an mlpdesign selection (format="
+                                 f"{doc.get('format')!r})")
+        try:
+            psi = [math.inf if x is None else float(x) for x in doc["psi"]]
+            idx = doc.get("index")
+            idx = None if idx is None or (idx and all(i < 0 for i in idx)) else idx
+            attrs = {k: _typed_attr(k, v) for k, v in doc.items()
+                     if k not in ("candidate_id", "index", "psi")}
+            return Selection(doc["candidate_id"], idx, psi, attrs)
+        except (KeyError, TypeError, ValueError) as e:
+            raise MlpdesignError(f"{p}: malformed selection JSON ({e})") from None
+    if stripped.startswith("#"):
+        attrs, cid, psi = {}, [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.startswith("#"):
+                key, sep, val = line[1:].strip().partition(": ")
+                if sep and key in ATTR_KEYS:
+                    attrs[key] = _typed_attr(key, val)
+                continue
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                if len(parts) != 3:
+                    raise ValueError
+                cid.append(int(parts[1]))
+                psi.append(float(parts[2]))
+            except ValueError:
+                raise MlpdesignError(f"{p}:{n}: expected 'rank candidate_id psi', got "
+                                     f"{line.strip()!r}") from None
+        if attrs.get("format") != FORMAT:
+            raise MlpdesignError(f"{p}: not an mlpdesign selection (no '# format: {FORMAT}')")
+        return Selection(cid, None, psi, attrs)
+    raise MlpdesignError(f"{p}: not a selection file (expected HDF5, JSON or text written by "
+                         "mlpdesign select)")

@@ -1,0 +1,730 @@
+"""The descriptor store (HDF5): writer, streaming reader and pool check.
+
+Layout (see docs/formats.md): per descriptor ``k`` a CSR block ``/descriptors/<k>/rows``
+(``n_rows x dim``), ``weights`` (QUIP's covariance cutoff of each row) and ``offsets``
+(``n_configs + 1``), plus per-config ``candidate_id``, ``n_atoms``, ``structure``, ``F`` and
+provenance attributes. Rows are float64 by default (what QUIP computes; float32 halves the
+file and the selection's memory traffic at ~1e-7 relative error). Datasets are chunked
+along rows (~1 MiB chunks), uncompressed, so a reader streams a config range at disk speed.
+
+A store is always written front to back in one deterministic sequence of HDF5 calls
+(:class:`StoreWriter`), so the same data give the same bytes however it was computed
+(resumed, sharded and merged, any number of jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MlpdesignError
+from .fileio import atomic_path, file_sha256, require_file
+from .gapstring import DescriptorSpec, parse_gap
+
+FORMAT = "mlpdesign-store"
+FORMAT_VERSION = 1
+DTYPES = ("float64", "float32")
+STRUCTURE_DTYPE = "S8"
+#: Target size of one HDF5 chunk of rows, in bytes.
+CHUNK_BYTES = 1 << 20
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine the numbers in a store."""
+    from importlib import metadata
+
+    import h5py
+
+    from . import __version__
+
+    out = {"mlpdesign": __version__, "python": sys.version.split()[0]}
+    for pkg in ("quippy-ase", "numpy", "ase", "h5py", "matscipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = ""
+    out["hdf5"] = h5py.version.hdf5_version
+    return out
+
+
+# ---------------------------------------------------------------------------- chunk data
+
+
+@dataclass
+class ChunkData:
+    """Everything describe computes for configs ``c0 .. c1-1`` (positions in the file)."""
+
+    c0: int
+    c1: int
+    candidate_id: np.ndarray  # (n,) int64
+    n_atoms: np.ndarray  # (n,) int32
+    structure: np.ndarray  # (n,) S8
+    F: np.ndarray  # (n, 9) float64
+    rows: list[np.ndarray] = field(default_factory=list)  # per descriptor (n_rows, dim)
+    weights: list[np.ndarray] = field(default_factory=list)  # per descriptor (n_rows,)
+    counts: list[np.ndarray] = field(default_factory=list)  # per descriptor (n,) int64
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to ``path`` (.npz) atomically: a killed write never leaves a readable chunk."""
+        arrays = {
+            "c": np.array([self.c0, self.c1], dtype=np.int64),
+            "candidate_id": self.candidate_id,
+            "n_atoms": self.n_atoms,
+            "structure": self.structure,
+            "F": self.F,
+        }
+        for k, (r, w, n) in enumerate(zip(self.rows, self.weights, self.counts, strict=True)):
+            arrays[f"rows{k}"], arrays[f"weights{k}"], arrays[f"counts{k}"] = r, w, n
+        p = Path(path)
+        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, n_desc: int) -> ChunkData:
+        with np.load(path, allow_pickle=False) as z:
+            c0, c1 = (int(x) for x in z["c"])
+            return cls(
+                c0,
+                c1,
+                z["candidate_id"],
+                z["n_atoms"],
+                z["structure"],
+                z["F"],
+                [z[f"rows{k}"] for k in range(n_desc)],
+                [z[f"weights{k}"] for k in range(n_desc)],
+                [z[f"counts{k}"] for k in range(n_desc)],
+            )
+
+
+# ---------------------------------------------------------------------------- writer
+
+
+class StoreWriter:
+    """Writes a store front to back: all sizes known up front, chunks appended in order.
+
+    ``n_rows[k]`` is the total number of rows of descriptor ``k``; :meth:`append` takes
+    :class:`ChunkData` in config order. Use on a temporary path (the caller renames).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        specs: Sequence[DescriptorSpec],
+        n_configs: int,
+        n_rows: Sequence[int],
+        attrs: dict,
+        dtype: str = "float64",
+    ) -> None:
+        import h5py
+
+        if dtype not in DTYPES:
+            raise MlpdesignError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if any(s.dim is None for s in specs):
+            raise MlpdesignError("internal error: descriptor dimensions unknown when writing")
+        self.specs, self.n_configs, self.dtype = list(specs), int(n_configs), dtype
+        self.f = h5py.File(path, "w", libver=("earliest", "v110"))
+        f = self.f
+        base = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "gap": " : ".join(s.segment or s.render() for s in self.specs),
+            "dtype": dtype,
+            "n_configs": self.n_configs,
+        }
+        for key in (
+            "pool_sha256",
+            "pool_path",
+            "pool_n_configs",
+            "config_start",
+            "shard",
+            "versions",
+            "command",
+        ):
+            base[key] = attrs.get(key, "")
+        if base["pool_n_configs"] == "":
+            base["pool_n_configs"] = self.n_configs
+        if base["config_start"] == "":
+            base["config_start"] = 0
+        if isinstance(base["versions"], dict):
+            base["versions"] = json.dumps(base["versions"], sort_keys=True)
+        for key in sorted(base):
+            val = base[key]
+            f.attrs[key] = np.int64(val) if isinstance(val, (int, np.integer)) else str(val)
+        n = self.n_configs
+        cchunk = (max(1, min(n, 1 << 16)),)
+        self.cid = _dataset(f, "candidate_id", (n,), np.int64, cchunk)
+        self.nat = _dataset(f, "n_atoms", (n,), np.int32, cchunk)
+        self.struct = _dataset(f, "structure", (n,), STRUCTURE_DTYPE, cchunk)
+        self.F = _dataset(f, "F", (n, 9), np.float64, (cchunk[0], 9))
+        g = f.create_group("descriptors")
+        self.rows, self.weights, self.offsets = [], [], []
+        for k, (spec, nr) in enumerate(zip(self.specs, n_rows, strict=True)):
+            d = g.create_group(str(k))
+            for key, val in (
+                ("name", spec.name),
+                ("descriptor", spec.descriptor),
+                ("kernel", spec.kernel_json()),
+                ("segment", spec.segment or spec.render()),
+                ("dim", int(spec.dim)),
+            ):
+                d.attrs[key] = np.int64(val) if isinstance(val, int) else val
+            itemsize = np.dtype(dtype).itemsize
+            rchunk = max(1, min(int(nr), CHUNK_BYTES // (itemsize * max(1, spec.dim))))
+            self.rows.append(_dataset(d, "rows", (int(nr), spec.dim), dtype, (rchunk, spec.dim)))
+            self.weights.append(
+                _dataset(d, "weights", (int(nr),), np.float64, (max(1, min(int(nr), 1 << 17)),))
+            )
+            self.offsets.append(
+                _dataset(d, "offsets", (n + 1,), np.int64, (max(1, min(n + 1, 1 << 16)),))
+            )
+            self.offsets[-1][0] = 0
+        self._next_config = 0
+        self._next_row = [0] * len(self.specs)
+
+    def append(self, chunk: ChunkData) -> None:
+        """Write the next configs; chunks must come in order and without gaps."""
+        n = chunk.c1 - chunk.c0
+        a, b = self._next_config, self._next_config + n
+        if b > self.n_configs:
+            raise MlpdesignError("internal error: more configs than announced")
+        self.cid[a:b] = chunk.candidate_id
+        self.nat[a:b] = chunk.n_atoms
+        self.struct[a:b] = chunk.structure
+        self.F[a:b] = chunk.F
+        for k in range(len(self.specs)):
+            r0 = self._next_row[k]
+            counts = np.asarray(chunk.counts[k], dtype=np.int64)
+            r1 = r0 + int(counts.sum())
+            rows = np.asarray(chunk.rows[k])
+            if rows.shape != (r1 - r0, self.specs[k].dim):
+                raise MlpdesignError(
+                    f"internal error: rows of descriptor {k} have shape "
+                    f"{rows.shape}, expected {(r1 - r0, self.specs[k].dim)}"
+                )
+            if r1 > r0:
+                self.rows[k][r0:r1] = rows.astype(self.dtype, copy=False)
+                self.weights[k][r0:r1] = chunk.weights[k]
+            self.offsets[k][a + 1 : b + 1] = r0 + np.cumsum(counts)
+            self._next_row[k] = r1
+        self._next_config = b
+
+    def close(self) -> None:
+        """Check completeness and close the file."""
+        try:
+            if self._next_config != self.n_configs:
+                raise MlpdesignError(
+                    f"internal error: wrote {self._next_config} of {self.n_configs} configs"
+                )
+            for k, r in enumerate(self.rows):
+                if self._next_row[k] != r.shape[0]:
+                    raise MlpdesignError(
+                        f"internal error: descriptor {k} has "
+                        f"{self._next_row[k]} of {r.shape[0]} rows"
+                    )
+        finally:
+            self.f.close()
+
+
+def _dataset(group, name: str, shape: tuple, dtype, chunks: tuple):
+    """A chunked dataset whose chunks are all allocated at creation, in a fixed order.
+
+    Early allocation makes the file layout independent of how the data are later
+    written (one go, per chunk, resumed, merged), so equal data give equal bytes.
+    Fill values are never written (every element is written exactly once).
+    """
+    import h5py
+
+    if 0 in shape:  # nothing to chunk (e.g. a pair descriptor with no pair in range)
+        return group.create_dataset(name, shape, dtype)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return group.create_dataset(name, shape, dtype, chunks=chunks, dcpl=dcpl)
+
+
+def _structure_array(values, n: int) -> np.ndarray:
+    if values is None:
+        return np.zeros(n, dtype=STRUCTURE_DTYPE)
+    return np.array(
+        [v if isinstance(v, bytes) else str(v).encode()[:8] for v in values], dtype=STRUCTURE_DTYPE
+    )
+
+
+def write_store_arrays(
+    path: str | os.PathLike,
+    gap: str | Sequence[DescriptorSpec],
+    candidate_id,
+    rows: Sequence,
+    weights: Sequence | None = None,
+    offsets: Sequence | None = None,
+    *,
+    n_atoms=None,
+    structure=None,
+    F=None,
+    pool_sha256: str = "",
+    pool_path: str = "",
+    pool_n_configs: int | None = None,
+    config_start: int = 0,
+    shard: str = "",
+    command: str = "",
+    dtype: str = "float64",
+    force: bool = False,
+) -> Path:
+    """Write a complete store from in-memory arrays (tests, synthetic stores, small pools).
+
+    ``gap``: a GAP string or specs (one per entry of ``rows``). ``rows[k]``: (n_rows, dim)
+    array of descriptor ``k``; ``weights[k]`` defaults to ones; ``offsets[k]`` (n_configs+1)
+    defaults to one row per config. ``n_atoms`` defaults to ``offsets`` of the first
+    descriptor's row counts. Written atomically; returns the path.
+    """
+    specs = (
+        parse_gap(gap)
+        if isinstance(gap, str)
+        else [DescriptorSpec(s.name, s.descriptor, dict(s.kernel), s.segment, s.dim) for s in gap]
+    )
+    cid = np.asarray(candidate_id, dtype=np.int64)
+    n = cid.shape[0]
+    if len(rows) != len(specs):
+        raise MlpdesignError(f"{len(rows)} row arrays for {len(specs)} descriptors")
+    rows = [np.asarray(r, dtype=np.float64) for r in rows]
+    for k, r in enumerate(rows):
+        if r.ndim != 2:
+            raise MlpdesignError(f"rows of descriptor {k} must be a 2-D (n_rows, dim) array")
+    offs, counts, wts = [], [], []
+    for k, r in enumerate(rows):
+        o = (
+            np.arange(n + 1, dtype=np.int64)
+            if offsets is None or offsets[k] is None
+            else np.asarray(offsets[k], dtype=np.int64)
+        )
+        if o.shape != (n + 1,) or o[0] != 0 or o[-1] != r.shape[0] or np.any(np.diff(o) < 0):
+            raise MlpdesignError(
+                f"offsets of descriptor {k} must be non-decreasing, length "
+                f"{n + 1}, from 0 to {r.shape[0]}"
+            )
+        if specs[k].dim is None:
+            specs[k].dim = int(r.shape[1])
+        elif specs[k].dim != r.shape[1]:
+            raise MlpdesignError(
+                f"descriptor {k}: dim {specs[k].dim} but rows have {r.shape[1]} columns"
+            )
+        w = (
+            np.ones(r.shape[0])
+            if weights is None or weights[k] is None
+            else np.asarray(weights[k], dtype=np.float64)
+        )
+        if w.shape != (r.shape[0],):
+            raise MlpdesignError(f"weights of descriptor {k} must have {r.shape[0]} entries")
+        offs.append(o)
+        counts.append(np.diff(o))
+        wts.append(w)
+    if n_atoms is None:  # one SOAP row per atom; else the first descriptor's rows
+        per_atom = [k for k, s in enumerate(specs) if s.name == "soap"] or [0]
+        n_atoms = counts[per_atom[0]] if counts else np.zeros(n)
+    nat = np.asarray(n_atoms, dtype=np.int32)
+    Fa = np.full((n, 9), np.nan) if F is None else np.asarray(F, dtype=np.float64).reshape(n, 9)
+    chunk = ChunkData(0, n, cid, nat, _structure_array(structure, n), Fa, rows, wts, counts)
+    attrs = {
+        "pool_sha256": pool_sha256,
+        "pool_path": pool_path,
+        "pool_n_configs": n if pool_n_configs is None else pool_n_configs,
+        "config_start": config_start,
+        "shard": shard,
+        "versions": package_versions(),
+        "command": command,
+    }
+    with atomic_path(path, force) as tmp:
+        w = StoreWriter(tmp, specs, n, [r.shape[0] for r in rows], attrs, dtype)
+        try:
+            w.append(chunk)
+        finally:
+            w.close()
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------- reader
+
+
+class Store:
+    """Read access to a store; datasets are read lazily, by config range.
+
+    Use as a context manager or call :meth:`close`. ``k`` in the accessors is the
+    descriptor position (0, 1, ...) or its name (``"soap"``) when unique.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import h5py
+
+        self.path = Path(path)
+        require_file(self.path, "store")
+        try:
+            self.f = h5py.File(self.path, "r")
+        except OSError:
+            raise MlpdesignError(
+                f"{self.path}: not an HDF5 file (expected a store written by mlpdesign describe)"
+            ) from None
+        try:
+            self._validate()
+        except BaseException:
+            self.f.close()
+            raise
+        self._offsets: dict[int, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _validate(self) -> None:
+        a = self.f.attrs
+        fmt = a.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != FORMAT:
+            raise MlpdesignError(f"{self.path}: not an mlpdesign descriptor store (format={fmt!r})")
+        if int(a.get("format_version", -1)) != FORMAT_VERSION:
+            raise MlpdesignError(
+                f"{self.path}: store format version {a.get('format_version')}"
+                f" is not supported (expected {FORMAT_VERSION})"
+            )
+        self.attrs = {
+            k: (
+                v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
+            )
+            for k, v in a.items()
+        }
+        self.gap: str = self.attrs["gap"]
+        self.n_configs: int = int(self.attrs["n_configs"])
+        self.pool_sha256: str = self.attrs.get("pool_sha256", "")
+        self.pool_path: str = self.attrs.get("pool_path", "")
+        self.pool_n_configs: int = int(self.attrs.get("pool_n_configs", self.n_configs))
+        self.config_start: int = int(self.attrs.get("config_start", 0))
+        self.shard: str = self.attrs.get("shard", "")
+        self.dtype: str = self.attrs.get("dtype", "float64")
+        self.descriptors: list[DescriptorSpec] = []
+        g = self.f["descriptors"]
+        for k in range(len(g)):
+            d = g[str(k)].attrs
+            self.descriptors.append(
+                DescriptorSpec(
+                    name=str(d["name"]),
+                    descriptor=str(d["descriptor"]),
+                    kernel=json.loads(d["kernel"]),
+                    segment=str(d["segment"]),
+                    dim=int(d["dim"]),
+                )
+            )
+
+    # -- lifetime
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- per-config arrays (loaded once, cached)
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self.f[name][()]
+        return self._cache[name]
+
+    @property
+    def candidate_id(self) -> np.ndarray:
+        return self._array("candidate_id")
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        return self._array("n_atoms")
+
+    @property
+    def structure(self) -> np.ndarray:
+        """``(n_configs,)`` bytes (``b"hcp"``, ...; ``b""`` when unknown)."""
+        return self._array("structure")
+
+    @property
+    def F(self) -> np.ndarray:
+        """``(n_configs, 9)`` deformation gradients (NaN when unknown)."""
+        return self._array("F")
+
+    @property
+    def versions(self) -> dict:
+        try:
+            return json.loads(self.attrs.get("versions") or "{}")
+        except json.JSONDecodeError:
+            return {}
+
+    # -- descriptors
+    def index(self, k: int | str) -> int:
+        """Position of descriptor ``k`` (a position or a unique name)."""
+        if isinstance(k, str):
+            hits = [i for i, s in enumerate(self.descriptors) if s.name == k]
+            if len(hits) != 1:
+                raise MlpdesignError(
+                    f"{self.path}: {'no' if not hits else 'several'} descriptor named {k!r}"
+                )
+            return hits[0]
+        if not 0 <= int(k) < len(self.descriptors):
+            raise MlpdesignError(f"{self.path}: no descriptor {k} (has {len(self.descriptors)})")
+        return int(k)
+
+    def offsets(self, k: int | str) -> np.ndarray:
+        """CSR offsets (n_configs+1) of descriptor ``k``."""
+        i = self.index(k)
+        if i not in self._offsets:
+            self._offsets[i] = self.f[f"descriptors/{i}/offsets"][()]
+        return self._offsets[i]
+
+    def n_rows(self, k: int | str) -> int:
+        return int(self.f[f"descriptors/{self.index(k)}/rows"].shape[0])
+
+    def _range(self, k: int | str, c0: int, c1: int | None) -> tuple[int, int, int]:
+        i = self.index(k)
+        c1 = self.n_configs if c1 is None else c1
+        if not 0 <= c0 <= c1 <= self.n_configs:
+            raise MlpdesignError(f"config range {c0}:{c1} outside 0:{self.n_configs}")
+        o = self.offsets(i)
+        return i, int(o[c0]), int(o[c1])
+
+    def rows(self, k: int | str, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        """Rows of configs ``c0 .. c1-1`` of descriptor ``k`` (in the store's dtype)."""
+        i, r0, r1 = self._range(k, c0, c1)
+        return self.f[f"descriptors/{i}/rows"][r0:r1]
+
+    def weights(self, k: int | str, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        """Covariance-cutoff weights of the rows of configs ``c0 .. c1-1``."""
+        i, r0, r1 = self._range(k, c0, c1)
+        return self.f[f"descriptors/{i}/weights"][r0:r1]
+
+    def config_ranges(self, max_rows: int = 1 << 18) -> list[tuple[int, int]]:
+        """Split the configs into consecutive ranges of at most ``max_rows`` rows per
+        descriptor (at least one config each), for streaming."""
+        bounds = [0]
+        offs = [self.offsets(k) for k in range(len(self.descriptors))]
+        c = 0
+        while c < self.n_configs:
+            hi = self.n_configs
+            for o in offs:
+                j = int(np.searchsorted(o, o[c] + max_rows, side="right")) - 1
+                hi = min(hi, max(j, c + 1))
+            bounds.append(hi)
+            c = hi
+        return list(zip(bounds[:-1], bounds[1:], strict=False))
+
+    def summary(self) -> dict:
+        """What the store holds, as plain data (for ``mlpdesign info``)."""
+        desc = []
+        for k, s in enumerate(self.descriptors):
+            nr = self.n_rows(k)
+            desc.append(
+                {
+                    "index": k,
+                    "name": s.name,
+                    "descriptor": s.descriptor,
+                    "kernel": s.kernel,
+                    "dim": s.dim,
+                    "n_rows": nr,
+                    "rows_per_config": nr / self.n_configs if self.n_configs else 0.0,
+                    "bytes": nr * s.dim * np.dtype(self.dtype).itemsize,
+                }
+            )
+        structs, counts = np.unique(self.structure, return_counts=True)
+        return {
+            "path": str(self.path),
+            "file_bytes": self.path.stat().st_size,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "n_configs": self.n_configs,
+            "pool_n_configs": self.pool_n_configs,
+            "config_start": self.config_start,
+            "shard": self.shard,
+            "pool_path": self.pool_path,
+            "pool_sha256": self.pool_sha256,
+            "gap": self.gap,
+            "dtype": self.dtype,
+            "n_atoms": int(self.n_atoms.sum()),
+            "candidate_id_range": (
+                [int(self.candidate_id.min()), int(self.candidate_id.max())]
+                if self.n_configs
+                else []
+            ),
+            "structures": {s.decode() or "?": int(c) for s, c in zip(structs, counts, strict=True)},
+            "descriptors": desc,
+            "versions": self.versions,
+            "command": self.attrs.get("command", ""),
+        }
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """Open a store for reading; refuse anything that is not one, with one line."""
+    return Store(path)
+
+
+def verify_pool(store: Store, pool_path: str | os.PathLike) -> None:
+    """Refuse (MlpdesignError) unless ``pool_path`` is the pool ``store`` was made from."""
+    sha = file_sha256(pool_path)
+    if store.pool_sha256 and sha != store.pool_sha256:
+        raise MlpdesignError(
+            f"{store.path} was described from a different pool (sha256 "
+            f"{store.pool_sha256[:12]}…) than {pool_path} (sha256 {sha[:12]}…); "
+            "run mlpdesign describe again"
+        )
+
+
+def stores_equal(
+    a: str | os.PathLike, b: str | os.PathLike, ignore_attrs: Sequence[str] = ("command",)
+) -> list[str]:
+    """Differences between two stores' datasets and attributes (empty list = identical).
+
+    ``command`` is ignored by default: it records how a store was made (a merged store
+    and an unsharded run hold the same data but were made by different commands).
+    """
+    import h5py
+
+    diffs: list[str] = []
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+
+        def walk(ga, gb, prefix):
+            for key in sorted(set(ga.attrs) | set(gb.attrs)):
+                if key in ignore_attrs:
+                    continue
+                va, vb = ga.attrs.get(key), gb.attrs.get(key)
+                if not np.array_equal(np.asarray(va), np.asarray(vb)):
+                    diffs.append(f"{prefix or '/'} attr {key}: {va!r} != {vb!r}")
+            for key in sorted(set(ga) | set(gb)):
+                if key not in ga or key not in gb:
+                    diffs.append(f"{prefix}/{key} missing in one")
+                    continue
+                oa, ob = ga[key], gb[key]
+                if isinstance(oa, h5py.Group):
+                    walk(oa, ob, f"{prefix}/{key}")
+                elif (
+                    oa.shape != ob.shape
+                    or oa.dtype != ob.dtype
+                    or not np.array_equal(oa[()], ob[()], equal_nan=oa.dtype.kind == "f")
+                ):
+                    diffs.append(f"{prefix}/{key} differs")
+
+        walk(fa, fb, "")
+    return diffs
+
+
+# ---------------------------------------------------------------------------- merge
+
+
+def merge_stores(
+    paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    force: bool = False,
+    command: str = "",
+    progress=None,
+) -> Path:
+    """Join the shards of one pool (``describe --shard i/n``) into one store.
+
+    Refuses stores of different pools, GAP strings or dtypes, and shards that leave
+    configs missing or cover some twice. The result equals an unsharded run's store in
+    every dataset and attribute but ``command``. ``progress(total)``: optional factory.
+    """
+    import h5py  # noqa: F401  (fail early with a clear import error)
+
+    if not paths:
+        raise MlpdesignError("merge needs at least one store")
+    out = Path(output)
+    for p in paths:
+        if Path(p).resolve() == out.resolve():
+            raise MlpdesignError(f"{out} is both an input and the output")
+    from .fileio import check_output
+
+    check_output(out, force)
+    stores = [open_store(p) for p in paths]
+    try:
+        first = stores[0]
+        for s in stores[1:]:
+            if s.pool_sha256 != first.pool_sha256:
+                raise MlpdesignError(
+                    f"{s.path} and {first.path} were made from different "
+                    "pools (pool_sha256 differs)"
+                )
+            if s.gap != first.gap or [d.dim for d in s.descriptors] != [
+                d.dim for d in first.descriptors
+            ]:
+                raise MlpdesignError(
+                    f"{s.path} and {first.path} have different descriptor strings "
+                    f"({s.gap!r} vs {first.gap!r})"
+                )
+            if (s.dtype, s.pool_n_configs) != (first.dtype, first.pool_n_configs):
+                raise MlpdesignError(f"{s.path} and {first.path} differ in dtype or pool size")
+        stores.sort(key=lambda s: (s.config_start, s.n_configs))
+        pos = 0
+        for s in stores:
+            a, b = s.config_start, s.config_start + s.n_configs
+            if a > pos:
+                raise MlpdesignError(
+                    f"configs {pos}..{a - 1} of the pool are missing (no "
+                    f"shard covers them; next is {s.path})"
+                )
+            if a < pos:
+                raise MlpdesignError(
+                    f"{s.path} (configs {a}..{b - 1}) overlaps another "
+                    f"shard (configs up to {pos - 1} already covered)"
+                )
+            pos = b
+        if pos != first.pool_n_configs:
+            raise MlpdesignError(
+                f"configs {pos}..{first.pool_n_configs - 1} of the pool are "
+                "missing (no shard covers them)"
+            )
+        nd = len(first.descriptors)
+        n_rows = [sum(s.n_rows(k) for s in stores) for k in range(nd)]
+        ids = np.concatenate([s.candidate_id for s in stores])
+        if np.unique(ids).shape[0] != ids.shape[0]:
+            raise MlpdesignError("the shards hold a candidate_id more than once")
+        attrs = {
+            "pool_sha256": first.pool_sha256,
+            "pool_path": first.pool_path,
+            "pool_n_configs": first.pool_n_configs,
+            "config_start": 0,
+            "shard": "",
+            "versions": first.attrs.get("versions", ""),
+            "command": command,
+        }
+        bar = progress(first.pool_n_configs) if progress is not None else None
+        with atomic_path(out, force) as tmp:
+            w = StoreWriter(
+                tmp, first.descriptors, first.pool_n_configs, n_rows, attrs, first.dtype
+            )
+            try:
+                pos = 0
+                for s in stores:
+                    for c0, c1 in s.config_ranges():
+                        offs = [s.offsets(k) for k in range(nd)]
+                        ch = ChunkData(
+                            pos + c0,
+                            pos + c1,
+                            s.f["candidate_id"][c0:c1],
+                            s.f["n_atoms"][c0:c1],
+                            s.f["structure"][c0:c1],
+                            s.f["F"][c0:c1],
+                            [s.rows(k, c0, c1) for k in range(nd)],
+                            [s.weights(k, c0, c1) for k in range(nd)],
+                            [np.diff(o[c0 : c1 + 1]) for o in offs],
+                        )
+                        w.append(ch)
+                        if bar is not None:
+                            bar.update(c1 - c0)
+                    pos += s.n_configs
+            finally:
+                w.close()
+                if bar is not None:
+                    bar.close()
+    finally:
+        for s in stores:
+            s.close()
+    return out

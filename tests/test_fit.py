@@ -1,0 +1,126 @@
+"""``fit``: gap_fit end to end on a tiny labelled set, and its failures as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlpdesign.cli import cli
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
+from mlpdesign.gapstring import DEFAULT_GAP, render_gap
+from mlpdesign.label import eam_calculator, label
+
+TINY_GAP = ("distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
+            "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
+            "covariance_type=dot_product zeta=4 delta=0.3")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(res, code: int = 2) -> str:
+    assert res.exit_code == code, (res.exit_code, res.output, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlpdesign: error: "), res.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def labelled(small_pool, eam_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "labelled.xyz"
+    label(small_pool, out, eam_calculator(eam_file))
+    return out
+
+
+def test_fit_end_to_end(labelled, tmp_path):
+    out = tmp_path / "model"
+    res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert "fitted 40 configurations" in res.stderr and "peak memory" in res.stderr
+    for name in ("gap.xml", "gap_fit.log", "fit.json", "train.xyz"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("gap.xml.sparseX.*")), "sparse points in separate files"
+    assert (out / "train.xyz").read_bytes() == labelled.read_bytes()
+    info = json.loads((out / "fit.json").read_text())
+    assert info["n_configs"] == 40 and info["wall_s"] > 0 and info["peak_rss_mib"] > 1
+    cmd = info["command"]
+    assert "e0_method=average" in cmd and "energy_parameter_name=dft_energy" in cmd
+    assert "force_parameter_name=dft_forces" in cmd and "virial_parameter_name=dft_virial" in cmd
+    assert "default_sigma={0.002 0.05 0.05 0.0}" in cmd
+    gap = next(a for a in cmd if a.startswith("gap={"))
+    assert "n_sparse=20 sparse_method=cur_points" in gap  # soap: option
+    assert "n_sparse=20 sparse_method=uniform" in gap  # distance_2b: default
+    log = (out / "gap_fit.log").read_text()
+    assert "Bye-Bye" in log  # gap_fit's own log, complete
+    # an existing model is refused, then reused when asked and inputs are unchanged
+    assert "exists; use --force" in one_line_error(run("fit", labelled, "--gap", TINY_GAP,
+                                                       "--n-sparse", "soap=20", "-o", out))
+    opts = FitOptions(gap=TINY_GAP, n_sparse={"soap": 20})
+    again = fit(labelled, out, opts, reuse=True)
+    assert again.reused and again.wall_s == pytest.approx(info["wall_s"])
+
+
+def test_gap_fit_arguments():
+    opts = FitOptions(gap=DEFAULT_GAP, e0=-6.5, sigma=(0.001, 0.1, 0.05, 0.0), seed=3,
+                      n_sparse={"2": 100}, sparse_method={"distance_2b": "random"})
+    specs = fit_specs(opts, n_atoms=50)  # many-body sparse points capped by the atoms
+    assert specs[0].kernel["n_sparse"] == 20 and specs[0].kernel["sparse_method"] == "random"
+    assert specs[1].kernel["n_sparse"] == 50 and specs[1].kernel["sparse_method"] == "cur_points"
+    args = gap_fit_args(specs, opts)
+    assert "e0=-6.5" in args and "e0_method=average" not in args
+    assert "default_sigma={0.001 0.1 0.05 0.0}" in args and "rnd_seed=3" in args
+    assert args[1] == "gap={" + render_gap(specs) + "}"
+    assert fit_specs(FitOptions(gap=DEFAULT_GAP))[1].kernel["n_sparse"] == 500  # paper
+
+
+def test_gap_fit_failure_is_one_line_with_its_message(labelled, tmp_path):
+    out = tmp_path / "model"
+    res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20",
+              "--gap-fit-arg", "bogus_key=1", "-o", out, "-q")
+    line = one_line_error(res)
+    assert "gap_fit failed (exit 1): param_read_line: unknown key bogus_key" in line
+    assert not out.exists()  # nothing half-written
+    kept = tmp_path / "model.gap_fit.log"
+    assert kept.is_file() and "bogus_key" in line + kept.read_text()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--n-sparse", "angle_3b=5"], "has no descriptor 'angle_3b'"),
+    (["--n-sparse", "soap"], "expects NAME=VALUE"),
+    (["--n-sparse", "soap=0"], "must be at least 1"),
+    (["--sigma", "0.1,x"], "--sigma expects numbers"),
+    (["--sparse-method", "soap=bogus"], "unknown sparse_method=bogus"),
+])
+def test_bad_fit_options(labelled, tmp_path, args, msg):
+    line = one_line_error(run("fit", labelled, "--gap", TINY_GAP, *args, "-o", tmp_path / "m"))
+    assert msg in line
+    assert not (tmp_path / "m").exists()
+
+
+def test_set_without_labels(small_pool, tmp_path):
+    line = one_line_error(run("fit", small_pool, "--gap", TINY_GAP, "-o", tmp_path / "m"))
+    assert "configuration 0 has no dft_energy label" in line
+
+
+def test_species_not_covered_by_soap(labelled, tmp_path):
+    gap = TINY_GAP.replace("Z={40}", "Z={13}")
+    line = one_line_error(run("fit", labelled, "--gap", gap, "-o", tmp_path / "m"))
+    assert "contains Z=[40]" in line and "soap has Z=[13]" in line
+
+
+def test_store_and_gap_exclusive(labelled, tmp_path):
+    line = one_line_error(run("fit", labelled, "--gap", TINY_GAP, "--store", labelled,
+                              "-o", tmp_path / "m"))
+    assert "--store or --gap, not both" in line
+
+
+def test_parse_sigma():
+    assert parse_sigma("0.002,0.05,0.05") == (0.002, 0.05, 0.05, 0.0)
+    with pytest.raises(MlpdesignError):
+        parse_sigma("0,1,1")

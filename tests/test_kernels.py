@@ -1,0 +1,167 @@
+"""Kernels: pair embedding vs the brute-force double sum, SOAP dot^zeta, modes, error bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+from mlpdesign import kernels as K
+from mlpdesign.errors import MlpdesignError
+
+
+def _random_cells(n: int, seed: int = 0) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        nat = int(rng.integers(1, 5))
+        cell = np.diag(rng.uniform(3.0, 5.0, 3)) + rng.uniform(-0.5, 0.5, (3, 3))
+        out.append(Atoms("Zr" * nat, scaled_positions=rng.uniform(0, 1, (nat, 3)), cell=cell,
+                         pbc=True))
+    return out
+
+
+def _pairs(cells, cutoff):
+    """Ordered pair distances within ``cutoff`` (as QUIP's distance_2b gives them) with
+    smooth cutoff weights, in CSR form."""
+    rs, ws, counts = [], [], []
+    for a in cells:
+        d = neighbor_list("d", a, cutoff)
+        d = np.sort(d)
+        w = np.where(d < cutoff - 0.5, 1.0, 0.5 * (1 + np.cos(np.pi * (d - cutoff + 0.5) / 0.5)))
+        rs.append(d)
+        ws.append(w)
+        counts.append(len(d))
+    return np.concatenate(rs), np.concatenate(ws), np.r_[0, np.cumsum(counts)]
+
+
+def test_pair_embedding_matches_double_sum_on_random_cells():
+    cells = _random_cells(12)
+    r, w, off = _pairs(cells, 7.0)
+    theta, delta = 0.3, 0.8
+    kd = K.KernelData([K.pair_term(r, w, off, theta, 7.0, delta)], normalize=False)
+    worst = 0.0
+    for i in range(len(cells)):
+        a = slice(off[i], off[i + 1])
+        row = kd.k_block([i], np.arange(len(cells)))[0]
+        for j in range(len(cells)):
+            b = slice(off[j], off[j + 1])
+            ref = delta**2 * K.pair_kernel_bruteforce(r[a], w[a], r[b], w[b], theta)
+            worst = max(worst, abs(row[j] - ref) / abs(ref))
+    assert off[-1] > 1000  # hundreds of pairs per cell: a real test of the double sum
+    assert worst < 1e-8
+
+
+def test_pair_grid_default_spacing_and_range():
+    g = K.pair_grid(7.0, 0.3)
+    assert np.allclose(np.diff(g), 0.1)
+    assert g[0] <= -2.1 + 1e-12 and g[-1] >= 7.0 + 2.1 - 1e-12
+    with pytest.raises(MlpdesignError, match="outside the embedding grid"):
+        K.pair_embedding([8.0], [1.0], [0, 1], 0.3, K.pair_grid(5.0, 0.3))
+
+
+def _soap_like(n_cfg: int, dim: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 4, n_cfg)
+    rows = rng.normal(size=(counts.sum(), dim)) + 2.0
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows, np.r_[0, np.cumsum(counts)]
+
+
+def test_soap_dot_power_matches_double_loop():
+    rows, off = _soap_like(15, 20)
+    w = np.random.default_rng(2).uniform(0.5, 1.0, len(rows))
+    kd = K.KernelData([K.Term.dot(rows, off, w, zeta=4, delta=0.3)], normalize=False)
+    Kmat = kd.k_block(np.arange(15), np.arange(15))
+    for i in range(15):
+        for j in range(15):
+            a, b = slice(off[i], off[i + 1]), slice(off[j], off[j + 1])
+            ref = 0.09 * np.sum(np.outer(w[a], w[b]) * (rows[a] @ rows[b].T) ** 4)
+            assert Kmat[i, j] == pytest.approx(ref, rel=1e-12)
+    assert np.allclose(np.diag(Kmat), kd.diag, rtol=1e-12)
+
+
+def _two_term(dtype="float64", **mode):
+    cells = _random_cells(10, seed=3)
+    r, w, off = _pairs(cells, 6.0)
+    rows, soff = _soap_like(10, 12, seed=4)
+    terms = [K.pair_term(r, w, off, 0.3, 6.0, 0.8, dtype=dtype),
+             K.Term.dot(rows, soff, None, zeta=2, delta=0.3, dtype=dtype)]
+    return K.KernelData(terms, np.diff(soff), **mode)
+
+
+@pytest.mark.parametrize("mode", [{}, {"balance": True}, {"normalize": False},
+                                  {"normalize": False, "per_atom": True}])
+def test_modes_match_their_formulas(mode):
+    kd = _two_term(**mode)
+    idx = np.arange(kd.n)
+    Kt = [K.KernelData([t], kd.n_atoms, normalize=False).k_block(idx, idx) for t in kd.terms]
+    Ksum = Kt[0] + Kt[1]
+    if mode.get("balance"):
+        w = np.array([0.64, 0.09]) / 0.73
+        k = sum(wt * Ki / np.sqrt(np.outer(np.diag(Ki), np.diag(Ki)))
+                for wt, Ki in zip(w, Kt, strict=True))
+    elif mode.get("normalize", True):
+        k = Ksum / np.sqrt(np.outer(np.diag(Ksum), np.diag(Ksum)))
+    elif mode.get("per_atom"):
+        k = Ksum / np.outer(kd.n_atoms, kd.n_atoms)
+    else:
+        k = Ksum
+    d2 = np.diag(k)[:, None] + np.diag(k)[None, :] - 2 * k
+    assert np.allclose(kd.k_block(idx, idx), k, rtol=1e-12, atol=1e-14 * np.abs(k).max())
+    got = kd.d2_block(idx, idx)
+    assert np.allclose(got, np.maximum(d2, 0), rtol=1e-10, atol=4 * kd.eps)
+    assert np.all(np.abs(np.diag(got)) <= kd.eps)
+    if mode.get("normalize", True):
+        assert got.max() <= 2.0
+
+
+def test_range_subset_and_row_agree():
+    kd = _two_term()
+    q = kd.query(3)
+    full = kd.d2_row(3)
+    assert np.allclose(kd.d2_range(q, 2, 7), full[2:7], rtol=0, atol=kd.eps)
+    idx = np.array([9, 0, 4])
+    assert np.allclose(kd.d2_subset(q, idx), full[idx], rtol=0, atol=kd.eps)
+
+
+def test_float32_error_is_within_the_bound():
+    k64, k32 = _two_term("float64"), _two_term("float32")
+    assert k32.eps > k64.eps
+    for i in range(k64.n):
+        assert np.all(np.abs(k32.d2_row(i) - k64.d2_row(i)) <= k32.eps)
+
+
+def test_toy_kernels():
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    g = K.gaussian(X, 0.7)
+    d = np.sum((X[:, None] - X[None]) ** 2, axis=-1)
+    assert np.allclose(g.d2_block(range(30), range(30)), 2 - 2 * np.exp(-d / (2 * 0.49)),
+                       atol=1e-12)
+    lin = K.linear(X + 5.0, normalize=False)
+    assert np.allclose(lin.d2_row(0), d[0], atol=1e-10)
+    cos = K.linear(X)
+    u = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert np.allclose(cos.k_block([0, 1], range(30)), u[[0, 1]] @ u.T, atol=1e-12)
+    poly = K.polynomial(X, zeta=3, normalize=False)
+    assert np.allclose(poly.k_block([2], range(30))[0], (X[2] @ X.T) ** 3, rtol=1e-12)
+
+
+def test_min_d2_to_a_set():
+    kd = _two_term()
+    got = kd.min_d2_to([1, 5])
+    ref = np.minimum(kd.d2_row(1), kd.d2_row(5))
+    assert np.allclose(got, ref, atol=kd.eps)
+    assert got[1] <= kd.eps and got[5] <= kd.eps
+
+
+def test_bad_inputs():
+    with pytest.raises(MlpdesignError, match="NaN"):
+        K.linear(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(MlpdesignError, match="zeta"):
+        K.Term.dot(np.ones((2, 2)), zeta=1.5)
+    with pytest.raises(MlpdesignError, match="zero kernel"):
+        K.linear(np.array([[0.0, 0.0], [1.0, 0.0]]))
+    with pytest.raises(MlpdesignError, match="offsets"):
+        K.Term.dot(np.ones((3, 2)), offsets=[0, 2])
