@@ -20,11 +20,26 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: a small Zr pool through generate -> describe -> select -> write -> report.
-demo: venv
+demo: venv eam
 	mkdir -p $(DEMO)
 	$(BIN)/mlpdesign generate -n $(N_POOL) --seed $(SEED) -o $(DEMO)/pool.xyz --force
 	$(BIN)/mlpdesign describe $(DEMO)/pool.xyz -o $(DEMO)/pool.h5 --jobs 2 --force
 	$(BIN)/mlpdesign info $(DEMO)/pool.h5
+	$(BIN)/mlpdesign select $(DEMO)/pool.h5 -n $(N_PICK) -o $(DEMO)/selection.h5 --force
+	$(BIN)/mlpdesign select $(DEMO)/pool.h5 -n $(N_PICK) --random --seed $(SEED) -o $(DEMO)/random.h5 --force
+	$(BIN)/mlpdesign write $(DEMO)/pool.xyz $(DEMO)/selection.h5 -o $(DEMO)/train.xyz --force
+	$(BIN)/mlpdesign vasp $(DEMO)/train.xyz -o $(DEMO)/runs --force
+	@# stand-in labels (EAM) and the paper's cross-validation, design vs random
+	$(BIN)/mlpdesign write $(DEMO)/pool.xyz $(DEMO)/random.h5 -o $(DEMO)/random.xyz --force
+	@if [ -f $(EAM) ]; then set -ex; \
+	  $(BIN)/mlpdesign label $(DEMO)/train.xyz --eam $(EAM) -o $(DEMO)/train-labelled.xyz --force; \
+	  $(BIN)/mlpdesign label $(DEMO)/random.xyz --eam $(EAM) -o $(DEMO)/random-labelled.xyz --force; \
+	  $(BIN)/mlpdesign crossval OPT=$(DEMO)/train-labelled.xyz RND=$(DEMO)/random-labelled.xyz \
+	    --store $(DEMO)/pool.h5 -o $(DEMO)/cv; \
+	else echo "skipping label/crossval: $(EAM) missing (make eam)"; fi
+	@# label-free quality of the design vs random designs: metrics.json + figures
+	$(BIN)/mlpdesign report $(DEMO)/pool.h5 $(DEMO)/selection.h5 $(DEMO)/random.h5 --random 20 \
+	  -o $(DEMO)/report --force
 
 test: venv eam
 	$(BIN)/python -m pytest -q
@@ -56,6 +71,8 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_describe.py
+	$(BIN)/python benchmarks/bench_select.py
+	$(BIN)/python benchmarks/bench_write.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

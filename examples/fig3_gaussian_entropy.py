@@ -5,7 +5,7 @@ D2 = 2 - 2 exp(-|x - y|^2 / 2) (paper eq. 2, unit scale). The entropy criterion
 log det(K + jitter I) of the optimised design is compared with 100 random realisations of
 100 points; the optimised design beats every one of them.
 
-    python examples/fig3_gaussian_entropy.py [OUTPUT_DIR]   # writes OUTPUT_DIR/fig3_gaussian_entropy.png
+    python examples/fig3_gaussian_entropy.py [OUTPUT_DIR]   # OUTPUT_DIR/fig3_gaussian_entropy.png
 """
 
 from __future__ import annotations
@@ -15,21 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpdesign import report
-from mlpdesign.select import maxmin_arrays
+from mlpdesign import kernels, report, select
 
-JITTER = 1e-8
+JITTER = report.DEFAULT_JITTER
 
 
-def run(out_dir: str | Path = ".", n: int = 100, n_pool: int = 10_000, n_random: int = 100,
-        seed: int = 0) -> dict:
+def run(
+    out_dir: str | Path = ".",
+    n: int = 100,
+    n_pool: int = 10_000,
+    n_random: int = 100,
+    seed: int = 0,
+) -> dict:
     """Design, score it and the random designs by log det K, draw the figure."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 0.5, size=(n_pool, 2))
-    oracle = report.array_oracle(x, "gaussian", scale=1.0)
-    design, psi = maxmin_arrays(x, n, kernel="gaussian", scale=1.0)
+    kd = kernels.gaussian(x, length_scale=1.0)  # D2 = 2 - 2 exp(-|x - y|^2 / 2)
+    picked = select.maxmin(kd, n)
+    design, psi = picked.index, picked.psi
     randoms = report.random_designs(n_pool, n, n_random, seed + 1)
-    logdet = [report.log_det(oracle.block(d, d), JITTER) for d in [design, *randoms]]
+    logdet = [report.log_det(kd.k_block(d, d), JITTER) for d in [design, *randoms]]
 
     import matplotlib
 
@@ -37,31 +42,51 @@ def run(out_dir: str | Path = ".", n: int = 100, n_pool: int = 10_000, n_random:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for ax, d, title in ((axes[0], randoms[0], "Random (representative) design"),
-                         (axes[1], design, "Max-min design (labels: first 9 picks)")):
+    for ax, d, title in (
+        (axes[0], randoms[0], "Random (representative) design"),
+        (axes[1], design, "Max-min design (labels: first 9 picks)"),
+    ):
         ax.scatter(*x.T, s=1, color="0.6", alpha=0.15, label=f"pool: {n_pool} samples")
         ax.scatter(*x[d].T, s=14, color="C0", label=f"{n} design points")
         ax.set(xlabel="x₁", ylabel="x₂", aspect="equal", title=title)
         ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     for rank, (a, b) in enumerate(x[design[:9]], start=1):
-        axes[1].annotate(str(rank), (a, b), xytext=(3, 3), textcoords="offset points",
-                         fontsize=10, color="C3", weight="bold")
-    axes[2].hist(logdet[1:], bins=20, color="0.75", edgecolor="0.4",
-                 label=f"{n_random} random designs")
+        axes[1].annotate(
+            str(rank),
+            (a, b),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=10,
+            color="C3",
+            weight="bold",
+        )
+    axes[2].hist(
+        logdet[1:], bins=20, color="0.75", edgecolor="0.4", label=f"{n_random} random designs"
+    )
     axes[2].axvline(logdet[0], color="C0", lw=2.5, label="max-min design")
-    axes[2].set(xlabel=f"log det(K + {JITTER:g} I)  (entropy, nats)",
-                ylabel="number of random designs", title=f"Entropy of {n}-point designs")
+    axes[2].set(
+        xlabel=f"log det(K + {JITTER:g} I)  (entropy, nats)",
+        ylabel="number of random designs",
+        title=f"Entropy of {n}-point designs",
+    )
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     out = Path(out_dir) / "fig3_gaussian_entropy.png"
     fig.savefig(out, dpi=100, metadata={"Software": None})
     plt.close(fig)
-    return {"design": design, "psi": psi, "logdet": logdet[0],
-            "logdet_random": np.array(logdet[1:]), "figure": out}
+    return {
+        "design": design,
+        "psi": psi,
+        "logdet": logdet[0],
+        "logdet_random": np.array(logdet[1:]),
+        "figure": out,
+    }
 
 
 if __name__ == "__main__":
     res = run(sys.argv[1] if len(sys.argv) > 1 else ".")
     r = res["logdet_random"]
-    print(f"log det K: max-min design {res['logdet']:.1f}; random designs median "
-          f"{np.median(r):.1f}, best {r.max():.1f}; figure {res['figure']}")
+    print(
+        f"log det K: max-min design {res['logdet']:.1f}; random designs median "
+        f"{np.median(r):.1f}, best {r.max():.1f}; figure {res['figure']}"
+    )

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpdesign import report
-from mlpdesign.select import maxmin_arrays
+from mlpdesign import kernels, report, select
 
 
 def grid(seed: int = 0) -> np.ndarray:
@@ -28,9 +27,10 @@ def grid(seed: int = 0) -> np.ndarray:
 def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int = 0) -> dict:
     """Design, compare with random designs, draw the figure; return the numbers."""
     x = grid(seed)
-    oracle = report.array_oracle(x, "linear")  # D2 = squared Euclidean distance
-    design, psi = maxmin_arrays(x, n, kernel="linear", first=int(np.argmax((x * x).sum(1))))
-    evals = report.evaluate(oracle, [design, *report.random_designs(len(x), n, n_random, seed)])
+    kd = kernels.linear(x, normalize=False)  # D2 = |x - y|^2, the squared Euclidean distance
+    picked = select.maxmin(kd, n, first=int(np.argmax((x * x).sum(1))))  # start in a corner
+    design, psi = picked.index, picked.psi
+    evals = report.evaluate(kd, [design, *report.random_designs(len(x), n, n_random, seed)])
     dist = [np.sqrt(e.min_pairwise) for e in evals]  # smallest pairwise distance of each prefix
 
     import matplotlib
@@ -47,25 +47,39 @@ def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int =
     ax1.legend(loc="lower left", fontsize=8, framealpha=0.9)
     m = np.arange(1, n + 1)
     rnd = np.vstack(dist[1:])
-    ax2.fill_between(m[1:], *np.quantile(rnd[:, 1:], [0.1, 0.9], axis=0), color="0.85",
-                     label=f"{n_random} random designs: 10-90 %")
+    ax2.fill_between(
+        m[1:],
+        *np.quantile(rnd[:, 1:], [0.1, 0.9], axis=0),
+        color="0.85",
+        label=f"{n_random} random designs: 10-90 %",
+    )
     ax2.plot(m[1:], np.median(rnd[:, 1:], axis=0), color="0.4", label="random: median")
     ax2.plot(m[1:], dist[0][1:], "o-", ms=3, color="C0", label="max-min design")
-    ax2.set(xlabel="design size m (first m points)", yscale="log",
-            ylabel="smallest pairwise distance (Euclidean)",
-            title="Minimum distance: max-min vs random")
+    ax2.set(
+        xlabel="design size m (first m points)",
+        yscale="log",
+        ylabel="smallest pairwise distance (Euclidean)",
+        title="Minimum distance: max-min vs random",
+    )
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out_dir) / "fig8_grid_maxmin.png"
     fig.savefig(out, dpi=100, metadata={"Software": None})
     plt.close(fig)
-    return {"design": design, "psi": psi, "min_distance": dist[0],
-            "random_min_distance": rnd, "figure": out}
+    return {
+        "design": design,
+        "psi": psi,
+        "min_distance": dist[0],
+        "random_min_distance": rnd,
+        "figure": out,
+    }
 
 
 if __name__ == "__main__":
     res = run(sys.argv[1] if len(sys.argv) > 1 else ".")
-    print(f"max-min design of 40: smallest pairwise distance {res['min_distance'][-1]:.4f}; "
-          f"random designs: median {np.median(res['random_min_distance'][:, -1]):.4f}, "
-          f"best {res['random_min_distance'][:, -1].max():.4f}; figure {res['figure']}")
+    print(
+        f"max-min design of 40: smallest pairwise distance {res['min_distance'][-1]:.4f}; "
+        f"random designs: median {np.median(res['random_min_distance'][:, -1]):.4f}, "
+        f"best {res['random_min_distance'][:, -1].max():.4f}; figure {res['figure']}"
+    )

@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import MlpdesignError
 from .fileio import atomic_path, require_file
-from .fit import FitOptions, fit
+from .fit import FitOptions, FitResult, fit
 from .label import ENERGY_KEY, read_labelled
 
 QUANTILE = 0.99
@@ -56,14 +57,20 @@ def error_stats(err_per_atom: np.ndarray) -> dict[str, float]:
     """Statistics of the energy error per atom (eV/atom): rmse, std and q99 of |dE|, ..."""
     e = np.asarray(err_per_atom, dtype=float)
     a = np.abs(e)
-    return {"n": int(e.size), "rmse": float(np.sqrt(np.mean(e * e))),
-            "mae": float(a.mean()), "std": float(a.std()),
-            "q99": float(np.quantile(a, QUANTILE)), "max": float(a.max()),
-            "mean": float(e.mean())}
+    return {
+        "n": int(e.size),
+        "rmse": float(np.sqrt(np.mean(e * e))),
+        "mae": float(a.mean()),
+        "std": float(a.std()),
+        "q99": float(np.quantile(a, QUANTILE)),
+        "max": float(a.max()),
+        "mean": float(e.mean()),
+    }
 
 
-def worst_off_sample(matrix: dict[str, dict[str, dict]], key: str = "q99"
-                     ) -> dict[str, dict | None]:
+def worst_off_sample(
+    matrix: dict[str, dict[str, dict]], key: str = "q99"
+) -> dict[str, dict | None]:
     """Per model: the highest ``key`` over the sets other than its own, and which set."""
     out: dict[str, dict | None] = {}
     for m, row in matrix.items():
@@ -85,16 +92,24 @@ class CrossvalResult:
     fits: dict
 
 
-def crossval(sets: dict[str, Path], output: str | os.PathLike, options: FitOptions,
-             models_dir: str | os.PathLike | None = None, refit: bool = False,
-             force: bool = False, echo: Callable[[str], None] | None = None,
-             progress_factory: Callable[[int, str], object] | None = None,
-             figure: bool = True) -> CrossvalResult:
+def crossval(
+    sets: dict[str, Path],
+    output: str | os.PathLike,
+    options: FitOptions,
+    models_dir: str | os.PathLike | None = None,
+    refit: bool = False,
+    force: bool = False,
+    echo: Callable[[str], None] | None = None,
+    progress_factory: Callable[[int, str], object] | None = None,
+    figure: bool = True,
+    jobs: int = 1,
+) -> CrossvalResult:
     """Fit one model per set, predict every set with every model, write the matrix.
 
     ``output`` may be an earlier crossval folder: its models are reused where their
-    inputs are unchanged (``refit`` forces new fits); the matrix, predictions and figure
-    are rewritten. Any other existing non-empty folder is refused unless ``force``.
+    inputs are unchanged (``refit`` forces new fits; ``jobs`` fits run at once); the
+    matrix, predictions and figure are rewritten. Any other existing non-empty folder is
+    refused unless ``force``.
     """
     from .gapmodel import load_gap, predict_energies
 
@@ -103,8 +118,9 @@ def crossval(sets: dict[str, Path], output: str | os.PathLike, options: FitOptio
         if not out.is_dir():
             raise MlpdesignError(f"{out} exists and is not a folder")
         if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
-            raise MlpdesignError(f"{out} exists and is not a crossval folder; "
-                                 "use --force or another -o")
+            raise MlpdesignError(
+                f"{out} exists and is not a crossval folder; use --force or another -o"
+            )
     elif not out.parent.is_dir():
         raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
     mdir = Path(models_dir) if models_dir is not None else out / "models"
@@ -118,20 +134,33 @@ def crossval(sets: dict[str, Path], output: str | os.PathLike, options: FitOptio
         check_species(specs, frames, f"set {name} ({sets[name]})")
 
     out.mkdir(exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"format": "mlpdesign-crossval",
-                                          "format_version": 1}) + "\n")
+    (out / MARKER).write_text(
+        json.dumps({"format": "mlpdesign-crossval", "format_version": 1}) + "\n"
+    )
     mdir.mkdir(parents=True, exist_ok=True)
-    fits = {}
-    for name, path in sets.items():
+
+    def one(name: str) -> tuple[str, FitResult]:
         if echo:
-            echo(f"model {name}: fitting on {path} ({len(data[name])} configurations)")
-        res = fit(path, mdir / name, options, force=refit or force, reuse=not refit, echo=None)
-        fits[name] = {"folder": str(res.folder), "reused": res.reused,
-                      "wall_s": round(res.wall_s, 3), "peak_rss_mib": res.peak_rss_mib,
-                      "n_configs": res.n_configs}
+            echo(f"model {name}: fitting on {sets[name]} ({len(data[name])} configurations)")
+        res = fit(sets[name], mdir / name, options, force=refit or force, reuse=not refit)
         if echo:
             how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
             echo(f"model {name}: {how}")
+        return name, res
+
+    # each fit is a gap_fit process (one thread): ``jobs`` of them run side by side
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = dict(pool.map(one, sets))
+    fits = {
+        name: {
+            "folder": str(res.folder),
+            "reused": res.reused,
+            "wall_s": round(res.wall_s, 3),
+            "peak_rss_mib": res.peak_rss_mib,
+            "n_configs": res.n_configs,
+        }
+        for name, res in ((n, done[n]) for n in sets)
+    }
 
     models = {name: load_gap(mdir / name / "gap.xml") for name in sets}
     names = list(sets)
@@ -145,19 +174,29 @@ def crossval(sets: dict[str, Path], output: str | os.PathLike, options: FitOptio
             bar.close()
         nat = np.array([len(a) for a in frames], dtype=float)
         ref = np.array([float(a.info[ENERGY_KEY]) for a in frames]) / nat
-        preds[s] = {"candidate_id": [_int_or_none(a.info.get("candidate_id")) for a in frames],
-                    "n_atoms": nat.astype(int).tolist(), "reference": ref.tolist(),
-                    "predicted": {m: (e[i] / nat).tolist() for i, m in enumerate(names)}}
+        preds[s] = {
+            "candidate_id": [_int_or_none(a.info.get("candidate_id")) for a in frames],
+            "n_atoms": nat.astype(int).tolist(),
+            "reference": ref.tolist(),
+            "predicted": {m: (e[i] / nat).tolist() for i, m in enumerate(names)},
+        }
         for i, m in enumerate(names):
             matrix[m][s] = error_stats(e[i] / nat - ref)
     worst = worst_off_sample(matrix)
-    result = {"format": "mlpdesign-crossval-matrix", "format_version": 1,
-              "units": "eV/atom", "quantile": QUANTILE,
-              "statistic": "dE = predicted - reference energy per atom; rmse of dE; std, "
-                           "q99, mae, max of |dE|",
-              "sets": {s: str(sets[s]) for s in names}, "models": names,
-              "matrix": matrix, "worst_off_sample_q99": worst, "fits": fits,
-              "gap": render_gap(specs)}
+    result = {
+        "format": "mlpdesign-crossval-matrix",
+        "format_version": 1,
+        "units": "eV/atom",
+        "quantile": QUANTILE,
+        "statistic": "dE = predicted - reference energy per atom; rmse of dE; std, "
+        "q99, mae, max of |dE|",
+        "sets": {s: str(sets[s]) for s in names},
+        "models": names,
+        "matrix": matrix,
+        "worst_off_sample_q99": worst,
+        "fits": fits,
+        "gap": render_gap(specs),
+    }
     with atomic_path(out / "matrix.json", force=True) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     with atomic_path(out / "predictions.json", force=True) as tmp:
@@ -178,15 +217,23 @@ def parity_grid(preds: dict, matrix: dict, names: Sequence[str], path: Path) -> 
     from matplotlib.colors import LogNorm
 
     n = len(names)
-    allerr = np.concatenate([np.abs(np.array(preds[s]["predicted"][m]) -
-                                    np.array(preds[s]["reference"]))
-                             for s in names for m in names]) * 1e3
+    allerr = (
+        np.concatenate(
+            [
+                np.abs(np.array(preds[s]["predicted"][m]) - np.array(preds[s]["reference"]))
+                for s in names
+                for m in names
+            ]
+        )
+        * 1e3
+    )
     pos = allerr[allerr > 0]
     lo = max(float(np.quantile(pos, 0.01)) if pos.size else 1e-3, 1e-3)
     hi = max(float(allerr.max()), lo * 10)
     norm = LogNorm(vmin=lo, vmax=hi)
-    fig, axes = plt.subplots(n, n, figsize=(2.6 * n + 1.2, 2.5 * n + 0.6), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        n, n, figsize=(2.6 * n + 1.2, 2.5 * n + 0.6), squeeze=False, constrained_layout=True
+    )
     sc = None
     for i, m in enumerate(names):
         for j, s in enumerate(names):
@@ -195,13 +242,24 @@ def parity_grid(preds: dict, matrix: dict, names: Sequence[str], path: Path) -> 
             pr = np.array(preds[s]["predicted"][m])
             err = np.maximum(np.abs(pr - ref) * 1e3, lo)
             order = np.argsort(err)
-            sc = ax.scatter(ref[order], pr[order], c=err[order], s=4, cmap="viridis",
-                            norm=norm, rasterized=True, linewidths=0)
+            sc = ax.scatter(
+                ref[order],
+                pr[order],
+                c=err[order],
+                s=4,
+                cmap="viridis",
+                norm=norm,
+                rasterized=True,
+                linewidths=0,
+            )
             lim = [min(ref.min(), pr.min()), max(ref.max(), pr.max())]
             ax.plot(lim, lim, color="0.5", lw=0.6)
             st = matrix[m][s]
-            ax.set_title(f"{st['std'] * 1e3:.2f} / {st['q99'] * 1e3:.2f}",
-                         fontsize=8, color="k" if m != s else "0.35")
+            ax.set_title(
+                f"{st['std'] * 1e3:.2f} / {st['q99'] * 1e3:.2f}",
+                fontsize=8,
+                color="k" if m != s else "0.35",
+            )
             ax.tick_params(labelsize=6)
             if i == n - 1:
                 ax.set_xlabel(f"{s}: reference (eV/atom)", fontsize=7)
@@ -210,8 +268,11 @@ def parity_grid(preds: dict, matrix: dict, names: Sequence[str], path: Path) -> 
     if sc is not None:
         cb = fig.colorbar(sc, ax=axes, shrink=0.6)
         cb.set_label("|dE| (meV/atom)", fontsize=8)
-    fig.suptitle("Cross-validation: std / 0.99 quantile of |dE| (meV/atom); "
-                 "rows = models, columns = test sets", fontsize=9)
+    fig.suptitle(
+        "Cross-validation: std / 0.99 quantile of |dE| (meV/atom); "
+        "rows = models, columns = test sets",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 

@@ -372,6 +372,13 @@ def compute_chunk(
 
 # ---------------------------------------------------------------------------- workers
 
+
+class WorkerDied(MlpdesignError):
+    """A worker process was killed (QUIP abort, out of memory); finished chunks are kept."""
+
+    exit_code = 1
+
+
 _WORKER: dict = {}
 
 
@@ -567,6 +574,8 @@ def describe(
             "command": command,
         }
         assemble(partial, tasks, specs, out, attrs, dtype, force)
+    except WorkerDied:
+        raise
     except MlpdesignError:
         # bad input: the chunks could never be completed; leave nothing behind
         shutil.rmtree(partial, ignore_errors=True)
@@ -587,6 +596,7 @@ def _run(tasks, index, specs, calc, allowed, partial, jobs, progress) -> None:
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pending, queue = set(), list(reversed(tasks))
@@ -602,7 +612,13 @@ def _run(tasks, index, specs, calc, allowed, partial, jobs, progress) -> None:
                     pending.add(ex.submit(_run_chunk, *queue.pop()))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    c0, c1 = fut.result()
+                    try:
+                        c0, c1 = fut.result()
+                    except BrokenProcessPool:
+                        raise WorkerDied(
+                            "a worker process died (QUIP abort or out of memory?); finished "
+                            f"chunks are kept in {partial}: run the same command to resume"
+                        ) from None
                     if progress is not None:
                         progress.update(c1 - c0)
         except BaseException:

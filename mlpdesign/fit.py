@@ -68,8 +68,9 @@ def gap_fit_binary() -> str:
         return str(here)
     found = shutil.which("gap_fit")
     if not found:
-        raise MlpdesignError("gap_fit not found: install quippy-ase (pip install quippy-ase), "
-                             "which ships it")
+        raise MlpdesignError(
+            "gap_fit not found: install quippy-ase (pip install quippy-ase), which ships it"
+        )
     return found
 
 
@@ -88,12 +89,16 @@ def fit_specs(options: FitOptions, n_atoms: int | None = None) -> list[Descripto
     """
     specs = parse_gap(options.gap)
     known = {s.name for s in specs} | {str(i + 1) for i in range(len(specs))}
-    for table, what in ((options.n_sparse, "--n-sparse"),
-                        (options.sparse_method, "--sparse-method")):
+    for table, what in (
+        (options.n_sparse, "--n-sparse"),
+        (options.sparse_method, "--sparse-method"),
+    ):
         for k in table:
             if k not in known:
-                raise MlpdesignError(f"{what} {k}=...: the gap string has no descriptor {k!r} "
-                                     f"(it has {', '.join(s.name for s in specs)})")
+                raise MlpdesignError(
+                    f"{what} {k}=...: the gap string has no descriptor {k!r} "
+                    f"(it has {', '.join(s.name for s in specs)})"
+                )
     for i, s in enumerate(specs):
         k = _key_of(s, i, options.n_sparse)
         if k is not None:
@@ -112,8 +117,12 @@ def fit_specs(options: FitOptions, n_atoms: int | None = None) -> list[Descripto
     return parse_gap(render_gap(specs))  # validates what the options added
 
 
-def gap_fit_args(specs: Sequence[DescriptorSpec], options: FitOptions, at_file: str = "train.xyz",
-                 gp_file: str = "gap.xml") -> list[str]:
+def gap_fit_args(
+    specs: Sequence[DescriptorSpec],
+    options: FitOptions,
+    at_file: str = "train.xyz",
+    gp_file: str = "gap.xml",
+) -> list[str]:
     """The ``gap_fit`` argument list (without the program) for these specs and options.
 
     ``mlpdesign gap-command`` prints the same arguments (it calls this function).
@@ -121,10 +130,16 @@ def gap_fit_args(specs: Sequence[DescriptorSpec], options: FitOptions, at_file: 
     sig = " ".join(repr(float(x)) for x in options.sigma)
     args = [f"at_file={at_file}", "gap={" + render_gap(list(specs)) + "}"]
     args.append("e0_method=average" if options.e0 is None else f"e0={float(options.e0)!r}")
-    args += [f"default_sigma={{{sig}}}", *GAP_FIT_KEY_ARGS,
-             f"sparse_jitter={options.sparse_jitter!r}", f"rnd_seed={int(options.seed)}",
-             "do_copy_at_file=F", "sparse_separate_file=T", f"gp_file={gp_file}",
-             *options.extra]
+    args += [
+        f"default_sigma={{{sig}}}",
+        *GAP_FIT_KEY_ARGS,
+        f"sparse_jitter={options.sparse_jitter!r}",
+        f"rnd_seed={int(options.seed)}",
+        "do_copy_at_file=F",
+        "sparse_separate_file=T",
+        f"gp_file={gp_file}",
+        *options.extra,
+    ]
     return args
 
 
@@ -137,8 +152,10 @@ def check_species(specs: Sequence[DescriptorSpec], frames, where: str) -> None:
     for s in specs:
         z = soap_species(s)
         if z is not None and set(have) - set(z):
-            raise MlpdesignError(f"{where} contains Z={have} but the gap string's soap has "
-                                 f"Z={sorted(z)}; pass a --gap (or store) for these species")
+            raise MlpdesignError(
+                f"{where} contains Z={have} but the gap string's soap has "
+                f"Z={sorted(z)}; pass a --gap (or store) for these species"
+            )
 
 
 def inputs_hash(labelled: str | os.PathLike, args: Sequence[str]) -> str:
@@ -167,8 +184,11 @@ def _gap_fit_error(log_text: str, code: int) -> str:
     ``SYSTEM ABORT``, so both are kept.
     """
     noise = ("STOP", "libAtoms::", "TIMER", "===")
-    lines = [ln.strip() for ln in log_text.splitlines()
-             if ln.strip() and not ln.strip().startswith(noise)]
+    lines = [
+        ln.strip()
+        for ln in log_text.splitlines()
+        if ln.strip() and not ln.strip().startswith(noise)
+    ]
     if not lines:
         return f"gap_fit ended with code {code} and no output"
     aborts = [i for i, ln in enumerate(lines) if "SYSTEM ABORT" in ln]
@@ -181,8 +201,9 @@ def _gap_fit_error(log_text: str, code: int) -> str:
     return msg[:400]
 
 
-def run_gap_fit(args: Sequence[str], cwd: Path, log_path: Path,
-                echo: Callable[[str], None] | None = None) -> tuple[float, float | None]:
+def run_gap_fit(
+    args: Sequence[str], cwd: Path, log_path: Path, echo: Callable[[str], None] | None = None
+) -> tuple[float, float | None]:
     """Run gap_fit in ``cwd``, streaming its output to ``log_path`` (and ``echo``).
 
     Returns (wall seconds, peak resident memory in MiB of the gap_fit process).
@@ -191,8 +212,9 @@ def run_gap_fit(args: Sequence[str], cwd: Path, log_path: Path,
     cmd = [gap_fit_binary(), *args]
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -222,15 +244,22 @@ def read_fit_info(folder: str | os.PathLike) -> dict | None:
         return None
 
 
-def fit(labelled: str | os.PathLike, output: str | os.PathLike, options: FitOptions,
-        force: bool = False, echo: Callable[[str], None] | None = None,
-        reuse: bool = False, announce: Callable[[str], None] | None = None) -> FitResult:
+def fit(
+    labelled: str | os.PathLike,
+    output: str | os.PathLike,
+    options: FitOptions,
+    force: bool = False,
+    echo: Callable[[str], None] | None = None,
+    reuse: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> FitResult:
     """Fit a GAP on ``labelled`` into the folder ``output`` (written atomically).
 
     With ``reuse``, an existing ``output`` whose ``fit.json`` records the same input hash
     is kept as it is (no refit). ``announce`` gets one line once the inputs are checked
-    and gap_fit starts; ``echo`` gets gap_fit's output line by line. When gap_fit fails, its log is kept as
-    ``<output>.gap_fit.log`` beside the (not created) folder and its message is raised.
+    and gap_fit starts; ``echo`` gets gap_fit's output line by line. When gap_fit fails,
+    its log is kept as ``<output>.gap_fit.log`` beside the (not created) folder and its
+    message is raised.
     """
     labelled = Path(labelled)
     frames = read_labelled(labelled)
@@ -242,18 +271,24 @@ def fit(labelled: str | os.PathLike, output: str | os.PathLike, options: FitOpti
     if reuse and out.is_dir():
         info = read_fit_info(out)
         if info and info.get("inputs_sha256") == digest and (out / "gap.xml").is_file():
-            return FitResult(folder=out, wall_s=float(info.get("wall_s", 0.0)),
-                             peak_rss_mib=info.get("peak_rss_mib"),
-                             n_configs=int(info.get("n_configs", len(frames))), reused=True,
-                             command=info.get("command", []))
+            return FitResult(
+                folder=out,
+                wall_s=float(info.get("wall_s", 0.0)),
+                peak_rss_mib=info.get("peak_rss_mib"),
+                n_configs=int(info.get("n_configs", len(frames))),
+                reused=True,
+                command=info.get("command", []),
+            )
         force = True
     check_output(out, force)
     failed_log = out.with_name(out.name + ".gap_fit.log")
     with atomic_dir(out, force) as tmp:
         shutil.copyfile(labelled, tmp / "train.xyz")
         if announce is not None:
-            announce(f"running gap_fit on {len(frames)} configurations of {labelled} "
-                     f"(log: {out}/gap_fit.log)")
+            announce(
+                f"running gap_fit on {len(frames)} configurations of {labelled} "
+                f"(log: {out}/gap_fit.log)"
+            )
         try:
             wall, peak = run_gap_fit(args, tmp, tmp / "gap_fit.log", echo)
         except MlpdesignError as e:
@@ -261,17 +296,30 @@ def fit(labelled: str | os.PathLike, output: str | os.PathLike, options: FitOpti
             raise MlpdesignError(f"{e}; full log in {failed_log}") from None
         if not (tmp / "gap.xml").is_file():
             raise MlpdesignError("gap_fit ended without writing gap.xml; see its log")
-        info = {"format": "mlpdesign-fit", "format_version": 1, "labelled": str(labelled),
-                "labelled_sha256": file_sha256(labelled), "n_configs": len(frames),
-                "n_atoms": int(sum(len(a) for a in frames)), "gap": render_gap(specs),
-                "options": _jsonable(asdict(options)), "command": ["gap_fit", *args],
-                "inputs_sha256": digest, "wall_s": round(wall, 3),
-                "peak_rss_mib": None if peak is None else round(peak, 1),
-                "quippy_ase": _quippy_version()}
+        info = {
+            "format": "mlpdesign-fit",
+            "format_version": 1,
+            "labelled": str(labelled),
+            "labelled_sha256": file_sha256(labelled),
+            "n_configs": len(frames),
+            "n_atoms": int(sum(len(a) for a in frames)),
+            "gap": render_gap(specs),
+            "options": _jsonable(asdict(options)),
+            "command": ["gap_fit", *args],
+            "inputs_sha256": digest,
+            "wall_s": round(wall, 3),
+            "peak_rss_mib": None if peak is None else round(peak, 1),
+            "quippy_ase": _quippy_version(),
+        }
         (tmp / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
     failed_log.unlink(missing_ok=True)
-    return FitResult(folder=out, wall_s=wall, peak_rss_mib=peak, n_configs=len(frames),
-                     command=["gap_fit", *args])
+    return FitResult(
+        folder=out,
+        wall_s=wall,
+        peak_rss_mib=peak,
+        n_configs=len(frames),
+        command=["gap_fit", *args],
+    )
 
 
 def _jsonable(d):
@@ -289,8 +337,9 @@ def parse_assignments(items: Sequence[str], what: str, cast=str) -> dict[str, ob
         for part in item.split(","):
             key, eq, value = part.partition("=")
             if not eq or not key.strip() or not value.strip():
-                raise MlpdesignError(f"{what} expects NAME=VALUE (NAME: descriptor name or "
-                                     f"position), got {part!r}")
+                raise MlpdesignError(
+                    f"{what} expects NAME=VALUE (NAME: descriptor name or position), got {part!r}"
+                )
             try:
                 out[key.strip()] = cast(value.strip())
             except ValueError:
@@ -307,8 +356,9 @@ def parse_sigma(text: str) -> tuple[float, float, float, float]:
     if len(vals) == 3:
         vals.append(0.0)
     if len(vals) != 4 or any(v < 0 for v in vals) or vals[0] <= 0:
-        raise MlpdesignError(f"--sigma expects E,F,V[,H] with E > 0 and none negative, "
-                             f"got {text!r}")
+        raise MlpdesignError(
+            f"--sigma expects E,F,V[,H] with E > 0 and none negative, got {text!r}"
+        )
     return tuple(vals)  # type: ignore[return-value]
 
 

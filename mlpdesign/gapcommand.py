@@ -39,13 +39,17 @@ def read_training_set(path: str | os.PathLike) -> TrainingSet:
     from .label import read_labelled
 
     frames = read_labelled(path)
-    return TrainingSet(n_configs=len(frames), n_atoms=sum(len(a) for a in frames),
-                       frames=frames)
+    return TrainingSet(n_configs=len(frames), n_atoms=sum(len(a) for a in frames), frames=frames)
 
 
-def gap_fit_args(gap: str, at_file: str, gp_file: str = "gap.xml",
-                 sigma: Sequence[float] | None = None, seed: int = 1,
-                 train: TrainingSet | None = None) -> list[str]:
+def gap_fit_args(
+    gap: str,
+    at_file: str,
+    gp_file: str = "gap.xml",
+    sigma: Sequence[float] | None = None,
+    seed: int = 1,
+    train: TrainingSet | None = None,
+) -> list[str]:
     """The ``gap_fit`` argument list (without the program name) for GAP string ``gap``."""
     from .fit import DEFAULT_SIGMA, FitOptions, check_species, fit_specs
     from .fit import gap_fit_args as fit_args
@@ -53,9 +57,11 @@ def gap_fit_args(gap: str, at_file: str, gp_file: str = "gap.xml",
 
     sig = tuple(float(x) for x in (DEFAULT_SIGMA if sigma is None else sigma))
     if len(sig) != 4 or any(not x >= 0 for x in sig) or not sig[0] > 0:
-        raise MlpdesignError("--default-sigma needs 4 numbers, none negative and the first "
-                             "positive: energy (eV/atom), forces (eV/A), virials (eV/atom), "
-                             "Hessians")
+        raise MlpdesignError(
+            "--default-sigma needs 4 numbers, none negative and the first "
+            "positive: energy (eV/atom), forces (eV/A), virials (eV/atom), "
+            "Hessians"
+        )
     n_sparse: dict[str, int] = {}
     if train is not None:
         for i, s in enumerate(parse_gap(gap)):
@@ -77,9 +83,14 @@ def _default_n_sparse(name: str) -> int:
     return DEFAULT_N_SPARSE.get(name, 200)
 
 
-def gap_fit_command(store: str | os.PathLike, at_file: str = "labelled.xyz",
-                    gp_file: str = "gap.xml", sigma: Sequence[float] | None = None,
-                    seed: int = 1, program: str = "gap_fit") -> tuple[str, list[str]]:
+def gap_fit_command(
+    store: str | os.PathLike,
+    at_file: str = "labelled.xyz",
+    gp_file: str = "gap.xml",
+    sigma: Sequence[float] | None = None,
+    seed: int = 1,
+    program: str = "gap_fit",
+) -> tuple[str, list[str]]:
     """The shell command line fitting a GAP with the store's kernel; returns it and notes.
 
     ``at_file`` is checked (labels, species) and caps the sparse sets when it exists;
@@ -94,7 +105,9 @@ def gap_fit_command(store: str | os.PathLike, at_file: str = "labelled.xyz",
     if Path(at_file).exists():
         train = read_training_set(at_file)
     else:
-        notes.append(f"{at_file} does not exist yet: n_sparse is not capped by its size "
-                     "(gap_fit lowers it, with a warning, if the set is smaller)")
+        notes.append(
+            f"{at_file} does not exist yet: n_sparse is not capped by its size "
+            "(gap_fit lowers it, with a warning, if the set is smaller)"
+        )
     args = gap_fit_args(gap, at_file, gp_file, sigma, seed, train)
     return " ".join(shlex.quote(a) for a in [program, *args]), notes

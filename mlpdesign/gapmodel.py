@@ -50,18 +50,18 @@ class SparseTerm:
         d2 = self.delta**2
         if self.covariance == "dot_product":
             for a in range(0, len(rows), chunk):
-                k = rows[a:a + chunk] @ self.sparse.T
-                out[a:a + chunk] = d2 * _power(k, self.zeta) @ self.alpha
+                k = rows[a : a + chunk] @ self.sparse.T
+                out[a : a + chunk] = d2 * _power(k, self.zeta) @ self.alpha
         else:
             w = self.alpha * self.sparse_cutoff
             s = self.sparse / self.theta
             for a in range(0, len(rows), chunk):
-                x = rows[a:a + chunk] / self.theta
+                x = rows[a : a + chunk] / self.theta
                 if s.shape[1] == 1:  # 1-d descriptors (distance_2b): direct difference
                     r2 = (x[:, :1] - s[None, :, 0]) ** 2
                 else:
                     r2 = (x * x).sum(1)[:, None] + (s * s).sum(1)[None, :] - 2.0 * x @ s.T
-                out[a:a + chunk] = d2 * np.exp(-0.5 * np.maximum(r2, 0.0)) @ w
+                out[a : a + chunk] = d2 * np.exp(-0.5 * np.maximum(r2, 0.0)) @ w
         return out
 
 
@@ -88,8 +88,7 @@ class GapModel:
         """The descriptor strings this model needs (as written in the XML)."""
         return [t.descriptor for t in self.terms]
 
-    def energy(self, numbers: np.ndarray, desc: dict[str, tuple[np.ndarray, np.ndarray]]
-               ) -> float:
+    def energy(self, numbers: np.ndarray, desc: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
         """Total energy of one configuration from its descriptors ``{string: (rows, cutoff)}``."""
         e = float(sum(self.e0.get(int(z), 0.0) for z in numbers))
         for t in self.terms:
@@ -130,16 +129,19 @@ def load_gap(path: str | os.PathLike) -> GapModel:
     if data is None or sparse is None:
         raise MlpdesignError(f"{p}: not a GAP XML file (no GAP_params/GAP_data/gpSparse)")
     if data.get("do_core", "F").upper().startswith("T"):
-        raise MlpdesignError(f"{p}: GAP models with a core potential are not supported by "
-                             "the numpy predictor")
+        raise MlpdesignError(
+            f"{p}: GAP models with a core potential are not supported by the numpy predictor"
+        )
     e0 = {int(el.get("Z")): float(el.get("value")) for el in data.iter("e0")}
     terms = []
     for i, gc in enumerate(sparse.iter("gpCoordinates")):
         where = f"{p}: gpCoordinates {i + 1}"
         ctype = _COVARIANCE.get(gc.get("covariance_type", ""))
         if ctype is None:
-            raise MlpdesignError(f"{where}: covariance_type {gc.get('covariance_type')} is not "
-                                 "supported (only ard_se and dot_product)")
+            raise MlpdesignError(
+                f"{where}: covariance_type {gc.get('covariance_type')} is not "
+                "supported (only ard_se and dot_product)"
+            )
         if int(gc.get("n_permutations", "1")) != 1:
             raise MlpdesignError(f"{where}: descriptors with permutations are not supported")
         if _num(gc, "signal_mean", where) != 0.0:
@@ -163,9 +165,14 @@ def load_gap(path: str | os.PathLike) -> GapModel:
         desc_el = gc.find("descriptor")
         if desc_el is None or not (desc_el.text or "").strip():
             raise MlpdesignError(f"{where}: no descriptor string")
-        term = SparseTerm(descriptor=" ".join(desc_el.text.split()), covariance=ctype,
-                          delta=_num(gc, "signal_variance", where),
-                          sparse=xs.reshape(n, dim), alpha=alpha, sparse_cutoff=cutoff)
+        term = SparseTerm(
+            descriptor=" ".join(desc_el.text.split()),
+            covariance=ctype,
+            delta=_num(gc, "signal_variance", where),
+            sparse=xs.reshape(n, dim),
+            alpha=alpha,
+            sparse_cutoff=cutoff,
+        )
         if ctype == "ard_se":
             th = gc.find("theta")
             if th is None or not (th.text or "").strip():
@@ -228,8 +235,9 @@ class DescriptorCalculator:
             try:
                 self._desc[s] = Descriptor(s)
             except RuntimeError as e:
-                raise MlpdesignError(f"quippy rejects descriptor {s!r}: "
-                                     f"{str(e).strip().splitlines()[-1][:200]}") from None
+                raise MlpdesignError(
+                    f"quippy rejects descriptor {s!r}: {str(e).strip().splitlines()[-1][:200]}"
+                ) from None
         self._fast = {s: _plain_distance_2b(s) for s in self.strings} if fast else {}
 
     def __call__(self, atoms: Atoms) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -255,8 +263,9 @@ class DescriptorCalculator:
         return out
 
 
-def predict_energies(models: Sequence[GapModel], frames: Sequence[Atoms],
-                     progress=None, fast: bool = True) -> np.ndarray:
+def predict_energies(
+    models: Sequence[GapModel], frames: Sequence[Atoms], progress=None, fast: bool = True
+) -> np.ndarray:
     """Total energies, shape (n_models, n_frames); descriptors computed once per frame.
 
     Descriptors are gathered for all frames and each model's kernel is applied to the
@@ -279,10 +288,13 @@ def predict_energies(models: Sequence[GapModel], frames: Sequence[Atoms],
     for s in calc.strings:
         dims = {r.shape[1] for r in rows[s] if len(r)}
         dim = dims.pop() if dims else 1
-        stacked[s] = (np.concatenate([r.reshape(-1, dim) for r in rows[s]]) if rows[s]
-                      else np.empty((0, dim)),
-                      np.concatenate(cuts[s]) if cuts[s] else np.empty(0),
-                      np.concatenate(owner[s]) if owner[s] else np.empty(0, np.int64))
+        stacked[s] = (
+            np.concatenate([r.reshape(-1, dim) for r in rows[s]])
+            if rows[s]
+            else np.empty((0, dim)),
+            np.concatenate(cuts[s]) if cuts[s] else np.empty(0),
+            np.concatenate(owner[s]) if owner[s] else np.empty(0, np.int64),
+        )
     out = np.zeros((len(models), len(frames)))
     for m_i, m in enumerate(models):
         out[m_i] = [sum(m.e0.get(int(z), 0.0) for z in a.numbers) for a in frames]
@@ -290,9 +302,10 @@ def predict_energies(models: Sequence[GapModel], frames: Sequence[Atoms],
             r, c, o = stacked[t.descriptor]
             if len(r):
                 if r.shape[1] != t.sparse.shape[1]:
-                    raise MlpdesignError(f"{m.path}: descriptor {t.descriptor!r} has dimension "
-                                         f"{r.shape[1]} but the model's sparse points have "
-                                         f"{t.sparse.shape[1]}")
-                out[m_i] += np.bincount(o, weights=c * t.local_energies(r),
-                                        minlength=len(frames))
+                    raise MlpdesignError(
+                        f"{m.path}: descriptor {t.descriptor!r} has dimension "
+                        f"{r.shape[1]} but the model's sparse points have "
+                        f"{t.sparse.shape[1]}"
+                    )
+                out[m_i] += np.bincount(o, weights=c * t.local_energies(r), minlength=len(frames))
     return out

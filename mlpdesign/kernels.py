@@ -35,7 +35,7 @@ Library API (all arrays numpy; configs are indexed 0..n-1 in store order)::
         .k_block(idx_a, idx_b) -> (len a, len b) kernel k (normalised per the mode)
         .d2_block(idx_a, idx_b) -> (len a, len b) D²
         .min_d2_to(idx) -> (n,) min D² of every config to the configs idx (exact bounds)
-    StoreKernel(store, normalize=True, per_atom=False, balance=False, dtype="float32",
+    StoreKernel(store, normalize=True, per_atom=False, balance=False, dtype="float64",
                 like=None, grid_step=None)           # a KernelData from a descriptor store
     linear(X, normalize=True, dtype="float64")       # toy kernels, one row per config
     gaussian(X, length_scale=1.0, dtype="float64")
@@ -82,6 +82,27 @@ def _gamma(n: int, u: float) -> float:
 
 # ---------------------------------------------------------------------------- helpers
 
+#: Products with fewer rows than this run on one BLAS thread: waking threads costs more
+#: than such a product (10 ms instead of 0.15 ms for 2660 x 606 on a busy 2-core machine).
+SMALL_PRODUCT = 1 << 16
+_CONTROLLER = None
+
+
+def _one_blas_thread():
+    """Context manager limiting BLAS to one thread (a no-op without threadpoolctl)."""
+    global _CONTROLLER
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/scipy
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def _segment_sum(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sum ``v`` over consecutive segments of lengths ``counts`` (empty segments give 0)."""
     out = np.zeros(len(counts), dtype=np.float64)
@@ -105,12 +126,28 @@ def _rows_of(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rows, counts
 
 
+def _ipow(v: np.ndarray, z: int) -> np.ndarray:
+    """``v**z`` for a positive integer ``z`` by repeated squaring (faster than np.power)."""
+    if z == 1:
+        return v
+    out = None
+    base = v
+    while z:
+        if z & 1:
+            out = base if out is None else out * base
+        z >>= 1
+        if z:
+            base = base * base
+    return out
+
+
 def _check_finite(a: np.ndarray, what: str) -> None:
     if not np.isfinite(a).all():
         raise MlpdesignError(f"{what} contains NaN or infinite values")
 
 
 # ---------------------------------------------------------------------------- terms
+
 
 @dataclass
 class Term:
@@ -143,9 +180,22 @@ class Term:
         return self.rows.shape[1]
 
     @classmethod
-    def build(cls, kind: str, rows, offsets=None, weights=None, *, zeta: int = 1,
-              length: float = 1.0, delta: float = 1.0, mu=None, dtype="float64",
-              name: str = "", meta: dict | None = None, block: int = 1 << 16) -> Term:
+    def build(
+        cls,
+        kind: str,
+        rows,
+        offsets=None,
+        weights=None,
+        *,
+        zeta: int = 1,
+        length: float = 1.0,
+        delta: float = 1.0,
+        mu=None,
+        dtype="float64",
+        name: str = "",
+        meta: dict | None = None,
+        block: int = 1 << 13,
+    ) -> Term:
         """Centre ``rows`` on ``mu`` (default: the mean of the first ``block`` rows) and
         store them in ``dtype``; ``rows`` may be an array or a callable ``rows(r0, r1)``
         returning that row range (so a store is read block by block, never all in
@@ -168,21 +218,29 @@ class Term:
             if x.ndim != 2:
                 raise MlpdesignError(f"rows of {what} must be a 2-D (n_rows, dim) array")
             n_rows, dim = x.shape
-            off = (np.arange(n_rows + 1, dtype=np.int64) if offsets is None
-                   else np.asarray(offsets, dtype=np.int64))
+            off = (
+                np.arange(n_rows + 1, dtype=np.int64)
+                if offsets is None
+                else np.asarray(offsets, dtype=np.int64)
+            )
             get = lambda a, b: x[a:b]  # noqa: E731
             first = x[:block]
         if off.ndim != 1 or off[0] != 0 or off[-1] != n_rows or np.any(np.diff(off) < 0):
             raise MlpdesignError(f"offsets of {what} must rise from 0 to {n_rows}")
-        w = (np.ones(n_rows) if weights is None
-             else np.asarray(weights, dtype=np.float64).reshape(-1))
+        w = (
+            np.ones(n_rows)
+            if weights is None
+            else np.asarray(weights, dtype=np.float64).reshape(-1)
+        )
         if w.shape != (n_rows,):
             raise MlpdesignError(f"weights of {what} must have {n_rows} entries")
         _check_finite(w, f"weights of {what}")
         if kind == "dot":
             if int(zeta) != zeta or zeta < 1:
-                raise MlpdesignError(f"zeta must be a positive integer for a distance "
-                                     f"(dot_product^zeta is then a kernel), got {zeta}")
+                raise MlpdesignError(
+                    f"zeta must be a positive integer for a distance "
+                    f"(dot_product^zeta is then a kernel), got {zeta}"
+                )
         elif kind == "gauss":
             if not length > 0:
                 raise MlpdesignError(f"length scale must be positive, got {length}")
@@ -195,8 +253,9 @@ class Term:
             mu = first.reshape(len(first), dim).mean(axis=0) if len(first) else np.zeros(dim)
         mu = np.asarray(mu, dtype=np.float64)
         if mu.shape != (dim,):
-            raise MlpdesignError(f"{what}: dimension {dim} differs from the reference's "
-                                 f"{mu.shape[0]}")
+            raise MlpdesignError(
+                f"{what}: dimension {dim} differs from the reference's {mu.shape[0]}"
+            )
         xc_all = np.empty((n_rows, dim), dtype=dtype)
         aux = np.empty(n_rows)
         m2 = 0.0
@@ -205,42 +264,69 @@ class Term:
             xb = np.asarray(get(a, b), dtype=np.float64).reshape(b - a, dim)
             _check_finite(xb, f"descriptor rows of {what}")
             xc = xb - mu
+            xc[np.abs(xc) < np.finfo(dtype).tiny] = 0.0  # no subnormals: they are 2x slower
             xc_all[a:b] = xc
-            xc = xc_all[a:b].astype(np.float64)      # as stored: the rounded values
+            xc = xc_all[a:b].astype(np.float64)  # as stored: the rounded values
             sq = np.einsum("ij,ij->i", xc, xc)
             m2 = max(m2, float(sq.max(initial=0.0)))
             aux[a:b] = xb @ mu if kind == "dot" else sq
-        return cls(kind, xc_all, w, off, float(delta), int(zeta), float(length), mu, aux, name,
-                   dict(meta or {}), math.sqrt(m2))
+        return cls(
+            kind,
+            xc_all,
+            w,
+            off,
+            float(delta),
+            int(zeta),
+            float(length),
+            mu,
+            aux,
+            name,
+            dict(meta or {}),
+            math.sqrt(m2),
+        )
 
     @classmethod
-    def dot(cls, rows, offsets=None, weights=None, zeta: int = 1, delta: float = 1.0,
-            **kw) -> Term:
+    def dot(cls, rows, offsets=None, weights=None, zeta: int = 1, delta: float = 1.0, **kw) -> Term:
         """``delta^2 sum w_a w_b (x_a . x_b)^zeta`` (GAP ``dot_product``)."""
         return cls.build("dot", rows, offsets, weights, zeta=zeta, delta=delta, **kw)
 
     @classmethod
-    def gauss(cls, rows, offsets=None, weights=None, length: float = 1.0,
-              delta: float = 1.0, **kw) -> Term:
+    def gauss(
+        cls, rows, offsets=None, weights=None, length: float = 1.0, delta: float = 1.0, **kw
+    ) -> Term:
         """``delta^2 sum w_a w_b exp(-|x_a - x_b|^2 / 2 length^2)`` (GAP ``ard_se``)."""
         return cls.build("gauss", rows, offsets, weights, length=length, delta=delta, **kw)
 
     def like(self, rows, offsets=None, weights=None, name: str | None = None) -> Term:
         """The same kernel on other rows, centred like this term (for a given set)."""
-        return Term.build(self.kind, rows, offsets, weights, zeta=self.zeta,
-                          length=self.length, delta=self.delta, mu=self.mu,
-                          dtype=self.rows.dtype.name, name=self.name if name is None else name,
-                          meta=self.meta)
+        return Term.build(
+            self.kind,
+            rows,
+            offsets,
+            weights,
+            zeta=self.zeta,
+            length=self.length,
+            delta=self.delta,
+            mu=self.mu,
+            dtype=self.rows.dtype.name,
+            name=self.name if name is None else name,
+            meta=self.meta,
+        )
 
     def same_kernel(self, other: Term) -> bool:
-        return (self.kind, self.zeta, self.length, self.delta, self.dim) == \
-            (other.kind, other.zeta, other.length, other.delta, other.dim)
+        return (self.kind, self.zeta, self.length, self.delta, self.dim) == (
+            other.kind,
+            other.zeta,
+            other.length,
+            other.delta,
+            other.dim,
+        )
 
     # -- the pair function on centred dot products G (float64), rows x query
     def _f(self, G: np.ndarray, aux_a: np.ndarray, aux_b: np.ndarray) -> np.ndarray:
         if self.kind == "dot":
             v = G + aux_a[:, None] + (aux_b[None, :] - self.mu @ self.mu)
-            return v if self.zeta == 1 else v ** self.zeta
+            return _ipow(v, self.zeta)
         sq = aux_a[:, None] + aux_b[None, :] - 2.0 * G
         return np.exp(np.maximum(sq, 0.0) * (-0.5 / self.length**2))
 
@@ -249,14 +335,14 @@ class Term:
         out = np.empty(self.n)
         for c0 in range(0, self.n, block):
             c1 = min(self.n, c0 + block)
-            counts = np.diff(self.offsets[c0:c1 + 1])
+            counts = np.diff(self.offsets[c0 : c1 + 1])
             for m in np.unique(counts):
                 cfg = c0 + np.flatnonzero(counts == m)
                 if m == 0:
                     out[cfg] = 0.0
                     continue
                 r = self.offsets[cfg][:, None] + np.arange(m)
-                X = self.rows[r].astype(np.float64)                 # (nc, m, d)
+                X = self.rows[r].astype(np.float64)  # (nc, m, d)
                 G = np.einsum("cid,cjd->cij", X, X)
                 a = self.aux[r]
                 if self.kind == "dot":
@@ -269,15 +355,25 @@ class Term:
                 out[cfg] = np.einsum("ci,cij,cj->c", w, v, w)
         return self.delta**2 * out
 
-    def values(self, q_rows: np.ndarray, q_aux: np.ndarray, q_w: np.ndarray,
-               rows: slice | np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def values(
+        self,
+        q_rows: np.ndarray,
+        q_aux: np.ndarray,
+        q_w: np.ndarray,
+        rows: slice | np.ndarray,
+        counts: np.ndarray,
+    ) -> np.ndarray:
         """K_t between one query config (its rows) and the configs whose rows are
         ``rows`` (a slice: a contiguous block, no copy; or gathered indices), whose row
         counts are ``counts``."""
         X = self.rows[rows]
         if X.shape[0] == 0:
             return np.zeros(len(counts))
-        G = (X @ q_rows.T).astype(np.float64, copy=False)
+        if X.shape[0] < SMALL_PRODUCT:
+            with _one_blas_thread():
+                G = (X @ q_rows.T).astype(np.float64, copy=False)
+        else:
+            G = (X @ q_rows.T).astype(np.float64, copy=False)
         v = self._f(G, self.aux[rows], q_aux)
         v = (v @ q_w) * self.weights[rows]
         return self.delta**2 * _segment_sum(v, counts)
@@ -287,8 +383,14 @@ class Term:
         M = self.max_centred_norm
         P = M + float(np.sqrt(self.mu @ self.mu))
         W = _segment_sum(np.abs(self.weights), np.diff(self.offsets))
-        return {"M": M, "P": P, "W": W, "rows": int(np.diff(self.offsets).max(initial=0)),
-                "u": _unit_roundoff(self.rows.dtype), "d": self.dim}
+        return {
+            "M": M,
+            "P": P,
+            "W": W,
+            "rows": int(np.diff(self.offsets).max(initial=0)),
+            "u": _unit_roundoff(self.rows.dtype),
+            "d": self.dim,
+        }
 
 
 @dataclass
@@ -298,18 +400,26 @@ class Query:
     rows: list[np.ndarray]
     aux: list[np.ndarray]
     weights: list[np.ndarray]
-    diag_t: np.ndarray      # (n_terms,) K_t(q, q)
-    diag: float             # K(q, q) in the mode's meaning
+    diag_t: np.ndarray  # (n_terms,) K_t(q, q)
+    diag: float  # K(q, q) in the mode's meaning
     n_atoms: int
 
 
 # ---------------------------------------------------------------------------- kernel data
 
+
 class KernelData:
     """The configurations of a pool (or a given set) under one kernel; see module doc."""
 
-    def __init__(self, terms: Sequence[Term], n_atoms=None, *, normalize: bool = True,
-                 per_atom: bool = False, balance: bool = False) -> None:
+    def __init__(
+        self,
+        terms: Sequence[Term],
+        n_atoms=None,
+        *,
+        normalize: bool = True,
+        per_atom: bool = False,
+        balance: bool = False,
+    ) -> None:
         if not terms:
             raise MlpdesignError("a kernel needs at least one term")
         self.terms = list(terms)
@@ -317,31 +427,39 @@ class KernelData:
         if any(t.n != n for t in self.terms):
             raise MlpdesignError("kernel terms disagree on the number of configurations")
         self.n = n
-        self.n_atoms = (np.diff(self.terms[0].offsets) if n_atoms is None
-                        else np.asarray(n_atoms, dtype=np.int64)).astype(np.float64)
+        self.n_atoms = (
+            np.diff(self.terms[0].offsets)
+            if n_atoms is None
+            else np.asarray(n_atoms, dtype=np.int64)
+        ).astype(np.float64)
         if self.n_atoms.shape != (n,):
             raise MlpdesignError(f"n_atoms must have {n} entries")
-        self.normalize, self.per_atom, self.balance = bool(normalize), bool(per_atom), \
-            bool(balance)
+        self.normalize, self.per_atom, self.balance = bool(normalize), bool(per_atom), bool(balance)
         delta2 = np.array([t.delta**2 for t in self.terms])
         self.term_weight = delta2 / delta2.sum()
-        self.diag_t = np.stack([t.diag() for t in self.terms])     # (n_terms, n)
+        self.diag_t = np.stack([t.diag() for t in self.terms])  # (n_terms, n)
         self.diag = self._combine_diag(self.diag_t, self.n_atoms)
         if (self.normalize or self.balance) and n:
             d = self.diag_t if self.balance else self.diag[None, :]
             bad = np.flatnonzero((d <= 0).any(axis=0))
             if len(bad):
-                raise MlpdesignError(f"configuration {bad[0]} has a zero kernel with itself "
-                                     "(no rows within the cutoff?): it cannot be normalised; "
-                                     "use --no-normalize")
+                raise MlpdesignError(
+                    f"configuration {bad[0]} has a zero kernel with itself "
+                    "(no rows within the cutoff?): it cannot be normalised; "
+                    "use --no-normalize"
+                )
         self._stats = [t.err_stats() for t in self.terms]
         self._norm = self._norm_factors()
         self.eps = self.eps_with(self)
 
     @property
     def options(self) -> dict:
-        return {"normalize": self.normalize, "per_atom": self.per_atom,
-                "balance": self.balance, "dtype": self.terms[0].rows.dtype.name}
+        return {
+            "normalize": self.normalize,
+            "per_atom": self.per_atom,
+            "balance": self.balance,
+            "dtype": self.terms[0].rows.dtype.name,
+        }
 
     def _combine_diag(self, diag_t: np.ndarray, n_atoms) -> np.ndarray:
         d = diag_t.sum(axis=0)
@@ -374,21 +492,27 @@ class KernelData:
             term = self.terms[t]
             g = _gamma(sa["d"] + 2, max(sa["u"], sb["u"]))
             ddot = g * sa["M"] * sb["M"] + 16 * _U64 * (sa["P"] + sa["M"]) * (sb["P"] + sb["M"])
+            tiny = float(np.finfo(self.terms[t].rows.dtype).tiny)  # flushed subnormals
+            ddot += 2 * sa["d"] * tiny * (sa["M"] + sb["M"] + 1.0)
             B = sa["P"] * sb["P"]
             if term.kind == "dot":
                 z = term.zeta
                 e = z * (B + ddot) ** (z - 1) * ddot + 4 * z * _U64 * B**z
                 vmax = B**z
             else:
-                e = (2 * ddot + 4 * _U64 * (sa["M"] ** 2 + sb["M"] ** 2)) / (2 * term.length**2) \
-                    + 4 * _U64
+                e = (2 * ddot + 4 * _U64 * (sa["M"] ** 2 + sb["M"] ** 2)) / (
+                    2 * term.length**2
+                ) + 4 * _U64
                 vmax = 1.0
             e += 4 * (sa["rows"] + sb["rows"] + 4) * _U64 * vmax
             coeff = self.term_weight[t] if self.balance else 1.0
             total += 2 * coeff * term.delta**2 * e * self._norm[t] * other._norm[t]
             vmax_all = max(vmax_all, term.delta**2 * vmax)
-        scale = 1.0 if (self.normalize or self.balance) else max(
-            float(self.diag.max(initial=0.0)), float(other.diag.max(initial=0.0)), 1e-300)
+        scale = (
+            1.0
+            if (self.normalize or self.balance)
+            else max(float(self.diag.max(initial=0.0)), float(other.diag.max(initial=0.0)), 1e-300)
+        )
         return 2.0 * (total + 64 * _U64 * scale)
 
     # -- queries
@@ -400,13 +524,16 @@ class KernelData:
             rows.append(t.rows[a:b])
             aux.append(t.aux[a:b])
             w.append(t.weights[a:b])
-        return Query(rows, aux, w, self.diag_t[:, i].copy(), float(self.diag[i]),
-                     int(self.n_atoms[i]))
+        return Query(
+            rows, aux, w, self.diag_t[:, i].copy(), float(self.diag[i]), int(self.n_atoms[i])
+        )
 
     def _d2(self, Kt: list[np.ndarray], sel, q: Query) -> np.ndarray:
         if self.balance:
-            k = sum(self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
-                    for t in range(len(Kt)))
+            k = sum(
+                self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
+                for t in range(len(Kt))
+            )
             d2 = 2.0 - 2.0 * k
         elif self.normalize:
             d2 = 2.0 - 2.0 * sum(Kt) / np.sqrt(self.diag[sel] * q.diag)
@@ -419,8 +546,10 @@ class KernelData:
 
     def _k(self, Kt: list[np.ndarray], sel, q: Query) -> np.ndarray:
         if self.balance:
-            return sum(self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
-                       for t in range(len(Kt)))
+            return sum(
+                self.term_weight[t] * Kt[t] / np.sqrt(self.diag_t[t, sel] * q.diag_t[t])
+                for t in range(len(Kt))
+            )
         K = sum(Kt)
         if self.normalize:
             return K / np.sqrt(self.diag[sel] * q.diag)
@@ -432,8 +561,15 @@ class KernelData:
         out = []
         for t, term in enumerate(self.terms):
             o = term.offsets
-            out.append(term.values(q.rows[t], q.aux[t], q.weights[t],
-                                   slice(int(o[c0]), int(o[c1])), np.diff(o[c0:c1 + 1])))
+            out.append(
+                term.values(
+                    q.rows[t],
+                    q.aux[t],
+                    q.weights[t],
+                    slice(int(o[c0]), int(o[c1])),
+                    np.diff(o[c0 : c1 + 1]),
+                )
+            )
         return out
 
     def _terms_subset(self, q: Query, idx: np.ndarray) -> list[np.ndarray]:
@@ -468,13 +604,15 @@ class KernelData:
         """``(len a, len b)`` kernel matrix k between configs ``idx_a`` and ``idx_b``."""
         idx_b = np.asarray(idx_b, dtype=np.int64)
         return np.array([self.k_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
-            len(idx_a), len(idx_b))
+            len(idx_a), len(idx_b)
+        )
 
     def d2_block(self, idx_a, idx_b) -> np.ndarray:
         """``(len a, len b)`` matrix of D² between configs ``idx_a`` and ``idx_b``."""
         idx_b = np.asarray(idx_b, dtype=np.int64)
         return np.array([self.d2_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
-            len(idx_a), len(idx_b))
+            len(idx_a), len(idx_b)
+        )
 
     def min_d2_to(self, idx) -> np.ndarray:
         """Min D² from every config to the configs ``idx`` (e.g. a design: the covering
@@ -489,18 +627,20 @@ class KernelData:
     def compatible(self, other: KernelData) -> None:
         """Raise unless ``other`` uses the same kernel, centring and options."""
         if len(self.terms) != len(other.terms) or not all(
-                a.same_kernel(b) and np.array_equal(a.mu, b.mu) and a.meta == b.meta
-                for a, b in zip(self.terms, other.terms, strict=True)):
+            a.same_kernel(b) and np.array_equal(a.mu, b.mu) and a.meta == b.meta
+            for a, b in zip(self.terms, other.terms, strict=True)
+        ):
             raise MlpdesignError("the given set uses another kernel or descriptor than the pool")
         if self.options != other.options:
-            raise MlpdesignError("internal error: kernel options differ between pool and "
-                                 "given set")
+            raise MlpdesignError("internal error: kernel options differ between pool and given set")
 
 
 # ---------------------------------------------------------------------------- pair term
 
-def pair_grid(cutoff: float, theta: float, step: float | None = None,
-              r_min: float = 0.0) -> np.ndarray:
+
+def pair_grid(
+    cutoff: float, theta: float, step: float | None = None, r_min: float = 0.0
+) -> np.ndarray:
     """Radial grid for :func:`pair_embedding`: spacing ``theta/3`` by default, from
     ``r_min - 7 theta`` to ``cutoff + 7 theta`` (the Gaussians are below e^-49 outside).
 
@@ -515,38 +655,49 @@ def pair_grid(cutoff: float, theta: float, step: float | None = None,
     return np.arange(lo, hi + 1, dtype=np.float64) * h
 
 
-def pair_embedding(r, weights, offsets, theta: float, grid: np.ndarray,
-                   block: int = 1 << 15) -> np.ndarray:
+def pair_embedding(
+    r, weights, offsets, theta: float, grid: np.ndarray, block: int = 1 << 16
+) -> np.ndarray:
     """Embed each config's pairs as ``e(x_g) = c sum_i w_i exp(-(x_g - r_i)^2 / theta^2)``.
 
     With ``c = sqrt(h / (theta sqrt(pi/2)))`` the dot product of two embeddings equals
     ``sum_ij w_i w_j exp(-(r_i - r_j)^2 / 2 theta^2)`` (an integral of two Gaussians of
     width theta/sqrt 2, done by the rectangle rule on ``grid``). Returns (n_configs, G).
+    Equal consecutive distances of a config (i-j and j-i, +R and -R images) are merged
+    first, and each Gaussian is evaluated only within 7 theta of its centre (beyond, it is
+    below e^-49 of its peak).
     """
     r = np.asarray(r, dtype=np.float64).reshape(-1)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     off = np.asarray(offsets, dtype=np.int64)
     _check_finite(r, "pair distances")
-    if len(r) and (r.min() < grid[0] + 7 * theta - 1e-9 or r.max() > grid[-1] - 7 * theta + 1e-9):
-        raise MlpdesignError(f"pair distances {r.min():.3g}..{r.max():.3g} fall outside the "
-                             f"embedding grid {grid[0] + 7 * theta:.3g}..{grid[-1] - 7 * theta:.3g}")
+    G = len(grid)
     h = float(grid[1] - grid[0])
+    if len(r) and (r.min() < grid[0] + 7 * theta - 1e-9 or r.max() > grid[-1] - 7 * theta + 1e-9):
+        raise MlpdesignError(
+            f"pair distances {r.min():.3g}..{r.max():.3g} fall outside the embedding grid "
+            f"{grid[0] + 7 * theta:.3g}..{grid[-1] - 7 * theta:.3g}"
+        )
     c = math.sqrt(h / (theta * math.sqrt(math.pi / 2)))
     n = len(off) - 1
-    out = np.zeros((n, len(grid)))
-    counts = np.diff(off)
-    owner = np.repeat(np.arange(n), counts)
+    out = np.zeros((n, G))
+    if len(r) == 0:
+        return out
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
+    first = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (owner[1:] != owner[:-1])])
+    w = np.add.reduceat(w, first)
+    r, owner = r[first], owner[first]
+    width = int(math.ceil(14 * theta / h)) + 3
+    j0 = np.clip(np.floor((r - 7 * theta - grid[0]) / h).astype(np.int64) - 1, 0, G - width)
+    ar = np.arange(width)
     for a in range(0, len(r), block):
         b = min(len(r), a + block)
-        e = np.exp(-(((grid[None, :] - r[a:b, None]) / theta) ** 2)) * (c * w[a:b, None])
-        _add_rows(out, owner[a:b], e)
+        j = j0[a:b, None] + ar
+        e = np.exp(-(((grid[j] - r[a:b, None]) / theta) ** 2)) * (c * w[a:b, None])
+        o0, o1 = int(owner[a]), int(owner[b - 1]) + 1
+        flat = ((owner[a:b, None] - o0) * G + j).ravel()
+        out[o0:o1] += np.bincount(flat, e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
     return out
-
-
-def _add_rows(out: np.ndarray, owner: np.ndarray, e: np.ndarray) -> None:
-    """``out[owner[j]] += e[j]`` for sorted ``owner``, by segment sums (fast, exact order)."""
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    out[owner[starts]] += np.add.reduceat(e, starts, axis=0)
 
 
 def pair_kernel_bruteforce(r_a, w_a, r_b, w_b, theta: float) -> float:
@@ -556,46 +707,78 @@ def pair_kernel_bruteforce(r_a, w_a, r_b, w_b, theta: float) -> float:
     return float(np.asarray(w_a, float) @ np.exp(-d * d / (2 * theta**2)) @ np.asarray(w_b, float))
 
 
-def pair_term(r, weights, offsets, theta: float, cutoff: float, delta: float = 1.0,
-              step: float | None = None, grid: np.ndarray | None = None, mu=None,
-              dtype: str = "float64", name: str = "distance_2b") -> Term:
+def pair_term(
+    r,
+    weights,
+    offsets,
+    theta: float,
+    cutoff: float,
+    delta: float = 1.0,
+    step: float | None = None,
+    grid: np.ndarray | None = None,
+    mu=None,
+    dtype: str = "float64",
+    name: str = "distance_2b",
+) -> Term:
     """The ``distance_2b`` / ``ard_se`` term as a linear term on pair embeddings."""
     grid = pair_grid(cutoff, theta, step) if grid is None else grid
     emb = pair_embedding(r, weights, offsets, theta, grid)
-    return Term.dot(emb, None, None, zeta=1, delta=delta, mu=mu, dtype=dtype, name=name,
-                    meta={"embedding": "pair", "theta": theta, "grid": [float(grid[0]),
-                          float(grid[1] - grid[0]), len(grid)]})
+    return Term.dot(
+        emb,
+        None,
+        None,
+        zeta=1,
+        delta=delta,
+        mu=mu,
+        dtype=dtype,
+        name=name,
+        meta={
+            "embedding": "pair",
+            "theta": theta,
+            "grid": [float(grid[0]), float(grid[1] - grid[0]), len(grid)],
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- toy kernels
 
+
 def linear(X, normalize: bool = True, dtype: str = "float64") -> KernelData:
     """``k(x, y) = x . y`` on one feature row per config (normalised: cosine)."""
-    return KernelData([Term.dot(X, zeta=1, dtype=dtype, name="linear")], np.ones(len(X)),
-                      normalize=normalize)
+    return KernelData(
+        [Term.dot(X, zeta=1, dtype=dtype, name="linear")], np.ones(len(X)), normalize=normalize
+    )
 
 
 def polynomial(X, zeta: int = 2, normalize: bool = True, dtype: str = "float64") -> KernelData:
     """``k(x, y) = (x . y)^zeta`` on one feature row per config."""
-    return KernelData([Term.dot(X, zeta=zeta, dtype=dtype, name="polynomial")],
-                      np.ones(len(X)), normalize=normalize)
+    return KernelData(
+        [Term.dot(X, zeta=zeta, dtype=dtype, name="polynomial")],
+        np.ones(len(X)),
+        normalize=normalize,
+    )
 
 
 def gaussian(X, length_scale: float = 1.0, dtype: str = "float64") -> KernelData:
     """``k(x, y) = exp(-|x - y|^2 / 2 l^2)``: D² = 2 - 2k is monotone in |x - y|."""
-    return KernelData([Term.gauss(X, length=length_scale, dtype=dtype, name="gaussian")],
-                      np.ones(len(X)), normalize=False)
+    return KernelData(
+        [Term.gauss(X, length=length_scale, dtype=dtype, name="gaussian")],
+        np.ones(len(X)),
+        normalize=False,
+    )
 
 
 # ---------------------------------------------------------------------------- stores
+
 
 def _float(spec, key: str, where: str) -> float:
     v = spec.kernel.get(key)
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise MlpdesignError(f"{where}: kernel key {key}={v!r} is missing or not a number") \
-            from None
+        raise MlpdesignError(
+            f"{where}: kernel key {key}={v!r} is missing or not a number"
+        ) from None
 
 
 def term_plans(specs) -> list[dict]:
@@ -609,8 +792,10 @@ def term_plans(specs) -> list[dict]:
         if cov == "dot_product":
             zeta = _float(spec, "zeta", where)
             if zeta != int(zeta) or zeta < 1:
-                raise MlpdesignError(f"{where}: zeta={zeta} is not a positive integer; "
-                                     "select needs an integer zeta (a true kernel distance)")
+                raise MlpdesignError(
+                    f"{where}: zeta={zeta} is not a positive integer; "
+                    "select needs an integer zeta (a true kernel distance)"
+                )
             plans.append({"kind": "dot", "zeta": int(zeta), "delta": delta, "name": spec.name})
         elif cov in ("ard_se", "gaussian"):
             if "theta_uniform" not in spec.kernel:
@@ -620,14 +805,22 @@ def term_plans(specs) -> list[dict]:
                 cutoff = spec.params.get("cutoff")
                 if not isinstance(cutoff, (int, float)):
                     raise MlpdesignError(f"{where}: no cutoff= for the pair embedding")
-                plans.append({"kind": "pair", "theta": theta, "delta": delta,
-                              "cutoff": float(cutoff), "name": spec.name})
+                plans.append(
+                    {
+                        "kind": "pair",
+                        "theta": theta,
+                        "delta": delta,
+                        "cutoff": float(cutoff),
+                        "name": spec.name,
+                    }
+                )
             else:
-                plans.append({"kind": "gauss", "length": theta, "delta": delta,
-                              "name": spec.name})
+                plans.append({"kind": "gauss", "length": theta, "delta": delta, "name": spec.name})
         else:
-            raise MlpdesignError(f"{where}: covariance_type={cov or '?'} is not supported by "
-                                 "select (dot_product and ard_se are)")
+            raise MlpdesignError(
+                f"{where}: covariance_type={cov or '?'} is not supported by "
+                "select (dot_product and ard_se are)"
+            )
     return plans
 
 
@@ -638,9 +831,16 @@ class StoreKernel(KernelData):
     compared with a pool). Rows are read in config blocks (``store.config_ranges``).
     """
 
-    def __init__(self, store, normalize: bool = True, per_atom: bool = False,
-                 balance: bool = False, dtype: str = "float32",
-                 like: KernelData | None = None, grid_step: float | None = None) -> None:
+    def __init__(
+        self,
+        store,
+        normalize: bool = True,
+        per_atom: bool = False,
+        balance: bool = False,
+        dtype: str = "float64",
+        like: KernelData | None = None,
+        grid_step: float | None = None,
+    ) -> None:
         if store.n_configs == 0:
             raise MlpdesignError(f"{store.path}: the store holds no configurations")
         plans = term_plans(store.descriptors)
@@ -660,20 +860,43 @@ class StoreKernel(KernelData):
                     grid = lo + h * np.arange(m)
                 else:
                     grid = pair_grid(plan["cutoff"], plan["theta"], grid_step)
-                term = pair_term(rows, w, off, plan["theta"], plan["cutoff"], plan["delta"],
-                                 grid=grid, mu=mu, dtype=dtype, name=plan["name"])
+                term = pair_term(
+                    rows,
+                    w,
+                    off,
+                    plan["theta"],
+                    plan["cutoff"],
+                    plan["delta"],
+                    grid=grid,
+                    mu=mu,
+                    dtype=dtype,
+                    name=plan["name"],
+                )
                 del rows
             else:
+
                 def get(a, b, ds=ds, where=where):
                     x = np.asarray(ds[a:b], dtype=np.float64)
                     _check_finite(x, where)
                     return x
-                extra = ({"zeta": plan["zeta"]} if plan["kind"] == "dot"
-                         else {"length": plan["length"]})
-                term = Term.build(plan["kind"], get, off, w, delta=plan["delta"], mu=mu,
-                                  dtype=dtype, name=plan["name"], **extra)
+
+                extra = (
+                    {"zeta": plan["zeta"]} if plan["kind"] == "dot" else {"length": plan["length"]}
+                )
+                term = Term.build(
+                    plan["kind"],
+                    get,
+                    off,
+                    w,
+                    delta=plan["delta"],
+                    mu=mu,
+                    dtype=dtype,
+                    name=plan["name"],
+                    **extra,
+                )
             terms.append(term)
-        super().__init__(terms, store.n_atoms, normalize=normalize, per_atom=per_atom,
-                         balance=balance)
+        super().__init__(
+            terms, store.n_atoms, normalize=normalize, per_atom=per_atom, balance=balance
+        )
         if like is not None:
             like.compatible(self)

@@ -34,11 +34,15 @@ FORCES_KEY = "dft_forces"
 VIRIAL_KEY = "dft_virial"
 
 #: ``gap_fit`` arguments that tell QUIP the key names above.
-GAP_FIT_KEY_ARGS = (f"energy_parameter_name={ENERGY_KEY}",
-                    f"force_parameter_name={FORCES_KEY}", f"virial_parameter_name={VIRIAL_KEY}")
+GAP_FIT_KEY_ARGS = (
+    f"energy_parameter_name={ENERGY_KEY}",
+    f"force_parameter_name={FORCES_KEY}",
+    f"virial_parameter_name={VIRIAL_KEY}",
+)
 
 
 # ---------------------------------------------------------------------------- calculators
+
 
 def eam_calculator(path: str | os.PathLike):
     """matscipy's EAM calculator for a LAMMPS ``.eam``/``.eam.alloy``/``.eam.fs`` file.
@@ -51,8 +55,10 @@ def eam_calculator(path: str | os.PathLike):
     try:
         calc = EAM(str(p))
     except Exception as e:  # noqa: BLE001 - any parse failure is bad input
-        raise MlpdesignError(f"{p}: not a readable EAM potential file "
-                             f"({type(e).__name__}: {str(e).strip() or 'parse error'})") from None
+        raise MlpdesignError(
+            f"{p}: not a readable EAM potential file "
+            f"({type(e).__name__}: {str(e).strip() or 'parse error'})"
+        ) from None
     calc.mlpdesign_source = str(p)
     return calc
 
@@ -61,8 +67,9 @@ def calculator_from_spec(spec: str, kwargs: dict[str, Any] | None = None):
     """Instantiate ``module:Class`` (any ASE calculator) with keyword arguments."""
     mod_name, colon, cls_name = spec.partition(":")
     if not colon or not mod_name or not cls_name:
-        raise MlpdesignError(f"--calculator expects module:Class, e.g. "
-                             f"ase.calculators.emt:EMT, got {spec!r}")
+        raise MlpdesignError(
+            f"--calculator expects module:Class, e.g. ase.calculators.emt:EMT, got {spec!r}"
+        )
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
@@ -73,8 +80,9 @@ def calculator_from_spec(spec: str, kwargs: dict[str, Any] | None = None):
     try:
         calc = cls(**(kwargs or {}))
     except Exception as e:  # noqa: BLE001 - a wrong argument is bad input
-        raise MlpdesignError(f"--calculator {spec}: cannot create it "
-                             f"({type(e).__name__}: {e})") from None
+        raise MlpdesignError(
+            f"--calculator {spec}: cannot create it ({type(e).__name__}: {e})"
+        ) from None
     calc.mlpdesign_source = spec
     return calc
 
@@ -110,21 +118,23 @@ def check_species(calc, frames: Sequence[Atoms], where: str = "") -> None:
         src = getattr(calc, "mlpdesign_source", "the EAM potential")
         names = ", ".join(chemical_symbols[z] for z in missing)
         knows = ", ".join(chemical_symbols[int(z)] for z in known)
-        raise MlpdesignError(f"{src} has parameters for {knows} only; {where or 'the set'} "
-                             f"contains {names}")
+        raise MlpdesignError(
+            f"{src} has parameters for {knows} only; {where or 'the set'} contains {names}"
+        )
 
 
 # ---------------------------------------------------------------------------- the format
 
-def labelled_frame(atoms: Atoms, energy: float, forces: np.ndarray | None,
-                   stress: np.ndarray | None) -> Atoms:
+
+def labelled_frame(
+    atoms: Atoms, energy: float, forces: np.ndarray | None, stress: np.ndarray | None
+) -> Atoms:
     """A copy of ``atoms`` carrying the labels in the shared format (no calculator attached).
 
     ``stress`` is ASE's stress (3x3 or Voigt 6, eV/A^3); the virial written is
     ``-stress * volume`` as 9 plain numbers.
     """
-    out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
-                pbc=atoms.pbc)
+    out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     for k, v in atoms.info.items():
         if k not in (ENERGY_KEY, VIRIAL_KEY, "energy", "stress", "virial", "free_energy"):
             out.info[k] = v
@@ -132,14 +142,18 @@ def labelled_frame(atoms: Atoms, energy: float, forces: np.ndarray | None,
         if k not in ("numbers", "positions", FORCES_KEY, "forces"):
             out.arrays[k] = v.copy()
     if not math.isfinite(energy):
-        raise MlpdesignError(f"non-finite energy {energy} for a configuration "
-                             f"(candidate_id {atoms.info.get('candidate_id', '?')})")
+        raise MlpdesignError(
+            f"non-finite energy {energy} for a configuration "
+            f"(candidate_id {atoms.info.get('candidate_id', '?')})"
+        )
     out.info[ENERGY_KEY] = float(energy)
     if forces is not None:
         f = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
         if not np.all(np.isfinite(f)):
-            raise MlpdesignError("non-finite forces for a configuration "
-                                 f"(candidate_id {atoms.info.get('candidate_id', '?')})")
+            raise MlpdesignError(
+                "non-finite forces for a configuration "
+                f"(candidate_id {atoms.info.get('candidate_id', '?')})"
+            )
         out.arrays[FORCES_KEY] = f
     if stress is not None:
         s = np.asarray(stress, dtype=float)
@@ -171,8 +185,9 @@ def read_frames(path: str | os.PathLike, what: str = "extxyz file") -> list[Atom
     try:
         frames = ase.io.read(p, index=":", format="extxyz")
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds on bad text
-        raise MlpdesignError(f"{p}: not a readable extxyz file ({type(e).__name__}: "
-                             f"{str(e).strip()[:200]})") from None
+        raise MlpdesignError(
+            f"{p}: not a readable extxyz file ({type(e).__name__}: {str(e).strip()[:200]})"
+        ) from None
     if not frames:
         raise MlpdesignError(f"{p}: no configurations in the file")
     return frames
@@ -187,26 +202,35 @@ def read_labelled(path: str | os.PathLike, need_forces: bool = False) -> list[At
     for i, a in enumerate(frames):
         e = a.info.get(ENERGY_KEY)
         if e is None:
-            hint = (" (it has 'energy': relabel with mlpdesign label, or rename the key)"
-                    if a.calc is not None or "energy" in a.info else "")
-            raise MlpdesignError(f"{path}: configuration {i} has no {ENERGY_KEY} label{hint}; "
-                                 "run 'mlpdesign label' (or 'collect' for DFT) first")
+            hint = (
+                " (it has 'energy': relabel with mlpdesign label, or rename the key)"
+                if a.calc is not None or "energy" in a.info
+                else ""
+            )
+            raise MlpdesignError(
+                f"{path}: configuration {i} has no {ENERGY_KEY} label{hint}; "
+                "run 'mlpdesign label' (or 'collect' for DFT) first"
+            )
         if not isinstance(e, (int, float, np.floating, np.integer)) or not math.isfinite(e):
-            raise MlpdesignError(f"{path}: configuration {i} has a non-numeric or non-finite "
-                                 f"{ENERGY_KEY} ({e!r})")
+            raise MlpdesignError(
+                f"{path}: configuration {i} has a non-numeric or non-finite {ENERGY_KEY} ({e!r})"
+            )
         if need_forces and FORCES_KEY not in a.arrays:
             raise MlpdesignError(f"{path}: configuration {i} has no {FORCES_KEY}")
         v = a.info.get(VIRIAL_KEY)
         if v is not None and np.size(v) != 9:
-            raise MlpdesignError(f"{path}: configuration {i}: {VIRIAL_KEY} must be 9 numbers, "
-                                 f"got {np.size(v)}")
+            raise MlpdesignError(
+                f"{path}: configuration {i}: {VIRIAL_KEY} must be 9 numbers, got {np.size(v)}"
+            )
     return frames
 
 
 # ---------------------------------------------------------------------------- labelling
 
-def label_frames(frames: Sequence[Atoms], calc, forces: bool = True, virial: bool = True,
-                 progress=None) -> Iterable[Atoms]:
+
+def label_frames(
+    frames: Sequence[Atoms], calc, forces: bool = True, virial: bool = True, progress=None
+) -> Iterable[Atoms]:
     """Yield each frame labelled by ``calc`` (energy, and forces/virial when asked).
 
     The virial is only computed for fully periodic cells (a stress needs a volume).
@@ -222,16 +246,24 @@ def label_frames(frames: Sequence[Atoms], calc, forces: bool = True, virial: boo
             raise
         except Exception as ex:  # noqa: BLE001 - a calculator failure on one input
             cid = a.info.get("candidate_id", "?")
-            raise MlpdesignError(f"the calculator failed on candidate_id {cid}: "
-                                 f"{type(ex).__name__}: {str(ex).strip()[:200]}") from None
+            raise MlpdesignError(
+                f"the calculator failed on candidate_id {cid}: "
+                f"{type(ex).__name__}: {str(ex).strip()[:200]}"
+            ) from None
         yield labelled_frame(a, e, f, s)
         if progress is not None:
             progress.update(1)
 
 
-def label(input_path: str | os.PathLike, output: str | os.PathLike, calc,
-          forces: bool = True, virial: bool = True, force: bool = False,
-          progress_factory: Callable[[int], Any] | None = None) -> int:
+def label(
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    calc,
+    forces: bool = True,
+    virial: bool = True,
+    force: bool = False,
+    progress_factory: Callable[[int], Any] | None = None,
+) -> int:
     """Label every configuration of ``input_path`` with ``calc``; write ``output`` (extxyz).
 
     Returns the number of configurations written. Nothing is written on failure.

@@ -11,8 +11,12 @@ Three criteria, all on the squared kernel distance ``D2(p, q) = k(p,p) + k(q,q) 
 
 Everything here talks to the pool through a *kernel oracle*: any object with ``n`` (pool size),
 ``diag()`` (``k(i, i)`` for every candidate) and ``block(rows, cols)`` (the kernel matrix
-between two index arrays). :func:`array_oracle` wraps a feature array (toy problems, tests);
-:func:`store_oracle` wraps a descriptor store through :mod:`mlpdesign.kernels`.
+between two index arrays). A :class:`mlpdesign.kernels.KernelData` (a store's kernel, or the
+toy kernels ``kernels.linear`` / ``kernels.gaussian``) is accepted wherever an oracle is.
+
+    kd = kernels.gaussian(X, 1.0)
+    design = select.maxmin(kd, 100)
+    data = report.compute(kd, [report.Design("maxmin", design.index, design.psi)], n_random=20)
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +34,8 @@ import numpy as np
 from .errors import MlpdesignError
 
 #: Default jitter added to the diagonal of K before log det (K is PSD, often near-singular).
-DEFAULT_JITTER = 1e-8
+#: Above the rounding noise of a float32 kernel; about a GAP energy noise sigma^2 / delta^2.
+DEFAULT_JITTER = 1e-6
 #: Default number of histogram bins in the figures.
 DEFAULT_BINS = 40
 #: Version of the ``metrics.json`` layout; bump it when a key changes meaning or disappears.
@@ -46,7 +51,11 @@ FIGURES = (
 
 
 class KernelOracle(Protocol):
-    """The pool as seen by the metrics: a kernel between candidate indices."""
+    """The pool as seen by the metrics: a kernel between candidate indices.
+
+    Optional: ``d2_rows(rows, c0, c1)`` (D2 from candidates ``rows`` to the contiguous range
+    ``c0..c1-1``; a faster path for streaming) and ``chunk`` (preferred streaming width).
+    """
 
     @property
     def n(self) -> int: ...
@@ -56,67 +65,133 @@ class KernelOracle(Protocol):
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
 
 
-# --------------------------------------------------------------------------- oracles
+class KernelDataOracle:
+    """A :class:`mlpdesign.kernels.KernelData` (a store's or a toy kernel) as an oracle.
 
-
-@dataclass
-class ArrayOracle:
-    """A kernel on rows of a feature array ``x`` (N, d), for toy problems and tests.
-
-    ``kernel`` maps two arrays (a, d), (b, d) to their (a, b) kernel matrix.
+    The kernel is the one the selection optimised (normalised, per-atom or balanced as in
+    ``kd.options``); ``diag`` is ``k(i, i)`` in that mode (1 when normalised or balanced).
     """
 
-    x: np.ndarray
-    kernel: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    _diag: np.ndarray | None = field(default=None, repr=False)
+    #: Largest product block (float64 numbers; 64 MiB).
+    budget = 1 << 23
+
+    def __init__(self, kd: Any) -> None:
+        self.kd = kd
+        per_config = max(float(t.offsets[-1]) / max(1, kd.n) for t in kd.terms)
+        #: Pool configs per streamed chunk: about 2^16 descriptor rows.
+        self.chunk = int(min(8192, max(64, (1 << 16) // max(1, math.ceil(per_config)))))
+        self._diag = (
+            np.ones(kd.n) if (kd.normalize or kd.balance) else np.asarray(kd.diag, dtype=np.float64)
+        )
 
     @property
     def n(self) -> int:
-        return len(self.x)
+        return int(self.kd.n)
 
     def diag(self) -> np.ndarray:
-        if self._diag is None:
-            self._diag = np.array(
-                [self.kernel(self.x[i : i + 1], self.x[i : i + 1])[0, 0] for i in range(self.n)]
-            )
         return self._diag
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return np.asarray(self.kernel(self.x[rows], self.x[cols]), dtype=np.float64)
+        return np.asarray(self.kd.k_block(rows, cols), dtype=np.float64)
+
+    def d2_rows(self, rows: np.ndarray, c0: int, c1: int) -> np.ndarray:
+        """D2 from candidates ``rows`` to configs ``c0..c1-1``: one matrix product per term
+        for a group of rows (not one pass per row), then the kernel's own combination.
+
+        Groups are sized so one product holds at most :attr:`budget` float64 numbers.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        kd = self.kd
+        x_rows = max(int(t.offsets[c1] - t.offsets[c0]) for t in kd.terms)
+        q_rows = np.max([np.diff(t.offsets)[rows] for t in kd.terms], axis=0)
+        cap = max(1, self.budget // max(1, x_rows))
+        out = np.empty((len(rows), c1 - c0))
+        start = 0
+        while start < len(rows):
+            cs = np.cumsum(q_rows[start:])
+            stop = start + max(1, int(np.searchsorted(cs, cap, side="right")))
+            out[start:stop] = self._d2_group(rows[start:stop], c0, c1)
+            start = stop
+        return out
+
+    def _d2_group(self, rows: np.ndarray, c0: int, c1: int) -> np.ndarray:
+        kd = self.kd
+        qs = [kd.query(int(i)) for i in rows]
+        kt = []  # per term: (c1-c0, len(rows)) K_t values
+        for t, term in enumerate(kd.terms):
+            o = term.offsets
+            sl = slice(int(o[c0]), int(o[c1]))
+            q_rows = [q.rows[t] for q in qs]
+            owner = np.repeat(np.arange(len(qs)), [len(r) for r in q_rows])
+            x = term.rows[sl]
+            if x.shape[0] == 0 or len(owner) == 0:
+                kt.append(np.zeros((c1 - c0, len(qs))))
+                continue
+            g = (x @ np.concatenate(q_rows).T).astype(np.float64, copy=False)
+            v = term._f(g, term.aux[sl], np.concatenate([q.aux[t] for q in qs]))
+            v *= np.concatenate([q.weights[t] for q in qs])[None, :]
+            if len(owner) != len(qs):  # sum each query's columns (its rows)
+                n_q = np.bincount(owner, minlength=len(qs))
+                first = np.minimum(np.cumsum(n_q) - n_q, len(owner) - 1)
+                v = np.add.reduceat(v, first, axis=1)
+                v[:, n_q == 0] = 0.0
+            v *= term.weights[sl][:, None]  # (rows in chunk, queries)
+            counts = np.diff(o[c0 : c1 + 1])
+            if len(counts) == x.shape[0]:  # one row per config: nothing to sum
+                seg = v
+            else:
+                starts = np.minimum(o[c0:c1] - o[c0], max(x.shape[0] - 1, 0))
+                seg = np.add.reduceat(v, starts, axis=0)
+                seg[counts == 0] = 0.0
+            kt.append(term.delta**2 * seg)
+        out = np.empty((len(qs), c1 - c0))
+        for j, q in enumerate(qs):
+            out[j] = kd._d2([k[:, j] for k in kt], slice(c0, c1), q)
+        return out
 
 
-def linear_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``k(x, y) = x . y``: its kernel distance D2 is the squared Euclidean distance."""
-    return a @ b.T
+def as_oracle(obj: Any) -> KernelOracle:
+    """``obj`` itself if it is an oracle, else a KernelData wrapped by :class:`KernelDataOracle`."""
+    if hasattr(obj, "block") and callable(getattr(obj, "diag", None)):
+        return obj
+    if hasattr(obj, "k_block") and hasattr(obj, "d2_range"):
+        return KernelDataOracle(obj)
+    raise MlpdesignError(
+        f"cannot measure designs on a {type(obj).__name__}: expected a "
+        "kernel (mlpdesign.kernels.KernelData) or an oracle"
+    )
 
 
-def gaussian_kernel(scale: float = 1.0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """``k(x, y) = exp(-|x - y|^2 / (2 scale^2))``, so ``D2 = 2 - 2k`` lies in [0, 2]."""
+def store_oracle(store: Any, options: dict | None = None) -> KernelDataOracle:
+    """The kernel of a descriptor store with a selection's kernel options (normalize, ...)."""
+    from .kernels import StoreKernel
 
-    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-        return np.exp(-np.maximum(sq, 0.0) / (2.0 * scale * scale))
-
-    return k
-
-
-def array_oracle(x: np.ndarray, kernel: str = "linear", scale: float = 1.0) -> ArrayOracle:
-    """Oracle over points ``x``: ``kernel="linear"`` (Euclidean D2) or ``"gaussian"``."""
-    x = np.asarray(x, dtype=np.float64)
-    if kernel == "linear":
-        return ArrayOracle(x, linear_kernel, (x * x).sum(1))
-    if kernel == "gaussian":
-        return ArrayOracle(x, gaussian_kernel(scale), np.ones(len(x)))
-    raise MlpdesignError(f"unknown kernel {kernel!r} (expected linear or gaussian)")
+    o = dict(options or {})
+    known = {"normalize", "per_atom", "balance", "dtype", "terms", "grid_step"}
+    unknown = sorted(set(o) - known)
+    if unknown:
+        raise MlpdesignError(
+            f"unknown kernel option {unknown[0]!r} (known: {', '.join(sorted(known - {'terms'}))})"
+        )
+    kd = StoreKernel(
+        store,
+        normalize=bool(o.get("normalize", True)),
+        per_atom=bool(o.get("per_atom", False)),
+        balance=bool(o.get("balance", False)),
+        dtype=str(o.get("dtype", "float32")),
+        grid_step=o.get("grid_step"),
+    )
+    return KernelDataOracle(kd)
 
 
 # --------------------------------------------------------------------------- metrics
 
 
 def d2_block(
-    oracle: KernelOracle, rows: np.ndarray, cols: np.ndarray, diag: np.ndarray | None = None
+    oracle: Any, rows: np.ndarray, cols: np.ndarray, diag: np.ndarray | None = None
 ) -> np.ndarray:
     """Squared kernel distances between candidates ``rows`` and ``cols`` (clipped at 0)."""
+    oracle = as_oracle(oracle)
     diag = oracle.diag() if diag is None else diag
     k = oracle.block(rows, cols)
     d2 = diag[rows][:, None] + diag[cols][None, :] - 2.0 * k
@@ -125,8 +200,9 @@ def d2_block(
     return d2
 
 
-def pairwise_d2(oracle: KernelOracle, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pairwise_d2(oracle: Any, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The design's kernel matrix K and its pairwise D2 matrix (both n x n)."""
+    oracle = as_oracle(oracle)
     design = np.asarray(design, dtype=np.int64)
     k = np.asarray(oracle.block(design, design), dtype=np.float64)
     k = 0.5 * (k + k.T)
@@ -171,9 +247,9 @@ def log_det(k: np.ndarray, jitter: float = DEFAULT_JITTER) -> float:
 
 
 def covering_curves(
-    oracle: KernelOracle,
+    oracle: Any,
     designs: Sequence[np.ndarray],
-    chunk: int = 4096,
+    chunk: int | None = None,
     block: int = 256,
     progress: Any = None,
 ) -> list[np.ndarray]:
@@ -184,8 +260,11 @@ def covering_curves(
     each design in ``block`` rows, so memory is O(N + chunk * block), never N x n.
     ``progress.update(k)`` is called with the number of pool candidates done.
     """
+    oracle = as_oracle(oracle)
+    chunk = int(chunk or getattr(oracle, "chunk", 4096))
     diag = oracle.diag()
     n_pool = oracle.n
+    fast = getattr(oracle, "d2_rows", None)
     designs = [np.asarray(d, dtype=np.int64) for d in designs]
     curves = [np.full(len(d), -np.inf) for d in designs]
     for c0 in range(0, n_pool, chunk):
@@ -194,11 +273,14 @@ def covering_curves(
             run = np.full(len(cols), np.inf)
             for b0 in range(0, len(d), block):
                 rows = d[b0 : b0 + block]
-                dd = d2_block(oracle, rows, cols, diag)
-                np.minimum(dd[0], run, out=dd[0])
-                np.minimum.accumulate(dd, axis=0, out=dd)
-                np.maximum(curve[b0 : b0 + len(rows)], dd.max(axis=1), out=curve[b0 : b0 + len(rows)])
-                run = dd[-1]
+                if fast is not None:
+                    dd = fast(rows, int(cols[0]), int(cols[-1]) + 1)
+                else:
+                    dd = d2_block(oracle, rows, cols, diag)
+                seg = curve[b0 : b0 + len(rows)]
+                for r in range(len(rows)):  # running min row by row (cheaper than accumulate)
+                    np.minimum(run, dd[r], out=run)
+                    seg[r] = max(seg[r], run.max())
         if progress is not None:
             progress.update(len(cols))
     return curves
@@ -251,13 +333,17 @@ class DesignEval:
 
 
 def evaluate(
-    oracle: KernelOracle,
+    oracle: Any,
     designs: Sequence[np.ndarray],
-    chunk: int = 4096,
+    chunk: int | None = None,
     block: int = 256,
     progress: Any = None,
 ) -> list[DesignEval]:
-    """Kernel matrix, pairwise D2, max-min and covering curves of each design."""
+    """Kernel matrix, pairwise D2, max-min and covering curves of each design.
+
+    ``oracle``: a :class:`mlpdesign.kernels.KernelData` or any :class:`KernelOracle`.
+    """
+    oracle = as_oracle(oracle)
     designs = [np.asarray(d, dtype=np.int64) for d in designs]
     for d in designs:
         if len(d) and (d.min() < 0 or d.max() >= oracle.n):
@@ -376,13 +462,14 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[Design]) -> list
         bad = [s for s in sizes if s < 1 or s > n]
         if bad:
             raise MlpdesignError(
-                f"size {bad[0]} is outside 1..{n}, the length of design {d.name!r}")
+                f"size {bad[0]} is outside 1..{n}, the length of design {d.name!r}"
+            )
         out.append(sorted(set(int(s) for s in sizes)))
     return out
 
 
 def compute(
-    oracle: KernelOracle,
+    oracle: Any,
     designs: Sequence[Design],
     *,
     sizes: Sequence[int] | None = None,
@@ -392,7 +479,7 @@ def compute(
     structure: Sequence[str] | None = None,
     F: np.ndarray | None = None,
     pool: dict | None = None,
-    chunk: int = 4096,
+    chunk: int | None = None,
     block: int = 256,
     progress: Any = None,
 ) -> ReportData:
@@ -403,6 +490,7 @@ def compute(
     ``structure`` (labels) and ``F`` ((N, 9) deformations) are optional pool annotations
     for the strain and structure-share statistics. ``pool`` is extra provenance for the JSON.
     """
+    oracle = as_oracle(oracle)
     if not designs:
         raise MlpdesignError("nothing to report: give at least one design")
     if n_random < 0:
@@ -415,8 +503,9 @@ def compute(
     per_design_sizes = _parse_sizes(sizes, designs)
     n_max = max(len(d.index) for d in designs)
     randoms = random_designs(oracle.n, n_max, n_random, seed) if n_random else []
-    evals = evaluate(oracle, [d.index for d in designs] + randoms, chunk=chunk, block=block,
-                     progress=progress)
+    evals = evaluate(
+        oracle, [d.index for d in designs] + randoms, chunk=chunk, block=block, progress=progress
+    )
     evals, revals = evals[: len(designs)], evals[len(designs) :]
 
     strain = None
@@ -453,17 +542,19 @@ def compute(
             }
             rows.append(m)
         psi = None if d.psi is None else np.asarray(d.psi, dtype=np.float64)
-        design_docs.append({
-            "name": d.name,
-            "path": str(d.path),
-            "method": d.method,
-            "n": int(len(d.index)),
-            "conditional": bool(d.conditional),
-            "psi_last_d2": None if psi is None or not len(psi) else _num(psi[-1]),
-            "metrics": rows,
-            "strain_norm": None if strain is None else _stats(strain[d.index]),
-            "structure_share": None if labels is None else structure_shares(labels[d.index]),
-        })
+        design_docs.append(
+            {
+                "name": d.name,
+                "path": str(d.path),
+                "method": d.method,
+                "n": int(len(d.index)),
+                "conditional": bool(d.conditional),
+                "psi_last_d2": None if psi is None or not len(psi) else _num(psi[-1]),
+                "metrics": rows,
+                "strain_norm": None if strain is None else _stats(strain[d.index]),
+                "structure_share": None if labels is None else structure_shares(labels[d.index]),
+            }
+        )
 
     rand_idx = np.concatenate([r.index for r in revals]) if revals else np.empty(0, np.int64)
     doc = {
@@ -492,9 +583,11 @@ def compute(
         "designs": design_docs,
         "random": {
             "metrics": random_rows,
-            "strain_norm": None if strain is None or not len(rand_idx)
+            "strain_norm": None
+            if strain is None or not len(rand_idx)
             else _stats(strain[rand_idx]),
-            "structure_share": None if labels is None or not len(rand_idx)
+            "structure_share": None
+            if labels is None or not len(rand_idx)
             else structure_shares(labels[rand_idx]),
         },
         "figures": [],
@@ -504,8 +597,10 @@ def compute(
 
 def format_text(metrics: dict) -> str:
     """A terminal table: one line per design and size, random medians beside."""
-    head = (f"{'design':<20} {'size':>6} {'min D2':>10} {'rnd med':>10} {'cover D2':>10} "
-            f"{'rnd med':>10} {'logdet K':>11} {'rnd med':>11}  beats random (mm/cov/ent)")
+    head = (
+        f"{'design':<20} {'size':>6} {'min D2':>10} {'rnd med':>10} {'cover D2':>10} "
+        f"{'rnd med':>10} {'logdet K':>11} {'rnd med':>11}  beats random (mm/cov/ent)"
+    )
     lines = [
         f"pool: {metrics['pool']['n_candidates']} candidates; {metrics['n_random']} random "
         f"designs (seed {metrics['seed']}); logdet jitter {metrics['logdet_jitter']:g}",
@@ -541,12 +636,12 @@ def format_text(metrics: dict) -> str:
 
 
 def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """Short unique names for the selections (file stems; parent folder added on a clash)."""
-    stems = [Path(p).stem for p in paths]
-    out = []
-    for p, s in zip(paths, stems, strict=True):
-        out.append(s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}")
-    return [n if out.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(out)]
+    """Short unique names for the selections: file stems, else file names, else paths."""
+    for key in (lambda p: p.stem, lambda p: p.name, lambda p: str(p)):
+        names = [key(Path(p)) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 
 def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLike) -> Design:
@@ -554,7 +649,8 @@ def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLi
     if sel.pool_sha256 and store.pool_sha256 and sel.pool_sha256 != store.pool_sha256:
         raise MlpdesignError(
             f"{path} was selected from a different pool (sha256 {sel.pool_sha256[:12]}…) than "
-            f"{store.path} describes (sha256 {store.pool_sha256[:12]}…)")
+            f"{store.path} describes (sha256 {store.pool_sha256[:12]}…)"
+        )
     cid = np.asarray(sel.candidate_id, dtype=np.int64)
     ids = np.asarray(store.candidate_id, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
@@ -563,8 +659,10 @@ def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLi
     row = order[pos] if len(ids) else pos
     missing = cid[(len(ids) == 0) | (ids[row] != cid)] if len(cid) else cid[:0]
     if len(missing):
-        raise MlpdesignError(f"{path}: candidate {int(missing[0])} is not in {store.path} "
-                             f"({len(missing)} of {len(cid)} picks missing)")
+        raise MlpdesignError(
+            f"{path}: candidate {int(missing[0])} is not in {store.path} "
+            f"({len(missing)} of {len(cid)} picks missing)"
+        )
     attrs = dict(getattr(sel, "attrs", {}) or {})
     given = attrs.get("given", "[]")
     try:
@@ -572,9 +670,14 @@ def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLi
     except json.JSONDecodeError:
         given = [given]
     psi = getattr(sel, "psi", None)
-    return Design(name=name, index=row.astype(np.int64), path=str(path),
-                  psi=None if psi is None else np.asarray(psi, dtype=np.float64),
-                  method=str(attrs.get("method", "")), conditional=bool(given))
+    return Design(
+        name=name,
+        index=row.astype(np.int64),
+        path=str(path),
+        psi=None if psi is None else np.asarray(psi, dtype=np.float64),
+        method=str(attrs.get("method", "")),
+        conditional=bool(given),
+    )
 
 
 def selection_kernel_options(sel: Any) -> dict:
@@ -591,7 +694,7 @@ def selection_kernel_options(sel: Any) -> dict:
 def report(
     store_path: str | os.PathLike,
     selection_paths: Sequence[str | os.PathLike],
-    output: str | os.PathLike,
+    output: str | os.PathLike | None,
     *,
     n_random: int = 20,
     sizes: Sequence[int] | None = None,
@@ -606,7 +709,8 @@ def report(
 
     ``kernel``: kernel options (as stored in a selection's ``kernel`` attribute); default:
     those the first selection was made with, so the report measures the distance the design
-    optimised. The output folder is written atomically (nothing half-written on failure).
+    optimised. The output folder is written atomically (nothing half-written on failure);
+    ``output=None`` only computes (no files, no figures).
     """
     from .fileio import atomic_dir, check_output
     from .progress import progress
@@ -622,23 +726,38 @@ def report(
         raise MlpdesignError("give at least one selection file")
     if bins < 1:
         raise MlpdesignError(f"--bins must be >= 1, got {bins}")
-    check_output(output, force)
+    if output is not None:
+        check_output(output, force)
     sels = [load_selection(p) for p in selection_paths]
     with open_store(store_path) as store:
         names = _names(selection_paths)
-        designs = [design_from_selection(s, store, n, p)
-                   for s, n, p in zip(sels, names, selection_paths, strict=True)]
+        designs = [
+            design_from_selection(s, store, n, p)
+            for s, n, p in zip(sels, names, selection_paths, strict=True)
+        ]
         opts = dict(kernel) if kernel is not None else selection_kernel_options(sels[0])
         oracle = store_oracle(store, opts)
         bar = progress(store.n_configs, "report", unit="cand", enabled=show_progress)
         data = compute(
-            oracle, designs, sizes=sizes, n_random=n_random, seed=seed, jitter=jitter,
-            structure=store.structure, F=store.F, progress=bar,
-            pool={"store": str(store_path), "pool_sha256": store.pool_sha256,
-                  "gap": store.gap, "kernel": opts},
+            oracle,
+            designs,
+            sizes=sizes,
+            n_random=n_random,
+            seed=seed,
+            jitter=jitter,
+            structure=store.structure,
+            F=store.F,
+            progress=bar,
+            pool={
+                "store": str(store_path),
+                "pool_sha256": store.pool_sha256,
+                "gap": store.gap,
+                "kernel": opts,
+            },
         )
         bar.close()
-    with atomic_dir(output, force) as tmp:
-        data.metrics["figures"] = write_figures(data, tmp, bins)
-        (tmp / "metrics.json").write_text(json_dumps(data.metrics))
+    if output is not None:
+        with atomic_dir(output, force) as tmp:
+            data.metrics["figures"] = write_figures(data, tmp, bins)
+            (tmp / "metrics.json").write_text(json_dumps(data.metrics))
     return data

@@ -35,6 +35,11 @@ def _color(i: int) -> str:
     return f"C{i % 10}"
 
 
+def _nbins(bins: int, n: int) -> int:
+    """At most ``bins``, fewer for small samples (about 2 sqrt(n), at least 8)."""
+    return int(min(bins, max(8, round(2 * math.sqrt(n)))))
+
+
 def _save(fig, path: Path) -> bool:
     fig.savefig(path, dpi=110, metadata=PNG_META)
     _plt().close(fig)
@@ -52,16 +57,32 @@ def pairwise_distance(data: ReportData, path: Path, bins: int = 40) -> bool:
         ax = axes[i // ncol][i % ncol]
         n = len(d.index)
         pairs = ev.pairs(n)
-        rpairs = (np.concatenate([r.pairs(n) for r in data.random_evals])
-                  if data.random_evals else np.empty(0))
+        rpairs = (
+            np.concatenate([r.pairs(n) for r in data.random_evals])
+            if data.random_evals
+            else np.empty(0)
+        )
         hi = max([x.max() for x in (pairs, rpairs) if len(x)] + [1e-12])
-        edges = np.linspace(0.0, hi * 1.0001, bins + 1)
+        edges = np.linspace(0.0, hi * 1.0001, _nbins(bins, len(pairs)) + 1)
         if len(rpairs):
-            ax.hist(rpairs, edges, density=True, color=POOL_COLOR, edgecolor=RANDOM_COLOR,
-                    label=f"random designs ({len(data.random_evals)} x {n} points)")
+            ax.hist(
+                rpairs,
+                edges,
+                density=True,
+                color=POOL_COLOR,
+                edgecolor=RANDOM_COLOR,
+                label=f"random designs ({len(data.random_evals)} x {n} points)",
+            )
         if len(pairs):
-            ax.hist(pairs, edges, density=True, histtype="step", lw=2, color=_color(i),
-                    label=f"{d.name} ({n} points)")
+            ax.hist(
+                pairs,
+                edges,
+                density=True,
+                histtype="step",
+                lw=2,
+                color=_color(i),
+                label=f"{d.name} ({n} points)",
+            )
         ax.set_xlabel("pairwise squared kernel distance D² (dimensionless)")
         ax.set_ylabel("probability density (1/D²)")
         ax.set_title(f"Pairwise distances in the design: {d.name}")
@@ -79,8 +100,9 @@ def _band(ax, curves: list[np.ndarray], label: str) -> None:
     x = np.arange(1, c.shape[1] + 1)
     with warnings.catch_warnings():  # sizes where every draw is NaN (one point, no pair)
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, med, hi = (np.nanquantile(np.where(np.isfinite(c), c, np.nan), q, axis=0)
-                       for q in (0.1, 0.5, 0.9))
+        lo, med, hi = (
+            np.nanquantile(np.where(np.isfinite(c), c, np.nan), q, axis=0) for q in (0.1, 0.5, 0.9)
+        )
     ax.fill_between(x, lo, hi, color=POOL_COLOR, label=f"{label}: 10-90 %")
     ax.plot(x, med, color=RANDOM_COLOR, lw=1.5, label=f"{label}: median")
 
@@ -96,18 +118,28 @@ def design_curve(data: ReportData, path: Path) -> bool:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     nr = len(data.random_evals)
-    _band(ax1, [_positive(r.covering) for r in data.random_evals],
-          f"covering radius, {nr} random designs")
-    _band(ax2, [_positive(r.min_pairwise) for r in data.random_evals],
-          f"{nr} random designs")
+    _band(
+        ax1,
+        [_positive(r.covering) for r in data.random_evals],
+        f"covering radius, {nr} random designs",
+    )
+    _band(ax2, [_positive(r.min_pairwise) for r in data.random_evals], f"{nr} random designs")
     for i, (d, ev) in enumerate(zip(data.designs, data.evals, strict=True)):
         x = np.arange(1, len(d.index) + 1)
-        ax1.plot(x, _positive(ev.covering), color=_color(i), lw=2,
-                 label=f"{d.name}: covering radius")
-        if d.psi is not None and len(d.psi):
+        ax1.plot(
+            x, _positive(ev.covering), color=_color(i), lw=2, label=f"{d.name}: covering radius"
+        )
+        if d.psi is not None and len(d.psi) and d.method != "random":
             what = "Ψ at pick time (incl. given set)" if d.conditional else "Ψ at pick time"
-            ax1.plot(np.arange(1, len(d.psi) + 1), _positive(d.psi), ".", ms=3,
-                     color=_color(i), alpha=0.6, label=f"{d.name}: {what}")
+            ax1.plot(
+                np.arange(1, len(d.psi) + 1),
+                _positive(d.psi),
+                ".",
+                ms=3,
+                color=_color(i),
+                alpha=0.6,
+                label=f"{d.name}: {what}",
+            )
         ax2.plot(x, _positive(ev.min_pairwise), color=_color(i), lw=2, label=d.name)
     ax1.set_title("Covering radius (fill distance; lower is better)")
     ax1.set_ylabel("max over pool of min D² to the design")
@@ -118,9 +150,14 @@ def design_curve(data: ReportData, path: Path) -> bool:
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.text(0.5, 0.005, "Ψ of pick m is its D² to the first m-1 points = the covering radius "
-             "of the first m-1; D² is the squared kernel distance (dimensionless)",
-             ha="center", fontsize=8)
+    fig.text(
+        0.5,
+        0.005,
+        "Ψ of pick m is its D² to the first m-1 points = the covering radius "
+        "of the first m-1; D² is the squared kernel distance (dimensionless)",
+        ha="center",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, path)
 
@@ -136,9 +173,14 @@ def logdet(data: ReportData, path: Path) -> bool:
     for k, s in enumerate(sizes):
         vals = [r.logdet(s, jitter) for r in data.random_evals]
         if vals:
-            ax.scatter(s + width * (rng.random(len(vals)) - 0.5), vals, s=12,
-                       color=RANDOM_COLOR, alpha=0.6,
-                       label=f"random designs ({len(vals)} realisations)" if k == 0 else None)
+            ax.scatter(
+                s + width * (rng.random(len(vals)) - 0.5),
+                vals,
+                s=12,
+                color=RANDOM_COLOR,
+                alpha=0.6,
+                label=f"random designs ({len(vals)} realisations)" if k == 0 else None,
+            )
     for i, d in enumerate(data.metrics["designs"]):
         xs = [m["size"] for m in d["metrics"]]
         ys = [np.nan if m["logdet_k"] is None else m["logdet_k"] for m in d["metrics"]]
@@ -159,15 +201,31 @@ def strain(data: ReportData, path: Path, bins: int = 40) -> bool:
     plt = _plt()
     s = data.strain
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    edges = np.linspace(0.0, max(float(s.max()), 1e-12) * 1.0001, bins + 1)
+    smallest = min(len(d.index) for d in data.designs)
+    edges = np.linspace(0.0, max(float(s.max()), 1e-12) * 1.0001, _nbins(bins, smallest) + 1)
     ax.hist(s, edges, density=True, color=POOL_COLOR, label=f"pool ({len(s)})")
     if data.random_evals:
         ridx = np.concatenate([r.index for r in data.random_evals])
-        ax.hist(s[ridx], edges, density=True, histtype="step", lw=1.5, color=RANDOM_COLOR,
-                ls="--", label=f"random designs ({len(data.random_evals)} pooled)")
+        ax.hist(
+            s[ridx],
+            edges,
+            density=True,
+            histtype="step",
+            lw=1.5,
+            color=RANDOM_COLOR,
+            ls="--",
+            label=f"random designs ({len(data.random_evals)} pooled)",
+        )
     for i, d in enumerate(data.designs):
-        ax.hist(s[d.index], edges, density=True, histtype="step", lw=2, color=_color(i),
-                label=f"{d.name} ({len(d.index)})")
+        ax.hist(
+            s[d.index],
+            edges,
+            density=True,
+            histtype="step",
+            lw=2,
+            color=_color(i),
+            label=f"{d.name} ({len(d.index)})",
+        )
     ax.set_xlabel("deformation magnitude ‖F − I‖ (Frobenius, dimensionless)")
     ax.set_ylabel("probability density")
     ax.set_title("Did diversity come from pushing strain?")
@@ -186,16 +244,24 @@ def structure_share(data: ReportData, path: Path) -> bool:
     groups: list[tuple[str, np.ndarray, str]] = [("pool", lab, POOL_COLOR)]
     if data.random_evals:
         ridx = np.concatenate([r.index for r in data.random_evals])
-        groups.append((f"random designs ({len(data.random_evals)} pooled)", lab[ridx],
-                       RANDOM_COLOR))
+        groups.append(
+            (f"random designs ({len(data.random_evals)} pooled)", lab[ridx], RANDOM_COLOR)
+        )
     groups += [(d.name, lab[d.index], _color(i)) for i, d in enumerate(data.designs)]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) * len(groups) / 3), 4.2))
     w = 0.8 / len(groups)
     x = np.arange(len(names))
     for g, (label, vals, color) in enumerate(groups):
         share = [float(np.mean(vals == n)) for n in names]
-        ax.bar(x + (g - (len(groups) - 1) / 2) * w, share, w, color=color, label=label,
-               edgecolor="black", lw=0.5)
+        ax.bar(
+            x + (g - (len(groups) - 1) / 2) * w,
+            share,
+            w,
+            color=color,
+            label=label,
+            edgecolor="black",
+            lw=0.5,
+        )
     ax.set_xticks(x, [n or "?" for n in names])
     ax.set_xlabel("structure")
     ax.set_ylabel("share of configurations (fraction)")

@@ -41,6 +41,9 @@ from .kernels import KernelData
 from .selection import Selection, load_selection  # noqa: F401  (re-exported)
 
 PICKED = -1.0
+#: above this fraction of the pool, evaluate every row in place rather than gather the
+#: candidates' rows (a gather copies them)
+FULL_PASS = 0.3
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Design:
     psi: np.ndarray
     stopped_early: bool = False
     n_requested: int = 0
-    evaluated: int = 0          # configs whose D² to a new point was computed
+    evaluated: int = 0  # configs whose D² to a new point was computed
     n_pool: int = 0
     first: str = ""
     stats: dict = field(default_factory=dict)
@@ -64,6 +67,7 @@ class Design:
 
 
 # ---------------------------------------------------------------------------- helpers
+
 
 def _check(kd: KernelData, n: int, given: KernelData | None) -> None:
     if kd.n == 0:
@@ -94,8 +98,10 @@ def _first_index(kd: KernelData, first, seed: int) -> tuple[int, str]:
 
 
 def _left_msg(n: int, n_pool: int, left: int) -> str:
-    return (f"-n {n} is larger than the pool less the given set ({left} of {n_pool} "
-            f"candidates are not duplicates of the given set)")
+    return (
+        f"-n {n} is larger than the pool less the given set ({left} of {n_pool} "
+        f"candidates are not duplicates of the given set)"
+    )
 
 
 def _check_left(st: MaxMinState, n: int) -> None:
@@ -105,14 +111,20 @@ def _check_left(st: MaxMinState, n: int) -> None:
 
 
 def _warn_stop(k: int, n: int) -> None:
-    warnings.warn(f"stopped after {k} of {n} picks: every remaining candidate duplicates "
-                  "the design (Psi = 0)", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"stopped after {k} of {n} picks: every remaining candidate duplicates "
+        "the design (Psi = 0)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 # ---------------------------------------------------------------------------- reference
 
-def maxmin_reference(kd: KernelData, n: int, *, first=None, seed: int = 1,
-                     given: KernelData | None = None) -> Design:
+
+def maxmin_reference(
+    kd: KernelData, n: int, *, first=None, seed: int = 1, given: KernelData | None = None
+) -> Design:
     """The textbook loop (appendix B): Psi = min(Psi, D²(new, all)); pick argmax Psi.
 
     One full kernel row per pick; kept as the reference the fast path is tested against.
@@ -144,11 +156,19 @@ def maxmin_reference(kd: KernelData, n: int, *, first=None, seed: int = 1,
         P.append(psi[s])
         psi = np.minimum(psi, kd.d2_row(s))
         psi[S] = PICKED
-    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
-                  kd.n * (len(S) + (given.n if given is not None else 0)), kd.n, how)
+    return Design(
+        np.array(S, dtype=np.int64),
+        np.array(P, dtype=np.float64),
+        stopped,
+        n,
+        kd.n * (len(S) + (given.n if given is not None else 0)),
+        kd.n,
+        how,
+    )
 
 
 # ---------------------------------------------------------------------------- fast path
+
 
 class MaxMinState:
     """Psi, nearest design point and the design points so far; O(N) memory.
@@ -163,7 +183,7 @@ class MaxMinState:
         self.eps = _eps(kd, given)
         self.psi = np.full(kd.n, np.inf)
         self.nearest = np.zeros(kd.n, dtype=np.int64)
-        self._pool_ids: list[int] = []      # centre id of each pool centre
+        self._pool_ids: list[int] = []  # centre id of each pool centre
         self._pool_idx: list[int] = []
         self._given_ids: list[int] = []
         self._given_idx: list[int] = []
@@ -186,7 +206,10 @@ class MaxMinState:
         else:
             dc = self._centre_d2(q)
             cand = np.flatnonzero(dc[self.nearest] < 4.0 * psi + 5.0 * self.eps)
-        d2 = self.kd.d2_subset(q, cand)
+        if len(cand) > FULL_PASS * self.kd.n:  # most of the pool: one contiguous pass
+            d2 = self.kd.d2_range(q, 0, self.kd.n)[cand]
+        else:
+            d2 = self.kd.d2_subset(q, cand)
         upd = d2 < psi[cand]
         hit = cand[upd]
         psi[hit] = d2[upd]
@@ -211,8 +234,15 @@ class MaxMinState:
         self.n_centres += 1
 
 
-def maxmin(kd: KernelData, n: int, *, first=None, seed: int = 1,
-           given: KernelData | None = None, progress=None) -> Design:
+def maxmin(
+    kd: KernelData,
+    n: int,
+    *,
+    first=None,
+    seed: int = 1,
+    given: KernelData | None = None,
+    progress=None,
+) -> Design:
     """Fast exact greedy max-min: the picks of :func:`maxmin_reference`.
 
     ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)`` (see
@@ -244,12 +274,21 @@ def maxmin(kd: KernelData, n: int, *, first=None, seed: int = 1,
         if progress is not None:
             progress.set_postfix_str(f"psi={P[-1]:.4g}", refresh=False)
             progress.update(1)
-    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
-                  st.evaluated, kd.n, how, {"adds": st.adds, "eps": st.eps})
+    return Design(
+        np.array(S, dtype=np.int64),
+        np.array(P, dtype=np.float64),
+        stopped,
+        n,
+        st.evaluated,
+        kd.n,
+        how,
+        {"adds": st.adds, "eps": st.eps},
+    )
 
 
-def select_random(kd: KernelData, n: int, *, seed: int = 1, given: KernelData | None = None,
-                  progress=None) -> Design:
+def select_random(
+    kd: KernelData, n: int, *, seed: int = 1, given: KernelData | None = None, progress=None
+) -> Design:
     """The 'representative' baseline: candidates in a seeded random order (any prefix is
     the same draw), skipping duplicates of the given set; Psi is recorded as for max-min."""
     _check(kd, n, given)
@@ -275,15 +314,25 @@ def select_random(kd: KernelData, n: int, *, seed: int = 1, given: KernelData | 
     if len(S) < n:
         stopped = True
         _warn_stop(len(S), n)
-    return Design(np.array(S, dtype=np.int64), np.array(P, dtype=np.float64), stopped, n,
-                  st.evaluated, kd.n, "random", {"adds": st.adds, "eps": st.eps})
+    return Design(
+        np.array(S, dtype=np.int64),
+        np.array(P, dtype=np.float64),
+        stopped,
+        n,
+        st.evaluated,
+        kd.n,
+        "random",
+        {"adds": st.adds, "eps": st.eps},
+    )
 
 
 # ---------------------------------------------------------------------------- stores
 
+
 def _same_kernel_specs(a, b) -> bool:
-    return [(s.name, s.descriptor, s.kernel) for s in a] == \
-        [(s.name, s.descriptor, s.kernel) for s in b]
+    return [(s.name, s.descriptor, s.kernel) for s in a] == [
+        (s.name, s.descriptor, s.kernel) for s in b
+    ]
 
 
 def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
@@ -307,22 +356,42 @@ def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=Non
         gstore = open_store(out)
     with gstore:
         if not _same_kernel_specs(gstore.descriptors, store.descriptors):
-            raise MlpdesignError(f"{p}: described with another gap string than the pool store "
-                                 f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
-                                 "pool's --gap, or pass the extxyz")
+            raise MlpdesignError(
+                f"{p}: described with another gap string than the pool store "
+                f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
+                "pool's --gap, or pass the extxyz"
+            )
         if gstore.n_configs == 0:
             raise MlpdesignError(f"{p}: the given set holds no configurations")
         gk = StoreKernel(gstore, **{k: v for k, v in kd.options.items()}, like=kd)
-    info = {"path": str(path), "sha256": file_sha256(p), "n_configs": gk.n,
-            "kind": "store" if is_h5 else "extxyz"}
+    info = {
+        "path": str(path),
+        "sha256": file_sha256(p),
+        "n_configs": gk.n,
+        "kind": "store" if is_h5 else "extxyz",
+    }
     return gk, info
 
 
-def select_store(store_path, n: int, output, *, method: str = "maxmin", given=None,
-                 continue_from=None, first=None, seed: int = 1, normalize: bool = True,
-                 per_atom: bool = False, balance: bool = False, dtype: str = "float32",
-                 fmt: str | None = None, force: bool = False, command: str = "",
-                 progress_factory=None) -> tuple[Selection, Design]:
+def select_store(
+    store_path,
+    n: int,
+    output,
+    *,
+    method: str = "maxmin",
+    given=None,
+    continue_from=None,
+    first=None,
+    seed: int = 1,
+    normalize: bool = True,
+    per_atom: bool = False,
+    balance: bool = False,
+    dtype: str = "float64",
+    fmt: str | None = None,
+    force: bool = False,
+    command: str = "",
+    progress_factory=None,
+) -> tuple[Selection, Design]:
     """Select ``n`` candidates of a descriptor store and write the selection file.
 
     ``method``: ``"maxmin"`` or ``"random"``. ``given``: path of an existing training set
@@ -354,36 +423,44 @@ def select_store(store_path, n: int, output, *, method: str = "maxmin", given=No
         method = prev.method or method
         seed = int(prev.attrs.get("seed", seed))
         f = str(prev.attrs.get("first", ""))
-        first = None if f in ("", "extreme", "conditional") else ("random" if f == "random"
-                                                                   else int(f.split(":")[-1]))
+        first = (
+            None
+            if f in ("", "extreme", "conditional")
+            else ("random" if f == "random" else int(f.split(":")[-1]))
+        )
         normalize = bool(kern.get("normalize", normalize))
         per_atom = bool(kern.get("per_atom", per_atom))
         balance = bool(kern.get("balance", balance))
         dtype = str(kern.get("dtype", dtype))
         if n < prev.n:
-            raise MlpdesignError(f"-n {n} is smaller than the {prev.n} picks of "
-                                 f"{continue_from}; take a prefix instead")
+            raise MlpdesignError(
+                f"-n {n} is smaller than the {prev.n} picks of "
+                f"{continue_from}; take a prefix instead"
+            )
     with open_store(store_path) as store:
         if store.n_configs == 0:
             raise MlpdesignError(f"{store_path}: the pool is empty")
         if prev is not None and prev.pool_sha256 != store.pool_sha256:
-            raise MlpdesignError(f"{continue_from} was made for another pool than "
-                                 f"{store_path} (pool checksums differ)")
+            raise MlpdesignError(
+                f"{continue_from} was made for another pool than "
+                f"{store_path} (pool checksums differ)"
+            )
         if prev is not None and prev.attrs.get("gap", store.gap) != store.gap:
             raise MlpdesignError(f"{continue_from} was made with another gap string")
         if n > store.n_configs:
-            raise MlpdesignError(f"-n {n} is larger than the pool ({store.n_configs} "
-                                 "candidates)")
+            raise MlpdesignError(f"-n {n} is larger than the pool ({store.n_configs} candidates)")
         cids = np.asarray(store.candidate_id)
         first_idx = first
         if first not in (None, "random"):
             hit = np.flatnonzero(cids == int(first))
             if len(hit) == 0:
-                raise MlpdesignError(f"--first {first}: no candidate with that candidate_id "
-                                     f"in {store_path}")
+                raise MlpdesignError(
+                    f"--first {first}: no candidate with that candidate_id in {store_path}"
+                )
             first_idx = int(hit[0])
-        kd = StoreKernel(store, normalize=normalize, per_atom=per_atom, balance=balance,
-                         dtype=dtype)
+        kd = StoreKernel(
+            store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
+        )
         given_info = []
         gk = None
         with tempfile.TemporaryDirectory(prefix="mlpdesign-given-") as tmpdir:
@@ -393,9 +470,11 @@ def select_store(store_path, n: int, output, *, method: str = "maxmin", given=No
         if prev is not None:
             saved = json.loads(prev.attrs.get("given") or "[]")
             if [g.get("sha256") for g in saved] != [g["sha256"] for g in given_info]:
-                raise MlpdesignError(f"{continue_from} was made with --given "
-                                     f"{[g.get('path') for g in saved] or 'nothing'}; pass the "
-                                     "same --given to continue it")
+                raise MlpdesignError(
+                    f"{continue_from} was made with --given "
+                    f"{[g.get('path') for g in saved] or 'nothing'}; pass the "
+                    "same --given to continue it"
+                )
         bar = progress_factory(n, "select") if progress_factory is not None else None
         try:
             if method == "random":
@@ -408,20 +487,40 @@ def select_store(store_path, n: int, output, *, method: str = "maxmin", given=No
         if prev is not None:
             k = min(prev.n, len(design.index))
             if not np.array_equal(cids[design.index[:k]], prev.candidate_id[:k]) or k < prev.n:
-                raise MlpdesignError(f"{continue_from} is not reproduced by this store and "
-                                     "options (was it made from another store?)")
+                raise MlpdesignError(
+                    f"{continue_from} is not reproduced by this store and "
+                    "options (was it made from another store?)"
+                )
         how = design.first
         if first not in (None, "random") and method == "maxmin":
             how = f"candidate_id:{int(first)}"
-        attrs = {"method": method, "pool_sha256": store.pool_sha256,
-                 "store_path": str(store_path), "gap": store.gap,
-                 "kernel": {**kd.options, "terms": [
-                     {"name": t.name, "kind": t.kind, "delta": t.delta, "zeta": t.zeta,
-                      "length": t.length, **({"embedding": t.meta} if t.meta else {})}
-                     for t in kd.terms]},
-                 "seed": int(seed), "first": how, "n_requested": int(n),
-                 "stopped_early": bool(design.stopped_early), "given": given_info,
-                 "distance": "D2", "command": command}
+        attrs = {
+            "method": method,
+            "pool_sha256": store.pool_sha256,
+            "store_path": str(store_path),
+            "gap": store.gap,
+            "kernel": {
+                **kd.options,
+                "terms": [
+                    {
+                        "name": t.name,
+                        "kind": t.kind,
+                        "delta": t.delta,
+                        "zeta": t.zeta,
+                        "length": t.length,
+                        **({"embedding": t.meta} if t.meta else {}),
+                    }
+                    for t in kd.terms
+                ],
+            },
+            "seed": int(seed),
+            "first": how,
+            "n_requested": int(n),
+            "stopped_early": bool(design.stopped_early),
+            "given": given_info,
+            "distance": "D2",
+            "command": command,
+        }
         sel = Selection(cids[design.index], design.index, design.psi, attrs)
     write_selection(output, sel, fmt, force)
     return sel, design

@@ -30,9 +30,22 @@ FORMAT_VERSION = 1
 FORMATS = ("h5", "json", "txt")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: attributes always written (in this order for txt/json), with their defaults
-ATTR_KEYS = ("format", "format_version", "method", "pool_sha256", "store_path", "gap",
-             "kernel", "seed", "first", "n_requested", "stopped_early", "given", "distance",
-             "command")
+ATTR_KEYS = (
+    "format",
+    "format_version",
+    "method",
+    "pool_sha256",
+    "store_path",
+    "gap",
+    "kernel",
+    "seed",
+    "first",
+    "n_requested",
+    "stopped_early",
+    "given",
+    "distance",
+    "command",
+)
 _INT_KEYS = ("format_version", "seed", "n_requested")
 
 
@@ -51,7 +64,8 @@ class Selection:
         if self.index is not None:
             self.index = np.asarray(self.index, dtype=np.int64)
         if self.psi.shape != self.candidate_id.shape or (
-                self.index is not None and self.index.shape != self.candidate_id.shape):
+            self.index is not None and self.index.shape != self.candidate_id.shape
+        ):
             raise MlpdesignError("selection arrays have different lengths")
 
     @property
@@ -68,15 +82,31 @@ class Selection:
 
     def prefix(self, k: int) -> Selection:
         """The first ``k`` picks (itself a max-min design)."""
-        return Selection(self.candidate_id[:k], None if self.index is None else self.index[:k],
-                         self.psi[:k], dict(self.attrs))
+        return Selection(
+            self.candidate_id[:k],
+            None if self.index is None else self.index[:k],
+            self.psi[:k],
+            dict(self.attrs),
+        )
 
 
 def _full_attrs(attrs: dict) -> dict:
-    out = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": "maxmin",
-           "pool_sha256": "", "store_path": "", "gap": "", "kernel": "{}", "seed": 0,
-           "first": "", "n_requested": 0, "stopped_early": False, "given": "[]",
-           "distance": "D2", "command": ""}
+    out = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": "maxmin",
+        "pool_sha256": "",
+        "store_path": "",
+        "gap": "",
+        "kernel": "{}",
+        "seed": 0,
+        "first": "",
+        "n_requested": 0,
+        "stopped_early": False,
+        "given": "[]",
+        "distance": "D2",
+        "command": "",
+    }
     for k, v in attrs.items():
         out[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
     out["format"], out["format_version"] = FORMAT, FORMAT_VERSION
@@ -94,8 +124,9 @@ def _fmt_of(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def write_selection(path: str | os.PathLike, sel: Selection, fmt: str | None = None,
-                    force: bool = False) -> Path:
+def write_selection(
+    path: str | os.PathLike, sel: Selection, fmt: str | None = None, force: bool = False
+) -> Path:
     """Write ``sel`` atomically as HDF5, JSON or text (same bytes for the same input)."""
     p = Path(path)
     fmt = _fmt_of(p, fmt)
@@ -126,8 +157,10 @@ def write_selection(path: str | os.PathLike, sel: Selection, fmt: str | None = N
         else:
             lines = [f"# {k}: {attrs[k]}" for k in ATTR_KEYS]
             lines.append("# rank candidate_id psi")
-            lines += [f"{r} {int(c)} {float(s)!r}" for r, (c, s) in
-                      enumerate(zip(sel.candidate_id, sel.psi, strict=True))]
+            lines += [
+                f"{r} {int(c)} {float(s)!r}"
+                for r, (c, s) in enumerate(zip(sel.candidate_id, sel.psi, strict=True))
+            ]
             tmp.write_text("\n".join(lines) + "\n")
     return p
 
@@ -158,8 +191,9 @@ def load_selection(path: str | os.PathLike) -> Selection:
         with h5py.File(p, "r") as f:
             attrs = {k: _typed_attr(k, v) for k, v in f.attrs.items()}
             if attrs.get("format") != FORMAT:
-                raise MlpdesignError(f"{p}: not an mlpdesign selection "
-                                     f"(format={attrs.get('format')!r}); a store?")
+                raise MlpdesignError(
+                    f"{p}: not an mlpdesign selection (format={attrs.get('format')!r}); a store?"
+                )
             try:
                 cid, idx, psi = f["candidate_id"][()], f["index"][()], f["psi"][()]
             except KeyError as e:
@@ -174,14 +208,16 @@ def load_selection(path: str | os.PathLike) -> Selection:
         except json.JSONDecodeError as e:
             raise MlpdesignError(f"{p}: not valid JSON ({e.msg}, line {e.lineno})") from None
         if doc.get("format") != FORMAT:
-            raise MlpdesignError(f"{p}: not an mlpdesign selection (format="
-                                 f"{doc.get('format')!r})")
+            raise MlpdesignError(f"{p}: not an mlpdesign selection (format={doc.get('format')!r})")
         try:
             psi = [math.inf if x is None else float(x) for x in doc["psi"]]
             idx = doc.get("index")
             idx = None if idx is None or (idx and all(i < 0 for i in idx)) else idx
-            attrs = {k: _typed_attr(k, v) for k, v in doc.items()
-                     if k not in ("candidate_id", "index", "psi")}
+            attrs = {
+                k: _typed_attr(k, v)
+                for k, v in doc.items()
+                if k not in ("candidate_id", "index", "psi")
+            }
             return Selection(doc["candidate_id"], idx, psi, attrs)
         except (KeyError, TypeError, ValueError) as e:
             raise MlpdesignError(f"{p}: malformed selection JSON ({e})") from None
@@ -202,10 +238,12 @@ def load_selection(path: str | os.PathLike) -> Selection:
                 cid.append(int(parts[1]))
                 psi.append(float(parts[2]))
             except ValueError:
-                raise MlpdesignError(f"{p}:{n}: expected 'rank candidate_id psi', got "
-                                     f"{line.strip()!r}") from None
+                raise MlpdesignError(
+                    f"{p}:{n}: expected 'rank candidate_id psi', got {line.strip()!r}"
+                ) from None
         if attrs.get("format") != FORMAT:
             raise MlpdesignError(f"{p}: not an mlpdesign selection (no '# format: {FORMAT}')")
         return Selection(cid, None, psi, attrs)
-    raise MlpdesignError(f"{p}: not a selection file (expected HDF5, JSON or text written by "
-                         "mlpdesign select)")
+    raise MlpdesignError(
+        f"{p}: not a selection file (expected HDF5, JSON or text written by mlpdesign select)"
+    )

@@ -58,8 +58,18 @@ def _ase_key_kinds() -> dict[str, str]:
     from ase.calculators.vasp import create_input as ci
 
     kinds: dict[str, str] = {}
-    for kind in ("float", "exp", "string", "int", "bool", "list_int", "list_bool",
-                 "list_float", "special", "dict"):
+    for kind in (
+        "float",
+        "exp",
+        "string",
+        "int",
+        "bool",
+        "list_int",
+        "list_bool",
+        "list_float",
+        "special",
+        "dict",
+    ):
         for k in getattr(ci, f"{kind}_keys", []):
             kinds.setdefault(k.upper(), kind)
     return kinds
@@ -107,8 +117,7 @@ def parse_incar_overrides(items: Sequence[str]) -> tuple[dict[str, str | None], 
     return out, warnings
 
 
-def incar_settings(preset: str, overrides: dict[str, str | None] | None = None
-                   ) -> dict[str, str]:
+def incar_settings(preset: str, overrides: dict[str, str | None] | None = None) -> dict[str, str]:
     """The INCAR of ``preset`` with ``overrides`` applied (``None`` removes a key)."""
     if preset not in PRESETS:
         raise MlpdesignError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -153,8 +162,10 @@ def run_names(frames: Sequence[Atoms], source: str) -> list[str]:
         return [f"frame-{i:0{width}d}" for i in range(len(frames))]
     if not all(have):
         k = have.index(False)
-        raise MlpdesignError(f"{source}: frame {k} has no candidate_id but others do; "
-                             "run directories are named by it")
+        raise MlpdesignError(
+            f"{source}: frame {k} has no candidate_id but others do; "
+            "run directories are named by it"
+        )
     try:
         ints = [int(i) for i in ids]
     except (TypeError, ValueError):
@@ -189,9 +200,11 @@ def _potcar_writer(pp: str, setups: str):
         except (RuntimeError, OSError) as e:
             looked = re.search(r"Looking for\s+(\S+)", str(e))
             where = f" (looked for {looked.group(1)})" if looked else ""
-            raise MlpdesignError(f"no POTCAR for {atoms.get_chemical_formula()} with "
-                                 f"pp={pp} setups={setups} under VASP_PP_PATH={pppath}"
-                                 f"{where}") from None
+            raise MlpdesignError(
+                f"no POTCAR for {atoms.get_chemical_formula()} with "
+                f"pp={pp} setups={setups} under VASP_PP_PATH={pppath}"
+                f"{where}"
+            ) from None
         gen.write_potcar(directory=str(directory))
 
     return write
@@ -223,8 +236,14 @@ class VaspInputs:
     warnings: list[str] = field(default_factory=list)
 
 
-def write_run(directory: Path, atoms: Atoms, name: str, incar: dict[str, str],
-              kpoints_length: int, potcar=None) -> None:
+def write_run(
+    directory: Path,
+    atoms: Atoms,
+    name: str,
+    incar: dict[str, str],
+    kpoints_length: int,
+    potcar=None,
+) -> None:
     """Write POSCAR, INCAR, KPOINTS, ase-sort.dat, input.xyz (and POTCAR) for one config."""
     from ase.calculators.vasp.create_input import format_kpoints
     from ase.io.extxyz import write_xyz
@@ -239,8 +258,9 @@ def write_run(directory: Path, atoms: Atoms, name: str, incar: dict[str, str],
         write_vasp(fh, sorted_atoms, direct=True, vasp5=True)
     with open(directory / SORT_FILE, "w") as fh:
         fh.writelines(f"{s:5d} {r:5d} \n" for s, r in zip(sort, resort, strict=True))
-    write_incar(str(directory), {"SYSTEM": f"mlpdesign {name}", **incar},
-                header=f"# mlpdesign run {name}")
+    write_incar(
+        str(directory), {"SYSTEM": f"mlpdesign {name}", **incar}, header=f"# mlpdesign run {name}"
+    )
     with open(directory / "KPOINTS", "w") as fh:
         fh.write(format_kpoints(int(kpoints_length), sorted_atoms))
     with open(directory / INPUT_XYZ, "w") as fh:
@@ -249,11 +269,17 @@ def write_run(directory: Path, atoms: Atoms, name: str, incar: dict[str, str],
         potcar(sorted_atoms, directory)
 
 
-def write_vasp_inputs(source: str | os.PathLike, output: str | os.PathLike,
-                      preset: str = "paper", incar: Sequence[str] = (),
-                      kpoints_length: int | None = None, pp: str = "PBE",
-                      setups: str = "recommended", force: bool = False,
-                      progress=None) -> VaspInputs:
+def write_vasp_inputs(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    preset: str = "paper",
+    incar: Sequence[str] = (),
+    kpoints_length: int | None = None,
+    pp: str = "PBE",
+    setups: str = "recommended",
+    force: bool = False,
+    progress=None,
+) -> VaspInputs:
     """One VASP run directory per frame of ``source`` (extxyz) under ``output``.
 
     ``incar``: ``KEY=VALUE`` overrides of the preset (``KEY=`` removes a key).
@@ -272,8 +298,9 @@ def write_vasp_inputs(source: str | os.PathLike, output: str | os.PathLike,
     try:
         frames = list(ase.io.iread(str(src), format="extxyz"))
     except Exception as e:  # ASE raises many types on a malformed file
-        raise MlpdesignError(f"{src}: not a readable extxyz file ({str(e).splitlines()[0]})"
-                             ) from None
+        raise MlpdesignError(
+            f"{src}: not a readable extxyz file ({str(e).splitlines()[0]})"
+        ) from None
     if not frames:
         raise MlpdesignError(f"{src}: no configurations")
     for k, a in enumerate(frames):
@@ -290,5 +317,10 @@ def write_vasp_inputs(source: str | os.PathLike, output: str | os.PathLike,
                 progress.update(1)
         (tmp / RUN_LIST).write_text("".join(f"{n}\n" for n in names))
         (tmp / "submit.slurm").write_text(SLURM_TEMPLATE.format(runs=RUN_LIST, n=len(names)))
-    return VaspInputs(runs=names, incar=settings, kpoints_length=length,
-                      potcar=potcar is not None, warnings=warnings)
+    return VaspInputs(
+        runs=names,
+        incar=settings,
+        kpoints_length=length,
+        potcar=potcar is not None,
+        warnings=warnings,
+    )

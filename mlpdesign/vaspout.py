@@ -64,9 +64,9 @@ class CollectResult:
 
 # ---------------------------------------------------------------------------- finding runs
 
+
 def _looks_like_run(d: Path) -> bool:
-    return any((d / f).exists() for f in ("INCAR", "POSCAR", "vasprun.xml", "OUTCAR",
-                                          INPUT_XYZ))
+    return any((d / f).exists() for f in ("INCAR", "POSCAR", "vasprun.xml", "OUTCAR", INPUT_XYZ))
 
 
 def find_runs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
@@ -102,8 +102,10 @@ def find_runs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
         else:
             subs = sorted(d for d in p.iterdir() if d.is_dir() and _looks_like_run(d))
             if not subs:
-                raise MlpdesignError(f"{p}: neither a VASP run nor a folder of runs "
-                                     f"(no {RUN_LIST}, no run sub-folders)")
+                raise MlpdesignError(
+                    f"{p}: neither a VASP run nor a folder of runs "
+                    f"(no {RUN_LIST}, no run sub-folders)"
+                )
             runs += [(str(d) if len(paths) > 1 else d.name, d) for d in subs]
     seen: set[Path] = set()
     for name, d in runs:
@@ -115,6 +117,7 @@ def find_runs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
 
 
 # ---------------------------------------------------------------------------- vasprun.xml
+
 
 def _tail(path: Path, nbytes: int = 4096) -> bytes:
     with open(path, "rb") as fh:
@@ -135,8 +138,10 @@ def check_vasprun(path: Path) -> tuple[int, int, int]:
     if path.stat().st_size == 0:
         raise RunFailed("vasprun.xml is empty (VASP did not get going)")
     if b"</modeling>" not in _tail(path):
-        raise RunFailed("vasprun.xml is cut off mid-write (no closing </modeling>): "
-                        "VASP was killed or is still running")
+        raise RunFailed(
+            "vasprun.xml is cut off mid-write (no closing </modeling>): "
+            "VASP was killed or is still running"
+        )
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
@@ -153,8 +158,10 @@ def check_vasprun(path: Path) -> tuple[int, int, int]:
     if last.find("energy") is None:
         raise RunFailed("the last ionic step in vasprun.xml has no energy")
     if nsc >= nelm:
-        raise RunFailed(f"not electronically converged: the last ionic step used all "
-                        f"NELM={nelm} electronic steps")
+        raise RunFailed(
+            f"not electronically converged: the last ionic step used all "
+            f"NELM={nelm} electronic steps"
+        )
     return len(calcs), nsc, nelm
 
 
@@ -180,8 +187,10 @@ def check_outcar(path: Path) -> tuple[int, int, int]:
     if not text.strip():
         raise RunFailed("OUTCAR is empty (VASP did not get going)")
     if "General timing and accounting" not in text:
-        raise RunFailed("OUTCAR is incomplete (no final timing section): VASP crashed, was "
-                        "killed or is still running")
+        raise RunFailed(
+            "OUTCAR is incomplete (no final timing section): VASP crashed, was "
+            "killed or is still running"
+        )
     m = _NELM.search(text)
     nelm = int(m.group(1)) if m else DEFAULT_NELM
     steps: dict[int, int] = {}
@@ -191,8 +200,10 @@ def check_outcar(path: Path) -> tuple[int, int, int]:
         raise RunFailed("OUTCAR has no electronic iterations")
     last = steps[max(steps)]
     if "EDIFF was not reached" in text.rsplit("Iteration", 1)[-1] or last >= nelm:
-        raise RunFailed(f"not electronically converged: the last ionic step used all "
-                        f"NELM={nelm} electronic steps")
+        raise RunFailed(
+            f"not electronically converged: the last ionic step used all "
+            f"NELM={nelm} electronic steps"
+        )
     return len(steps), last, nelm
 
 
@@ -207,6 +218,7 @@ def _read_outcar(path: Path) -> Atoms:
 
 
 # ---------------------------------------------------------------------------- one run
+
 
 def _read_input(d: Path) -> Atoms | None:
     import ase.io
@@ -275,8 +287,9 @@ def read_run(d: Path, energy: str = "free") -> RunResult:
     return res
 
 
-def _labelled(got: Atoms, results: dict, sent: Atoms | None, n_ionic: int, energy: str,
-              res: RunResult) -> Atoms:
+def _labelled(
+    got: Atoms, results: dict, sent: Atoms | None, n_ionic: int, energy: str, res: RunResult
+) -> Atoms:
     """The training frame: geometry, labels, and the info of the configuration sent."""
     e = results.get("free_energy" if energy == "free" else "energy")
     forces = results.get("forces")
@@ -287,19 +300,26 @@ def _labelled(got: Atoms, results: dict, sent: Atoms | None, n_ionic: int, energ
     stress = results.get("stress")
     if forces.shape != (len(got), 3):
         raise RunFailed(f"forces for {forces.shape[0]} atoms in a run of {len(got)} atoms")
-    if not (np.isfinite(e) and np.all(np.isfinite(forces))
-            and (stress is None or np.all(np.isfinite(stress)))):
+    if not (
+        np.isfinite(e)
+        and np.all(np.isfinite(forces))
+        and (stress is None or np.all(np.isfinite(stress)))
+    ):
         raise RunFailed("energy, forces or stress are not finite numbers")
     if sent is not None:
         if len(sent) != len(got) or sent.get_chemical_symbols() != got.get_chemical_symbols():
-            raise RunFailed(f"atoms in the VASP output ({got.get_chemical_formula()}) differ "
-                            f"from {INPUT_XYZ} ({sent.get_chemical_formula()})")
+            raise RunFailed(
+                f"atoms in the VASP output ({got.get_chemical_formula()}) differ "
+                f"from {INPUT_XYZ} ({sent.get_chemical_formula()})"
+            )
         if n_ionic == 1:
             dcell = float(np.max(np.abs(np.asarray(sent.cell) - np.asarray(got.cell))))
             disp = _max_displacement(got, sent)
             if dcell > GEOMETRY_TOL or disp > GEOMETRY_TOL:
-                raise RunFailed(f"structure differs from {INPUT_XYZ} (cell by {dcell:.3g} A, "
-                                f"atoms by {disp:.3g} A): wrong folder?")
+                raise RunFailed(
+                    f"structure differs from {INPUT_XYZ} (cell by {dcell:.3g} A, "
+                    f"atoms by {disp:.3g} A): wrong folder?"
+                )
             out = sent.copy()  # full precision of the configuration that was sent
         else:
             res.notes.append(f"{n_ionic} ionic steps: the last geometry is kept")
@@ -317,9 +337,15 @@ def _labelled(got: Atoms, results: dict, sent: Atoms | None, n_ionic: int, energ
 
 # ---------------------------------------------------------------------------- collect
 
-def collect(paths: list[str | os.PathLike], output: str | os.PathLike,
-            allow_failed: bool = False, energy: str = "free", force: bool = False,
-            progress=None) -> CollectResult:
+
+def collect(
+    paths: list[str | os.PathLike],
+    output: str | os.PathLike,
+    allow_failed: bool = False,
+    energy: str = "free",
+    force: bool = False,
+    progress=None,
+) -> CollectResult:
     """Read every run under ``paths`` and write the good ones to ``output`` (extxyz).
 
     A failed run without ``allow_failed`` raises :class:`PartialFailure` (exit 1) and
@@ -333,8 +359,9 @@ def collect(paths: list[str | os.PathLike], output: str | os.PathLike,
     return write_collected(res, output, allow_failed=allow_failed, force=force)
 
 
-def collect_runs(paths: list[str | os.PathLike], energy: str = "free",
-                 progress=None) -> list[RunResult]:
+def collect_runs(
+    paths: list[str | os.PathLike], energy: str = "free", progress=None
+) -> list[RunResult]:
     """Read and check every run under ``paths`` (no output is written)."""
     if energy not in ENERGIES:
         raise MlpdesignError(f"unknown energy {energy!r} (one of {', '.join(ENERGIES)})")
@@ -349,8 +376,12 @@ def collect_runs(paths: list[str | os.PathLike], energy: str = "free",
     return out
 
 
-def write_collected(results: list[RunResult], output: str | os.PathLike,
-                    allow_failed: bool = False, force: bool = False) -> CollectResult:
+def write_collected(
+    results: list[RunResult],
+    output: str | os.PathLike,
+    allow_failed: bool = False,
+    force: bool = False,
+) -> CollectResult:
     """Write the good runs in run order; refuse (exit 1) on failures unless ``allow_failed``."""
     from .writeout import write_extxyz
 
@@ -358,12 +389,15 @@ def write_collected(results: list[RunResult], output: str | os.PathLike,
     good = [r.atoms for r in results if r.atoms is not None]
     failed = [r for r in results if r.atoms is None]
     if failed and not allow_failed:
-        raise PartialFailure(f"{len(failed)} of {len(results)} runs failed (listed above); "
-                             f"nothing written to {output}; use --allow-failed to write the "
-                             f"{len(good)} good ones")
+        raise PartialFailure(
+            f"{len(failed)} of {len(results)} runs failed (listed above); "
+            f"nothing written to {output}; use --allow-failed to write the "
+            f"{len(good)} good ones"
+        )
     if not good:
-        raise PartialFailure(f"none of the {len(results)} runs could be collected; "
-                             f"nothing written to {output}")
+        raise PartialFailure(
+            f"none of the {len(results)} runs could be collected; nothing written to {output}"
+        )
     with atomic_path(output, force) as tmp:
         write_extxyz(tmp, good)
     return CollectResult(results=results, written=len(good), output=Path(output))

@@ -10,6 +10,7 @@ is tested against.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import re
@@ -56,35 +57,35 @@ def _frame_texts(path: Path, wanted: set[int]) -> tuple[dict[int, str], int]:
     n_frames = 0
     lineno = 0
     with open(path, encoding="utf-8", errors="replace") as fh:
-        while True:
-            head = fh.readline()
+        lines = iter(fh)
+        for head in lines:
             lineno += 1
-            if not head:
-                break
             if not head.strip():
                 continue
             try:
                 nat = int(head)
             except ValueError:
-                raise MlpdesignError(f"{path}:{lineno}: expected the atom count of an extxyz "
-                                     f"frame, got {head.strip()[:40]!r}") from None
-            comment = fh.readline()
+                raise MlpdesignError(
+                    f"{path}:{lineno}: expected the atom count of an extxyz "
+                    f"frame, got {head.strip()[:40]!r}"
+                ) from None
+            comment = next(lines, "")
             lineno += 1
             m = _CID.search(comment)
             if m is None:
-                raise MlpdesignError(f"{path}:{lineno}: frame {n_frames} has no candidate_id "
-                                     "(expected a pool written by mlpdesign generate)")
+                raise MlpdesignError(
+                    f"{path}:{lineno}: frame {n_frames} has no candidate_id "
+                    "(expected a pool written by mlpdesign generate)"
+                )
             cid = int(m.group(1))
             if cid in wanted:
                 if cid in found:
                     raise MlpdesignError(f"{path}: candidate_id {cid} occurs twice in the pool")
-                lines = [head, comment]
-                for _ in range(nat):
-                    lines.append(fh.readline())
-                found[cid] = "".join(lines)
+                body = list(itertools.islice(lines, nat))
+                found[cid] = head + comment + "".join(body)
             else:
-                for _ in range(nat):
-                    fh.readline()
+                for _ in itertools.islice(lines, nat):
+                    pass
             lineno += nat
             n_frames += 1
     return found, n_frames
@@ -96,8 +97,10 @@ def _parse_frame(text: str, cid: int, path: Path) -> Atoms:
     try:
         atoms = next(read_xyz(io.StringIO(text), index=0))
     except Exception as e:  # ASE raises many types on a broken frame
-        raise MlpdesignError(f"{path}: frame of candidate_id {cid} cannot be read: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise MlpdesignError(
+            f"{path}: frame of candidate_id {cid} cannot be read: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     got = atoms.info.get("candidate_id")
     if got is None or int(got) != cid:
         raise MlpdesignError(f"{path}: frame of candidate_id {cid} reads back as {got}")
@@ -115,8 +118,10 @@ def pool_frames(path: str | os.PathLike, ids: Sequence[int]) -> tuple[list[Atoms
     missing = [i for i in ids if int(i) not in texts]
     if missing:
         shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise MlpdesignError(f"{len(missing)} selected candidate ids are not in {p} "
-                             f"({shown}): the selection was made from another pool")
+        raise MlpdesignError(
+            f"{len(missing)} selected candidate ids are not in {p} "
+            f"({shown}): the selection was made from another pool"
+        )
     parsed = {cid: _parse_frame(t, cid, p) for cid, t in texts.items()}
     return [parsed[int(i)].copy() for i in ids], n_frames
 
@@ -155,9 +160,13 @@ def write_extxyz(path: Path, frames: Iterable[Atoms]) -> None:
             write_xyz(fh, [atoms], write_results=False)
 
 
-def write_selection(pool: str | os.PathLike, selection: str | os.PathLike,
-                    output: str | os.PathLike, n: int | None = None,
-                    force: bool = False) -> WriteResult:
+def write_selection(
+    pool: str | os.PathLike,
+    selection: str | os.PathLike,
+    output: str | os.PathLike,
+    n: int | None = None,
+    force: bool = False,
+) -> WriteResult:
     """Write the picks of ``selection`` (the first ``n``) from ``pool`` to ``output`` (extxyz).
 
     Frames come out in selection order with every pool ``info`` key, plus
@@ -187,10 +196,15 @@ def write_selection(pool: str | os.PathLike, selection: str | os.PathLike,
         if sha != want_sha:
             raise MlpdesignError(
                 f"{selection} was selected from a different pool (sha256 {want_sha[:12]}…) "
-                f"than {pool} (sha256 {sha[:12]}…); give the pool the store was described from")
+                f"than {pool} (sha256 {sha[:12]}…); give the pool the store was described from"
+            )
     frames, n_frames = pool_frames(pool_p, ids.tolist())
     frames = annotate(frames, psi.tolist())
     with atomic_path(output, force) as tmp:
         write_extxyz(tmp, frames)
-    return WriteResult(n_written=len(frames), n_selection=len(sel.candidate_id),
-                       pool_frames=n_frames, checksum_checked=bool(want_sha))
+    return WriteResult(
+        n_written=len(frames),
+        n_selection=len(sel.candidate_id),
+        pool_frames=n_frames,
+        checksum_checked=bool(want_sha),
+    )

@@ -44,8 +44,14 @@ def expected_labels(train: Path) -> list[dict]:
     out = []
     for a in ase.io.read(train, index=":"):
         a.calc = lj_calculator()
-        out.append({"energy": a.get_potential_energy(), "forces": a.get_forces(),
-                    "virial": -a.get_stress(voigt=False) * a.get_volume(), "atoms": a})
+        out.append(
+            {
+                "energy": a.get_potential_energy(),
+                "forces": a.get_forces(),
+                "virial": -a.get_stress(voigt=False) * a.get_volume(),
+                "atoms": a,
+            }
+        )
     return out
 
 
@@ -66,8 +72,14 @@ def test_round_trip_write_vasp_collect(tmp_path, runs):
         assert np.shape(g.info["dft_virial"]) == (9,)
         # vasprun.xml holds stress in kBar with 8 decimals: ~1e-8 kBar * volume
         assert np.allclose(np.reshape(g.info["dft_virial"], (3, 3)), w["virial"], atol=1e-9)
-        for key in ("candidate_id", "config_type", "structure", "selection_rank",
-                    "min_distance", "strain_eigenvalues"):
+        for key in (
+            "candidate_id",
+            "config_type",
+            "structure",
+            "selection_rank",
+            "min_distance",
+            "strain_eigenvalues",
+        ):
             assert np.array_equal(np.asarray(g.info[key]), np.asarray(w["atoms"].info[key]))
         assert np.allclose(g.info["F"], w["atoms"].info["F"]) and np.shape(g.info["F"]) == (9,)
     # the shared reader of labelled sets accepts it
@@ -119,8 +131,9 @@ def test_outcar_only_run(tmp_path, runs):
     assert got is not None, results[name].reason
     assert got.info["dft_energy"] == pytest.approx(lab["energy"], abs=1e-7)
     assert np.allclose(got.arrays["dft_forces"], lab["forces"], atol=1e-5)
-    assert np.allclose(np.reshape(got.info["dft_virial"], (3, 3)),
-                       -lab["stress"] * got.get_volume(), atol=1e-5)
+    assert np.allclose(
+        np.reshape(got.info["dft_virial"], (3, 3)), -lab["stress"] * got.get_volume(), atol=1e-5
+    )
 
 
 def test_failed_runs_are_listed_and_nothing_is_written(tmp_path, runs):
@@ -179,8 +192,11 @@ def _unreadable(monkeypatch, path: Path) -> None:
         import mlpdesign.vaspout as vo
 
         real = os.access
-        monkeypatch.setattr(vo.os, "access", lambda p, mode, *a, **k: False
-                            if Path(p) == path else real(p, mode, *a, **k))
+        monkeypatch.setattr(
+            vo.os,
+            "access",
+            lambda p, mode, *a, **k: False if Path(p) == path else real(p, mode, *a, **k),
+        )
 
 
 def test_unreadable_run_directory(tmp_path, runs, monkeypatch):
@@ -191,8 +207,7 @@ def test_unreadable_run_directory(tmp_path, runs, monkeypatch):
         r = {x.name: x for x in collect_runs([runs])}[name]
         assert "run folder not readable" in r.reason
         # the run folder itself given: one clear line, exit 2
-        res = CliRunner().invoke(cli, ["collect", str(runs / name), "-o",
-                                       str(tmp_path / "x.xyz")])
+        res = CliRunner().invoke(cli, ["collect", str(runs / name), "-o", str(tmp_path / "x.xyz")])
         assert res.exit_code == 2
         assert res.stderr == f"mlpdesign: error: {runs / name}: folder not readable\n"
     finally:
@@ -236,8 +251,10 @@ def test_cli_collect(tmp_path, runs):
     r = runner.invoke(cli, ["collect", str(runs), "-o", str(out), "-q"])
     assert r.exit_code == 1
     lines = r.stderr.splitlines()
-    assert lines[0] == (f"mlpdesign: failed run {names[0]}: vasprun.xml is cut off mid-write "
-                        "(no closing </modeling>): VASP was killed or is still running")
+    assert lines[0] == (
+        f"mlpdesign: failed run {names[0]}: vasprun.xml is cut off mid-write "
+        "(no closing </modeling>): VASP was killed or is still running"
+    )
     assert lines[1].startswith("mlpdesign: error: 1 of 8 runs failed") and len(lines) == 2
     assert not out.exists()
     r = runner.invoke(cli, ["collect", str(runs), "-o", str(out), "--allow-failed"])
@@ -245,7 +262,8 @@ def test_cli_collect(tmp_path, runs):
     assert f"wrote 7 of 8 runs to {out}; 1 failed runs left out" in r.stderr
     assert len(ase.io.read(out, index=":")) == 7
     r = runner.invoke(cli, ["collect", str(tmp_path / "nope"), "-o", str(tmp_path / "x.xyz")])
-    assert r.exit_code == 2 and r.stderr == f"mlpdesign: error: {tmp_path / 'nope'}: no such folder\n"
+    assert r.exit_code == 2
+    assert r.stderr == f"mlpdesign: error: {tmp_path / 'nope'}: no such folder\n"
     r = runner.invoke(cli, ["collect", str(runs), "-o", str(out)])
     assert r.exit_code == 2 and "exists" in r.stderr
     r = runner.invoke(cli, ["collect", "--help"])

@@ -15,9 +15,11 @@ from mlpdesign.errors import MlpdesignError
 from mlpdesign.label import eam_calculator, label, read_labelled, write_labelled
 from mlpdesign.pool import PoolSpec, generate
 
-TINY_GAP = ("distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-            "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-            "covariance_type=dot_product zeta=4 delta=0.3")
+TINY_GAP = (
+    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
+    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
+    "covariance_type=dot_product zeta=4 delta=0.3"
+)
 FIT = ["--gap", TINY_GAP, "--n-sparse", "soap=15"]
 
 
@@ -48,11 +50,17 @@ def sets(tmp_path_factory, eam_file) -> dict[str, Path]:
 
 def test_crossval_end_to_end(sets, tmp_path):
     cv = tmp_path / "cv"
-    res = run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q")
+    res = run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q", "-j", "2")
     assert res.exit_code == 0, res.stderr
     assert "worst off" in res.output
-    for name in ("matrix.json", "predictions.json", "parity.png", "models/A/gap.xml",
-                 "models/B/gap.xml", "models/A/gap_fit.log"):
+    for name in (
+        "matrix.json",
+        "predictions.json",
+        "parity.png",
+        "models/A/gap.xml",
+        "models/B/gap.xml",
+        "models/A/gap_fit.log",
+    ):
         assert (cv / name).is_file(), name
     m = json.loads((cv / "matrix.json").read_text())
     p = json.loads((cv / "predictions.json").read_text())
@@ -80,8 +88,7 @@ def test_crossval_end_to_end(sets, tmp_path):
 
     # second run: nothing changed -> both models reused, same matrix
     fit_json = (cv / "models/A/fit.json").read_bytes()
-    res = run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q",
-              "--no-figure")
+    res = run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q", "--no-figure")
     assert res.exit_code == 0, res.stderr
     m2 = json.loads((cv / "matrix.json").read_text())
     assert m2["fits"]["A"]["reused"] and m2["fits"]["B"]["reused"]
@@ -92,8 +99,7 @@ def test_crossval_end_to_end(sets, tmp_path):
     changed = tmp_path / "B2.xyz"
     write_labelled(changed, read_labelled(sets["B"]) + read_labelled(sets["A"])[:1])
     assert len(read_labelled(changed)) == 21
-    res = run("crossval", f"A={sets['A']}", f"B={changed}", *FIT, "-o", cv, "-q",
-              "--no-figure")
+    res = run("crossval", f"A={sets['A']}", f"B={changed}", *FIT, "-o", cv, "-q", "--no-figure")
     assert res.exit_code == 0, res.stderr
     m3 = json.loads((cv / "matrix.json").read_text())
     assert m3["fits"]["A"]["reused"] and not m3["fits"]["B"]["reused"]
@@ -104,27 +110,36 @@ def test_error_stats_and_worst():
     st = error_stats(np.array([0.01, -0.02, 0.0, 0.03]))
     assert st["rmse"] == pytest.approx(np.sqrt((1 + 4 + 0 + 9) / 4) * 0.01)
     assert st["max"] == pytest.approx(0.03) and st["mae"] == pytest.approx(0.015)
-    matrix = {"X": {"X": {"q99": 0.1}, "Y": {"q99": 0.3}, "Z": {"q99": 0.2}},
-              "Y": {"X": {"q99": 0.5}, "Y": {"q99": 0.9}, "Z": {"q99": 0.4}},
-              "Z": {"X": {"q99": 0.1}, "Y": {"q99": 0.1}, "Z": {"q99": 0.0}}}
+    matrix = {
+        "X": {"X": {"q99": 0.1}, "Y": {"q99": 0.3}, "Z": {"q99": 0.2}},
+        "Y": {"X": {"q99": 0.5}, "Y": {"q99": 0.9}, "Z": {"q99": 0.4}},
+        "Z": {"X": {"q99": 0.1}, "Y": {"q99": 0.1}, "Z": {"q99": 0.0}},
+    }
     w = worst_off_sample(matrix)
-    assert w == {"X": {"value": 0.3, "set": "Y"}, "Y": {"value": 0.5, "set": "X"},
-                 "Z": {"value": 0.1, "set": "Y"}}  # own set (diagonal) never counts
+    assert w == {
+        "X": {"value": 0.3, "set": "Y"},
+        "Y": {"value": 0.5, "set": "X"},
+        "Z": {"value": 0.1, "set": "Y"},
+    }  # own set (diagonal) never counts
     assert worst_off_sample({"X": {"X": {"q99": 1.0}}}) == {"X": None}
 
 
 def test_parse_sets(sets):
     assert list(parse_sets([f"OPT1={sets['A']}", f"RND1={sets['B']}"])) == ["OPT1", "RND1"]
-    for bad, msg in ((["nofile"], "expected NAME=FILE"), ([f"A={sets['A']}", f"A={sets['B']}"],
-                                                         "given twice"),
-                     ([f"a/b={sets['A']}"], "use letters"), (["A=/no/such.xyz"], "no such")):
+    for bad, msg in (
+        (["nofile"], "expected NAME=FILE"),
+        ([f"A={sets['A']}", f"A={sets['B']}"], "given twice"),
+        ([f"a/b={sets['A']}"], "use letters"),
+        (["A=/no/such.xyz"], "no such"),
+    ):
         with pytest.raises(MlpdesignError, match=msg):
             parse_sets(bad)
 
 
 def test_set_without_labels(sets, small_pool, tmp_path):
-    line = one_line_error(run("crossval", f"A={sets['A']}", f"P={small_pool}", *FIT,
-                              "-o", tmp_path / "cv"))
+    line = one_line_error(
+        run("crossval", f"A={sets['A']}", f"P={small_pool}", *FIT, "-o", tmp_path / "cv")
+    )
     assert "has no dft_energy label" in line
     assert not (tmp_path / "cv").exists()  # refused before any fit
 
@@ -138,7 +153,17 @@ def test_refuses_foreign_folder(sets, tmp_path):
 
 
 def test_gap_fit_failure_in_crossval(sets, tmp_path):
-    line = one_line_error(run("crossval", f"A={sets['A']}", *FIT, "--gap-fit-arg", "nope=1",
-                              "-o", tmp_path / "cv", "-q"))
+    line = one_line_error(
+        run(
+            "crossval",
+            f"A={sets['A']}",
+            *FIT,
+            "--gap-fit-arg",
+            "nope=1",
+            "-o",
+            tmp_path / "cv",
+            "-q",
+        )
+    )
     assert "gap_fit failed" in line and "unknown key nope" in line
     assert not (tmp_path / "cv" / "matrix.json").exists()

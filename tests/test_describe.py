@@ -284,3 +284,26 @@ def test_partial_of_another_pool_is_refused(small_pool, tmp_path):
 def test_library_refuses_bad_options(small_pool, tmp_path):
     with pytest.raises(MlpdesignError, match="--dtype"):
         describe(small_pool, tmp_path / "x.h5", dtype="float16")
+
+
+def test_a_dead_worker_keeps_the_finished_chunks(small_pool, small_store, tmp_path, monkeypatch):
+    import os
+
+    import mlpdesign.descriptors as D
+
+    real = D._run_chunk
+
+    def dying(c0, c1):  # a worker that dies like a QUIP abort, half way through the pool
+        if c0 >= 20:
+            os._exit(3)
+        return real(c0, c1)
+
+    dying.__module__, dying.__qualname__ = D.__name__, "_run_chunk"  # forked workers find it
+    monkeypatch.setattr(D, "_run_chunk", dying)
+    out = tmp_path / "o.h5"
+    with pytest.raises(D.WorkerDied, match="run the same command to resume"):
+        describe(small_pool, out, gap=SMALL_GAP, jobs=2, chunk_size=5)
+    assert (tmp_path / "o.h5.partial" / "manifest.json").exists() and not out.exists()
+    monkeypatch.undo()
+    describe(small_pool, out, gap=SMALL_GAP, jobs=2, chunk_size=5)
+    assert stores_equal(small_store, out) == []

@@ -14,9 +14,11 @@ from mlpdesign.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
 from mlpdesign.gapstring import DEFAULT_GAP, render_gap
 from mlpdesign.label import eam_calculator, label
 
-TINY_GAP = ("distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-            "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-            "covariance_type=dot_product zeta=4 delta=0.3")
+TINY_GAP = (
+    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
+    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
+    "covariance_type=dot_product zeta=4 delta=0.3"
+)
 
 
 def run(*args):
@@ -59,16 +61,23 @@ def test_fit_end_to_end(labelled, tmp_path):
     log = (out / "gap_fit.log").read_text()
     assert "Bye-Bye" in log  # gap_fit's own log, complete
     # an existing model is refused, then reused when asked and inputs are unchanged
-    assert "exists; use --force" in one_line_error(run("fit", labelled, "--gap", TINY_GAP,
-                                                       "--n-sparse", "soap=20", "-o", out))
+    assert "exists; use --force" in one_line_error(
+        run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out)
+    )
     opts = FitOptions(gap=TINY_GAP, n_sparse={"soap": 20})
     again = fit(labelled, out, opts, reuse=True)
     assert again.reused and again.wall_s == pytest.approx(info["wall_s"])
 
 
 def test_gap_fit_arguments():
-    opts = FitOptions(gap=DEFAULT_GAP, e0=-6.5, sigma=(0.001, 0.1, 0.05, 0.0), seed=3,
-                      n_sparse={"2": 100}, sparse_method={"distance_2b": "random"})
+    opts = FitOptions(
+        gap=DEFAULT_GAP,
+        e0=-6.5,
+        sigma=(0.001, 0.1, 0.05, 0.0),
+        seed=3,
+        n_sparse={"2": 100},
+        sparse_method={"distance_2b": "random"},
+    )
     specs = fit_specs(opts, n_atoms=50)  # many-body sparse points capped by the atoms
     assert specs[0].kernel["n_sparse"] == 20 and specs[0].kernel["sparse_method"] == "random"
     assert specs[1].kernel["n_sparse"] == 50 and specs[1].kernel["sparse_method"] == "cur_points"
@@ -81,8 +90,19 @@ def test_gap_fit_arguments():
 
 def test_gap_fit_failure_is_one_line_with_its_message(labelled, tmp_path):
     out = tmp_path / "model"
-    res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20",
-              "--gap-fit-arg", "bogus_key=1", "-o", out, "-q")
+    res = run(
+        "fit",
+        labelled,
+        "--gap",
+        TINY_GAP,
+        "--n-sparse",
+        "soap=20",
+        "--gap-fit-arg",
+        "bogus_key=1",
+        "-o",
+        out,
+        "-q",
+    )
     line = one_line_error(res)
     assert "gap_fit failed (exit 1): param_read_line: unknown key bogus_key" in line
     assert not out.exists()  # nothing half-written
@@ -90,13 +110,16 @@ def test_gap_fit_failure_is_one_line_with_its_message(labelled, tmp_path):
     assert kept.is_file() and "bogus_key" in line + kept.read_text()
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--n-sparse", "angle_3b=5"], "has no descriptor 'angle_3b'"),
-    (["--n-sparse", "soap"], "expects NAME=VALUE"),
-    (["--n-sparse", "soap=0"], "must be at least 1"),
-    (["--sigma", "0.1,x"], "--sigma expects numbers"),
-    (["--sparse-method", "soap=bogus"], "unknown sparse_method=bogus"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--n-sparse", "angle_3b=5"], "has no descriptor 'angle_3b'"),
+        (["--n-sparse", "soap"], "expects NAME=VALUE"),
+        (["--n-sparse", "soap=0"], "must be at least 1"),
+        (["--sigma", "0.1,x"], "--sigma expects numbers"),
+        (["--sparse-method", "soap=bogus"], "unknown sparse_method=bogus"),
+    ],
+)
 def test_bad_fit_options(labelled, tmp_path, args, msg):
     line = one_line_error(run("fit", labelled, "--gap", TINY_GAP, *args, "-o", tmp_path / "m"))
     assert msg in line
@@ -115,8 +138,9 @@ def test_species_not_covered_by_soap(labelled, tmp_path):
 
 
 def test_store_and_gap_exclusive(labelled, tmp_path):
-    line = one_line_error(run("fit", labelled, "--gap", TINY_GAP, "--store", labelled,
-                              "-o", tmp_path / "m"))
+    line = one_line_error(
+        run("fit", labelled, "--gap", TINY_GAP, "--store", labelled, "-o", tmp_path / "m")
+    )
     assert "--store or --gap, not both" in line
 
 

@@ -21,9 +21,11 @@ from mlpdesign.store import write_store_arrays
 from mlpdesign.vasp import write_vasp_inputs
 from mlpdesign.vaspout import collect
 
-TINY_GAP = ("distance_2b cutoff=5.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-            "soap cutoff=5.0 l_max=3 n_max=3 normalize=T atom_sigma=0.5 n_Z=1 Z={40} "
-            "covariance_type=dot_product zeta=4 delta=0.3")
+TINY_GAP = (
+    "distance_2b cutoff=5.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
+    "soap cutoff=5.0 l_max=3 n_max=3 normalize=T atom_sigma=0.5 n_Z=1 Z={40} "
+    "covariance_type=dot_product zeta=4 delta=0.3"
+)
 
 
 def make_store(path: Path, gap: str) -> Path:
@@ -50,15 +52,25 @@ def test_command_carries_the_store_kernel(tmp_path):
     args = shlex.split(cmd)
     assert args[0] == "gap_fit"
     gap = next(a for a in args if a.startswith("gap={"))
-    two_b, soap = gap[len("gap={"):-1].split(" : ")
-    assert two_b == ("distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 "
-                     "theta_uniform=0.3 n_sparse=20 sparse_method=uniform")
-    assert soap == ("soap cutoff=6.8 l_max=10 n_max=10 normalize=T atom_sigma=0.15 n_Z=1 "
-                    "Z={40} covariance_type=dot_product zeta=4 delta=0.3 n_sparse=500 "
-                    "sparse_method=cur_points")
-    for a in ("e0_method=average", "default_sigma={0.002 0.05 0.05 0.0}",
-              "energy_parameter_name=dft_energy", "force_parameter_name=dft_forces",
-              "virial_parameter_name=dft_virial", "gp_file=gap.xml", "rnd_seed=1"):
+    two_b, soap = gap[len("gap={") : -1].split(" : ")
+    assert two_b == (
+        "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 "
+        "theta_uniform=0.3 n_sparse=20 sparse_method=uniform"
+    )
+    assert soap == (
+        "soap cutoff=6.8 l_max=10 n_max=10 normalize=T atom_sigma=0.15 n_Z=1 "
+        "Z={40} covariance_type=dot_product zeta=4 delta=0.3 n_sparse=500 "
+        "sparse_method=cur_points"
+    )
+    for a in (
+        "e0_method=average",
+        "default_sigma={0.002 0.05 0.05 0.0}",
+        "energy_parameter_name=dft_energy",
+        "force_parameter_name=dft_forces",
+        "virial_parameter_name=dft_virial",
+        "gp_file=gap.xml",
+        "rnd_seed=1",
+    ):
         assert a in args, a
     assert f"at_file={tmp_path / 'labelled.xyz'}" in args
     assert "does not exist yet" in notes[0]
@@ -104,12 +116,22 @@ def test_gap_fit_runs_the_printed_command(tmp_path, labelled):
     from mlpdesign.fit import gap_fit_binary
 
     store = make_store(tmp_path / "pool.h5", TINY_GAP)
-    r = CliRunner().invoke(cli, ["gap-command", str(store), "--at-file", str(labelled),
-                                 "--gp-file", str(tmp_path / "gap.xml")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "gap-command",
+            str(store),
+            "--at-file",
+            str(labelled),
+            "--gp-file",
+            str(tmp_path / "gap.xml"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     args = shlex.split(r.stdout.strip())
-    proc = subprocess.run([gap_fit_binary(), *args[1:]], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [gap_fit_binary(), *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "gap.xml").is_file()
     pot = Potential(param_filename=str(tmp_path / "gap.xml"))
@@ -117,10 +139,13 @@ def test_gap_fit_runs_the_printed_command(tmp_path, labelled):
         b = a.copy()
         b.calc = pot
         assert b.get_potential_energy() / len(b) == pytest.approx(
-            a.info["dft_energy"] / len(a), abs=2e-3)
+            a.info["dft_energy"] / len(a), abs=2e-3
+        )
         v = -b.get_stress(voigt=False) * b.get_volume()
-        assert np.abs(v.reshape(9) - a.info["dft_virial"]).max() < 0.1 * np.abs(
-            a.info["dft_virial"]).max() + 0.01
+        assert (
+            np.abs(v.reshape(9) - a.info["dft_virial"]).max()
+            < 0.1 * np.abs(a.info["dft_virial"]).max() + 0.01
+        )
 
 
 def test_cli_help_and_errors(tmp_path):
@@ -133,8 +158,17 @@ def test_cli_help_and_errors(tmp_path):
     r = runner.invoke(cli, ["gap-command", str(tmp_path / "none.h5")])
     assert r.exit_code == 2 and r.stderr.startswith("mlpdesign: error: ")
     assert r.stderr.count("\n") == 1
-    r = runner.invoke(cli, ["gap-command", str(store), "--at-file", "later.xyz",
-                            "--default-sigma", "0.001 0.1 0.05 0"])
+    r = runner.invoke(
+        cli,
+        [
+            "gap-command",
+            str(store),
+            "--at-file",
+            "later.xyz",
+            "--default-sigma",
+            "0.001 0.1 0.05 0",
+        ],
+    )
     assert r.exit_code == 0
     assert "'default_sigma={0.001 0.1 0.05 0.0}'" in r.stdout
     assert "note: later.xyz does not exist yet" in r.stderr

@@ -17,8 +17,9 @@ def _random_cells(n: int, seed: int = 0) -> list[Atoms]:
     for _ in range(n):
         nat = int(rng.integers(1, 5))
         cell = np.diag(rng.uniform(3.0, 5.0, 3)) + rng.uniform(-0.5, 0.5, (3, 3))
-        out.append(Atoms("Zr" * nat, scaled_positions=rng.uniform(0, 1, (nat, 3)), cell=cell,
-                         pbc=True))
+        out.append(
+            Atoms("Zr" * nat, scaled_positions=rng.uniform(0, 1, (nat, 3)), cell=cell, pbc=True)
+        )
     return out
 
 
@@ -86,13 +87,16 @@ def _two_term(dtype="float64", **mode):
     cells = _random_cells(10, seed=3)
     r, w, off = _pairs(cells, 6.0)
     rows, soff = _soap_like(10, 12, seed=4)
-    terms = [K.pair_term(r, w, off, 0.3, 6.0, 0.8, dtype=dtype),
-             K.Term.dot(rows, soff, None, zeta=2, delta=0.3, dtype=dtype)]
+    terms = [
+        K.pair_term(r, w, off, 0.3, 6.0, 0.8, dtype=dtype),
+        K.Term.dot(rows, soff, None, zeta=2, delta=0.3, dtype=dtype),
+    ]
     return K.KernelData(terms, np.diff(soff), **mode)
 
 
-@pytest.mark.parametrize("mode", [{}, {"balance": True}, {"normalize": False},
-                                  {"normalize": False, "per_atom": True}])
+@pytest.mark.parametrize(
+    "mode", [{}, {"balance": True}, {"normalize": False}, {"normalize": False, "per_atom": True}]
+)
 def test_modes_match_their_formulas(mode):
     kd = _two_term(**mode)
     idx = np.arange(kd.n)
@@ -100,8 +104,10 @@ def test_modes_match_their_formulas(mode):
     Ksum = Kt[0] + Kt[1]
     if mode.get("balance"):
         w = np.array([0.64, 0.09]) / 0.73
-        k = sum(wt * Ki / np.sqrt(np.outer(np.diag(Ki), np.diag(Ki)))
-                for wt, Ki in zip(w, Kt, strict=True))
+        k = sum(
+            wt * Ki / np.sqrt(np.outer(np.diag(Ki), np.diag(Ki)))
+            for wt, Ki in zip(w, Kt, strict=True)
+        )
     elif mode.get("normalize", True):
         k = Ksum / np.sqrt(np.outer(np.diag(Ksum), np.diag(Ksum)))
     elif mode.get("per_atom"):
@@ -137,8 +143,9 @@ def test_toy_kernels():
     X = np.random.default_rng(0).normal(size=(30, 2))
     g = K.gaussian(X, 0.7)
     d = np.sum((X[:, None] - X[None]) ** 2, axis=-1)
-    assert np.allclose(g.d2_block(range(30), range(30)), 2 - 2 * np.exp(-d / (2 * 0.49)),
-                       atol=1e-12)
+    assert np.allclose(
+        g.d2_block(range(30), range(30)), 2 - 2 * np.exp(-d / (2 * 0.49)), atol=1e-12
+    )
     lin = K.linear(X + 5.0, normalize=False)
     assert np.allclose(lin.d2_row(0), d[0], atol=1e-10)
     cos = K.linear(X)

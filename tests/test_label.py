@@ -11,8 +11,16 @@ from click.testing import CliRunner
 
 from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.label import (ENERGY_KEY, FORCES_KEY, VIRIAL_KEY, calculator_from_spec,
-                             eam_calculator, label, labelled_frame, read_labelled)
+from mlpdesign.label import (
+    ENERGY_KEY,
+    FORCES_KEY,
+    VIRIAL_KEY,
+    calculator_from_spec,
+    eam_calculator,
+    label,
+    labelled_frame,
+    read_labelled,
+)
 
 
 def run(*args: str):
@@ -55,14 +63,13 @@ def test_label_matches_calculator_called_directly(small_pool, eam_file, tmp_path
         assert b.calc is None  # labels stay labels on read-back, not a calculator
         assert b.info[ENERGY_KEY] == pytest.approx(e, abs=1e-10)
         np.testing.assert_allclose(b.arrays[FORCES_KEY], f, atol=1e-8)  # %16.8f in extxyz
-        np.testing.assert_allclose(b.info[VIRIAL_KEY], (-s * a.get_volume()).reshape(9),
-                                   atol=1e-10)
+        np.testing.assert_allclose(b.info[VIRIAL_KEY], (-s * a.get_volume()).reshape(9), atol=1e-10)
         assert b.info["candidate_id"] == a.info["candidate_id"]
         assert b.info["config_type"] == a.info["config_type"]
         np.testing.assert_allclose(b.positions, a.positions, atol=1e-8)
     # QUIP reads the virial only as 9 plain numbers, never as ASE's _JSON 3x3 form
     text = out.read_text()
-    assert "dft_virial=\"" in text and "_JSON" not in text
+    assert 'dft_virial="' in text and "_JSON" not in text
 
 
 def test_label_same_bytes_twice(small_pool, eam_file, tmp_path):
@@ -74,9 +81,22 @@ def test_label_same_bytes_twice(small_pool, eam_file, tmp_path):
 
 def test_label_any_ase_calculator(small_pool, tmp_path):
     out = tmp_path / "lj.xyz"
-    res = run("label", small_pool, "--calculator", "ase.calculators.lj:LennardJones",
-              "--calc-arg", "sigma=2.9", "--calc-arg", "epsilon=0.3", "--calc-arg", "rc=7.0",
-              "--no-virial", "-o", out, "-q")
+    res = run(
+        "label",
+        small_pool,
+        "--calculator",
+        "ase.calculators.lj:LennardJones",
+        "--calc-arg",
+        "sigma=2.9",
+        "--calc-arg",
+        "epsilon=0.3",
+        "--calc-arg",
+        "rc=7.0",
+        "--no-virial",
+        "-o",
+        out,
+        "-q",
+    )
     assert res.exit_code == 0, res.stderr
     from ase.calculators.lj import LennardJones
 
@@ -103,15 +123,17 @@ def test_labelled_frame_virial_convention():
 
 
 def test_missing_potential_file(small_pool, tmp_path):
-    line = one_line_error(run("label", small_pool, "--eam", tmp_path / "nope.eam.fs",
-                              "-o", tmp_path / "x.xyz"))
+    line = one_line_error(
+        run("label", small_pool, "--eam", tmp_path / "nope.eam.fs", "-o", tmp_path / "x.xyz")
+    )
     assert "nope.eam.fs: no such EAM potential file" in line
     assert not (tmp_path / "x.xyz").exists()
 
 
 def test_eam_file_for_another_element(small_pool, other_element_eam, tmp_path):
-    line = one_line_error(run("label", small_pool, "--eam", other_element_eam,
-                              "-o", tmp_path / "x.xyz"))
+    line = one_line_error(
+        run("label", small_pool, "--eam", other_element_eam, "-o", tmp_path / "x.xyz")
+    )
     assert "has parameters for Al only" in line and "contains Zr" in line
     assert not (tmp_path / "x.xyz").exists()
 
@@ -123,14 +145,19 @@ def test_not_an_eam_file(small_pool, tmp_path):
     assert "not a readable EAM potential file" in line
 
 
-@pytest.mark.parametrize("args, msg", [
-    ([], "exactly one of --eam FILE or --calculator"),
-    (["--calculator", "nomodule"], "expects module:Class"),
-    (["--calculator", "ase.calculators.lj:Nope"], "has no Nope"),
-    (["--calculator", "no_such_module_xyz:Calc"], "cannot import"),
-    (["--calculator", "ase.calculators.lj:LennardJones", "--calc-arg", "oops"],
-     "expects key=value"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ([], "exactly one of --eam FILE or --calculator"),
+        (["--calculator", "nomodule"], "expects module:Class"),
+        (["--calculator", "ase.calculators.lj:Nope"], "has no Nope"),
+        (["--calculator", "no_such_module_xyz:Calc"], "cannot import"),
+        (
+            ["--calculator", "ase.calculators.lj:LennardJones", "--calc-arg", "oops"],
+            "expects key=value",
+        ),
+    ],
+)
 def test_bad_calculator_options(small_pool, tmp_path, args, msg):
     line = one_line_error(run("label", small_pool, *args, "-o", tmp_path / "x.xyz"))
     assert msg in line

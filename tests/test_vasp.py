@@ -53,8 +53,13 @@ def test_paper_preset_run_folders(tmp_path, train, monkeypatch):
     assert "#SBATCH --array=1-5" in slurm and "runs.txt" in slurm
     for a, name in zip(frames, names, strict=True):
         d = tmp_path / "runs" / name
-        assert sorted(p.name for p in d.iterdir()) == ["INCAR", "KPOINTS", "POSCAR",
-                                                       "ase-sort.dat", "input.xyz"]
+        assert sorted(p.name for p in d.iterdir()) == [
+            "INCAR",
+            "KPOINTS",
+            "POSCAR",
+            "ase-sort.dat",
+            "input.xyz",
+        ]
         incar = read_incar(d / "INCAR")
         assert incar["ENCUT"] == "600" and incar["ISMEAR"] == "1"
         assert (incar["NSW"], incar["IBRION"], incar["ISIF"]) == ("0", "-1", "2")
@@ -71,9 +76,12 @@ def test_paper_preset_run_folders(tmp_path, train, monkeypatch):
 
 
 def test_incar_overrides_and_removal(tmp_path, train):
-    res = write_vasp_inputs(train, tmp_path / "runs",
-                            incar=["encut=500", "LREAL=", "lwave=T", "NCORE=4"],
-                            kpoints_length=40)
+    res = write_vasp_inputs(
+        train,
+        tmp_path / "runs",
+        incar=["encut=500", "LREAL=", "lwave=T", "NCORE=4"],
+        kpoints_length=40,
+    )
     incar = read_incar(tmp_path / "runs" / res.runs[0] / "INCAR")
     assert incar["ENCUT"] == "500" and "LREAL" not in incar
     assert incar["LWAVE"] == ".TRUE." and incar["NCORE"] == "4"
@@ -81,11 +89,17 @@ def test_incar_overrides_and_removal(tmp_path, train):
     assert res.warnings == []
 
 
-@pytest.mark.parametrize("item, msg", [
-    ("ENCUT", "expected KEY=VALUE"), ("1X=2", "expected KEY=VALUE"),
-    ("NSW=zero", "expected an integer"), ("ENCUT=lots", "expected a number"),
-    ("LWAVE=maybe", ".TRUE. or .FALSE."), ("ENCUT=500 # c", "comment"),
-])
+@pytest.mark.parametrize(
+    "item, msg",
+    [
+        ("ENCUT", "expected KEY=VALUE"),
+        ("1X=2", "expected KEY=VALUE"),
+        ("NSW=zero", "expected an integer"),
+        ("ENCUT=lots", "expected a number"),
+        ("LWAVE=maybe", ".TRUE. or .FALSE."),
+        ("ENCUT=500 # c", "comment"),
+    ],
+)
 def test_bad_incar_overrides(item, msg):
     with pytest.raises(MlpdesignError, match=msg):
         parse_incar_overrides([item])
@@ -168,8 +182,19 @@ def test_frames_without_ids_are_numbered(tmp_path):
 def test_cli_vasp(tmp_path, train, monkeypatch):
     monkeypatch.delenv("VASP_PP_PATH", raising=False)
     runner = CliRunner()
-    r = runner.invoke(cli, ["vasp", str(train), "-o", str(tmp_path / "runs"),
-                            "--incar", "ENCUT=520", "--incar", "MYTAG=1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vasp",
+            str(train),
+            "-o",
+            str(tmp_path / "runs"),
+            "--incar",
+            "ENCUT=520",
+            "--incar",
+            "MYTAG=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "wrote 5 VASP runs" in r.stderr and "without POTCAR" in r.stderr
     assert "warning: INCAR key MYTAG" in r.stderr

@@ -21,8 +21,9 @@ IDS = [17, 3, 38, 0, 25, 9]
 
 @pytest.fixture
 def selection(tmp_path, small_pool) -> Path:
-    return make_selection(tmp_path / "selection.h5", small_pool, IDS,
-                          psi=[math.inf, 1.5, 0.9, 0.7, 0.4, 0.2])
+    return make_selection(
+        tmp_path / "selection.h5", small_pool, IDS, psi=[math.inf, 1.5, 0.9, 0.7, 0.4, 0.2]
+    )
 
 
 def test_write_keeps_order_info_rank_and_distance(tmp_path, small_pool, selection):
@@ -48,8 +49,9 @@ def test_write_keeps_order_info_rank_and_distance(tmp_path, small_pool, selectio
 
 @pytest.mark.parametrize("suffix", [".json", ".txt"])
 def test_every_selection_format(tmp_path, small_pool, selection, suffix):
-    other = make_selection(tmp_path / f"sel{suffix}", small_pool, IDS,
-                           psi=[math.inf, 1.5, 0.9, 0.7, 0.4, 0.2])
+    other = make_selection(
+        tmp_path / f"sel{suffix}", small_pool, IDS, psi=[math.inf, 1.5, 0.9, 0.7, 0.4, 0.2]
+    )
     write_selection(small_pool, selection, tmp_path / "h5.xyz")
     write_selection(small_pool, other, tmp_path / "other.xyz")
     assert (tmp_path / "h5.xyz").read_bytes() == (tmp_path / "other.xyz").read_bytes()
@@ -120,8 +122,7 @@ def test_pool_frame_without_candidate_id_is_refused(tmp_path, small_pool):
 def test_cli_write_and_errors(tmp_path, small_pool, selection):
     runner = CliRunner()
     out = tmp_path / "train.xyz"
-    r = runner.invoke(cli, ["write", str(small_pool), str(selection), "-o", str(out),
-                            "-n", "4"])
+    r = runner.invoke(cli, ["write", str(small_pool), str(selection), "-o", str(out), "-n", "4"])
     assert r.exit_code == 0, r.output
     assert "wrote 4 of 6 picks from 40 pool configurations" in r.stderr
     assert len(ase.io.read(out, index=":")) == 4
@@ -132,8 +133,19 @@ def test_cli_write_and_errors(tmp_path, small_pool, selection):
     assert r.stderr.startswith("mlpdesign: error: ") and r.stderr.count("\n") == 1
     assert "different pool" in r.stderr and "Traceback" not in r.output
     assert not (tmp_path / "x.xyz").exists()
-    r = runner.invoke(cli, ["write", str(small_pool), str(tmp_path / "nope.h5"), "-o",
-                            str(tmp_path / "y.xyz")])
+    r = runner.invoke(
+        cli, ["write", str(small_pool), str(tmp_path / "nope.h5"), "-o", str(tmp_path / "y.xyz")]
+    )
     assert r.exit_code == 2 and "no such selection file" in r.stderr
     r = runner.invoke(cli, ["write", "--help"])
     assert r.exit_code == 0 and "Examples:" in r.output
+
+
+def test_cut_off_pool_frame_is_one_clear_line(tmp_path, small_pool):
+    lines = small_pool.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.xyz"
+    cut.write_text("".join(lines[:-1]))  # the last frame lost its last atom line
+    sel = make_selection(tmp_path / "sel.h5", None, [39], pool_sha256="")
+    with pytest.raises(MlpdesignError, match="frame of candidate_id 39 cannot be read"):
+        write_selection(cut, sel, tmp_path / "out.xyz")
+    assert not (tmp_path / "out.xyz").exists()

@@ -10,12 +10,19 @@ from .options import force_option, output_option, quiet_option
 @click.command("collect")
 @click.argument("runs", nargs=-1, required=True, metavar="RUNS...")
 @output_option("Output extxyz file (labelled training set).")
-@click.option("--allow-failed", is_flag=True,
-              help="Write the good runs even if some failed (failures are still listed).")
-@click.option("--energy", type=click.Choice(["free", "sigma0"]), default="free",
-              show_default=True,
-              help="free: VASP's free energy (TOTEN; forces and stress are its derivatives); "
-                   "sigma0: extrapolated to zero smearing.")
+@click.option(
+    "--allow-failed",
+    is_flag=True,
+    help="Write the good runs even if some failed (failures are still listed).",
+)
+@click.option(
+    "--energy",
+    type=click.Choice(["free", "sigma0"]),
+    default="free",
+    show_default=True,
+    help="free: VASP's free energy (TOTEN; forces and stress are its derivatives); "
+    "sigma0: extrapolated to zero smearing.",
+)
 @force_option
 @quiet_option
 def command(runs, output, allow_failed, energy, force, quiet) -> None:

@@ -5,23 +5,45 @@ from __future__ import annotations
 import click
 
 from .fit import build_options, fit_options
-from .options import force_option, output_option, quiet_option
+from .options import force_option, jobs_option, output_option, quiet_option
 
 
 @click.command("crossval")
 @click.argument("sets", nargs=-1, required=True, metavar="NAME=LABELLED.xyz...")
 @output_option("Output folder (models/, matrix.json, predictions.json, parity.png).")
 @fit_options
-@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the per-set models live (default: OUTPUT/models); share it between "
-                   "runs to reuse fits.")
-@click.option("--refit", is_flag=True, help="Fit every model again even if its inputs are "
-                                            "unchanged.")
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the per-set models live (default: OUTPUT/models); share it between "
+    "runs to reuse fits.",
+)
+@click.option(
+    "--refit", is_flag=True, help="Fit every model again even if its inputs are unchanged."
+)
 @click.option("--no-figure", is_flag=True, help="Skip parity.png.")
+@jobs_option
 @force_option
 @quiet_option
-def command(sets, output, store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed,
-            models_dir, refit, no_figure, force, quiet) -> None:
+def command(
+    sets,
+    output,
+    store,
+    gap,
+    sigma,
+    n_sparse,
+    sparse_method,
+    e0,
+    gap_fit_args,
+    seed,
+    models_dir,
+    refit,
+    no_figure,
+    jobs,
+    force,
+    quiet,
+) -> None:
     """Cross-validate designs: fit one GAP per labelled set, test every model on every set.
 
     As in the paper (section 4, fig. 6): models are judged by the worst off-sample 0.99
@@ -43,9 +65,18 @@ def command(sets, output, store, gap, sigma, n_sparse, sparse_method, e0, gap_fi
     named = parse_sets(sets)
     options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
     echo = None if quiet else (lambda line: click.echo(line, err=True))
-    res = crossval(named, output, options, models_dir=models_dir, refit=refit, force=force,
-                   echo=echo, figure=not no_figure,
-                   progress_factory=lambda n, d: progress(n, d, "cfg", not quiet))
+    res = crossval(
+        named,
+        output,
+        options,
+        models_dir=models_dir,
+        refit=refit,
+        force=force,
+        echo=echo,
+        figure=not no_figure,
+        jobs=jobs,
+        progress_factory=lambda n, d: progress(n, d, "cfg", not quiet),
+    )
     m = res.matrix
     names = m["models"]
     w = max(8, *(len(s) for s in names))
@@ -54,8 +85,14 @@ def command(sets, output, store, gap, sigma, n_sparse, sparse_method, e0, gap_fi
     for r in names:
         worst = m["worst_off_sample_q99"][r]
         ws = "-" if worst is None else f"{worst['value'] * 1e3:.3f}"
-        click.echo(f"{r:<{w}}" + "".join(f"{m['matrix'][r][s]['q99'] * 1e3:>{w + 2}.3f}"
-                                         for s in names) + f"{ws:>{w + 4}}")
+        click.echo(
+            f"{r:<{w}}"
+            + "".join(f"{m['matrix'][r][s]['q99'] * 1e3:>{w + 2}.3f}" for s in names)
+            + f"{ws:>{w + 4}}"
+        )
     if not quiet:
-        click.echo(f"wrote {res.folder}/matrix.json, predictions.json"
-                   f"{'' if no_figure else ', parity.png'}", err=True)
+        click.echo(
+            f"wrote {res.folder}/matrix.json, predictions.json"
+            f"{'' if no_figure else ', parity.png'}",
+            err=True,
+        )

@@ -10,25 +10,55 @@ from .options import force_option, output_option, quiet_option, seed_option
 def fit_options(f):
     """The gap_fit options shared by ``fit`` and ``crossval``."""
     opts = [
-        click.option("--store", type=click.Path(dir_okay=False), default=None,
-                     help="Descriptor store (pool.h5): fit with its gap string, the one the "
-                          "design was made with."),
-        click.option("--gap", default=None,
-                     help="GAP string instead of --store (default: the paper's model)."),
-        click.option("--sigma", default="0.002,0.05,0.05", show_default=True,
-                     help="gap_fit default_sigma: energy (eV/atom), force (eV/A), "
-                          "virial (eV/atom)[, hessian]."),
-        click.option("--n-sparse", "n_sparse", multiple=True, metavar="NAME=N",
-                     help="Sparse points of a descriptor, by name or position, e.g. "
-                          "soap=500 (defaults: soap 500, distance_2b 20, unless the gap "
-                          "string sets n_sparse)."),
-        click.option("--sparse-method", "sparse_method", multiple=True, metavar="NAME=METHOD",
-                     help="Sparse-point method of a descriptor (defaults: soap cur_points, "
-                          "distance_2b uniform)."),
-        click.option("--e0", type=float, default=None,
-                     help="Isolated-atom energy in eV (default: e0_method=average)."),
-        click.option("--gap-fit-arg", "gap_fit_args", multiple=True, metavar="KEY=VALUE",
-                     help="Extra gap_fit argument, passed as given (repeatable)."),
+        click.option(
+            "--store",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Descriptor store (pool.h5): fit with its gap string, the one the "
+            "design was made with.",
+        ),
+        click.option(
+            "--gap",
+            default=None,
+            help="GAP string instead of --store (default: the paper's model).",
+        ),
+        click.option(
+            "--sigma",
+            default="0.002,0.05,0.05",
+            show_default=True,
+            help="gap_fit default_sigma: energy (eV/atom), force (eV/A), "
+            "virial (eV/atom)[, hessian].",
+        ),
+        click.option(
+            "--n-sparse",
+            "n_sparse",
+            multiple=True,
+            metavar="NAME=N",
+            help="Sparse points of a descriptor, by name or position, e.g. "
+            "soap=500 (defaults: soap 500, distance_2b 20, unless the gap "
+            "string sets n_sparse).",
+        ),
+        click.option(
+            "--sparse-method",
+            "sparse_method",
+            multiple=True,
+            metavar="NAME=METHOD",
+            help="Sparse-point method of a descriptor (defaults: soap cur_points, "
+            "distance_2b uniform).",
+        ),
+        click.option(
+            "--e0",
+            type=float,
+            default=None,
+            help="Isolated-atom energy in eV (default: e0_method=average).",
+        ),
+        click.option(
+            "--gap-fit-arg",
+            "gap_fit_args",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Extra gap_fit argument, passed as given (repeatable).",
+        ),
         seed_option(help="gap_fit's rnd_seed (sparse-point choice)."),
     ]
     for o in reversed(opts):
@@ -40,10 +70,15 @@ def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, 
     """FitOptions from the shared click options."""
     from ..fit import FitOptions, gap_of, parse_assignments, parse_sigma
 
-    return FitOptions(gap=gap_of(store, gap), sigma=parse_sigma(sigma),
-                      n_sparse=parse_assignments(n_sparse, "--n-sparse", int),
-                      sparse_method=parse_assignments(sparse_method, "--sparse-method"),
-                      e0=e0, seed=seed, extra=tuple(gap_fit_args))
+    return FitOptions(
+        gap=gap_of(store, gap),
+        sigma=parse_sigma(sigma),
+        n_sparse=parse_assignments(n_sparse, "--n-sparse", int),
+        sparse_method=parse_assignments(sparse_method, "--sparse-method"),
+        e0=e0,
+        seed=seed,
+        extra=tuple(gap_fit_args),
+    )
 
 
 @click.command("fit")
@@ -53,8 +88,21 @@ def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, 
 @click.option("-v", "--verbose", is_flag=True, help="Echo gap_fit's log while it runs.")
 @force_option
 @quiet_option
-def command(labelled, output, store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args,
-            seed, verbose, force, quiet) -> None:
+def command(
+    labelled,
+    output,
+    store,
+    gap,
+    sigma,
+    n_sparse,
+    sparse_method,
+    e0,
+    gap_fit_args,
+    seed,
+    verbose,
+    force,
+    quiet,
+) -> None:
     """Fit a GAP on a labelled set with quippy-ase's gap_fit.
 
     The gap string is the store's (the kernel the design was made with), with sparse
@@ -77,9 +125,18 @@ def command(labelled, output, store, gap, sigma, n_sparse, sparse_method, e0, ga
 
     options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
     echo = (lambda line: click.echo(f"gap_fit: {line}", err=True)) if verbose else None
-    res = fit(labelled, output, options, force=force, echo=echo,
-              announce=None if quiet else (lambda line: click.echo(line, err=True)))
+    res = fit(
+        labelled,
+        output,
+        options,
+        force=force,
+        echo=echo,
+        announce=None if quiet else (lambda line: click.echo(line, err=True)),
+    )
     if not quiet:
         mem = "?" if res.peak_rss_mib is None else f"{res.peak_rss_mib:.0f} MiB"
-        click.echo(f"fitted {res.n_configs} configurations in {res.wall_s:.1f} s "
-                   f"(gap_fit peak memory {mem}) -> {output}/gap.xml", err=True)
+        click.echo(
+            f"fitted {res.n_configs} configurations in {res.wall_s:.1f} s "
+            f"(gap_fit peak memory {mem}) -> {output}/gap.xml",
+            err=True,
+        )

@@ -21,13 +21,22 @@ def _sigma(ctx, param, value: str | None):
 
 @click.command("gap-command")
 @click.argument("store", metavar="STORE")
-@click.option("--at-file", default="labelled.xyz", show_default=True,
-              help="Labelled training set (from collect or label); when it exists it is "
-                   "checked and sizes n_sparse.")
+@click.option(
+    "--at-file",
+    default="labelled.xyz",
+    show_default=True,
+    help="Labelled training set (from collect or label); when it exists it is "
+    "checked and sizes n_sparse.",
+)
 @click.option("--gp-file", default="gap.xml", show_default=True, help="Potential file to write.")
-@click.option("--default-sigma", callback=_sigma, default=None, metavar="'E F V H'",
-              help="Expected errors: energy (eV/atom), forces (eV/A), virials (eV/atom), "
-                   "Hessians. [default: '0.002 0.05 0.05 0.0']")
+@click.option(
+    "--default-sigma",
+    callback=_sigma,
+    default=None,
+    metavar="'E F V H'",
+    help="Expected errors: energy (eV/atom), forces (eV/A), virials (eV/atom), "
+    "Hessians. [default: '0.002 0.05 0.05 0.0']",
+)
 @seed_option(help="rnd_seed of gap_fit (sparse-point choice).")
 def command(store, at_file, gp_file, default_sigma, seed) -> None:
     """Print the gap_fit command that fits a GAP with STORE's descriptors and kernels.
@@ -48,8 +57,9 @@ def command(store, at_file, gp_file, default_sigma, seed) -> None:
     """
     from ..gapcommand import gap_fit_command
 
-    cmd, notes = gap_fit_command(store, at_file=at_file, gp_file=gp_file, sigma=default_sigma,
-                                 seed=seed)
+    cmd, notes = gap_fit_command(
+        store, at_file=at_file, gp_file=gp_file, sigma=default_sigma, seed=seed
+    )
     for n in notes:
         click.echo(f"mlpdesign: note: {n}", err=True)
     click.echo(cmd)

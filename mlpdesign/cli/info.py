@@ -21,12 +21,13 @@ def format_summary(s: dict) -> str:
         f"{s['path']}: mlpdesign descriptor store (format {s['format_version']}), "
         f"{_size(s['file_bytes'])}"
     ]
-    part = (
-        f", shard {s['shard']} (configs {s['config_start']}.."
-        f"{s['config_start'] + s['n_configs'] - 1} of {s['pool_n_configs']})"
-        if s["shard"]
-        else ""
-    )
+    if not s["shard"]:
+        part = ""
+    elif s["n_configs"]:
+        a, b = s["config_start"], s["config_start"] + s["n_configs"] - 1
+        part = f", shard {s['shard']} (configs {a}..{b} of {s['pool_n_configs']})"
+    else:
+        part = f", shard {s['shard']} (none of the pool's {s['pool_n_configs']} configs)"
     lines.append(f"  configs:     {s['n_configs']}{part}, {s['n_atoms']} atoms")
     if s["structures"]:
         lines.append("  structures:  " + ", ".join(f"{k} {v}" for k, v in s["structures"].items()))

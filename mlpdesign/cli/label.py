@@ -10,19 +10,35 @@ from .options import force_option, output_option, quiet_option
 @click.command("label")
 @click.argument("input_file", metavar="INPUT.xyz", type=click.Path(dir_okay=False))
 @output_option("Output labelled extxyz file (dft_energy, dft_forces, dft_virial).")
-@click.option("--eam", "eam", type=click.Path(dir_okay=False), default=None,
-              help="LAMMPS EAM potential file (.eam, .eam.alloy, .eam.fs), evaluated with "
-                   "matscipy's fast EAM calculator.")
-@click.option("--calculator", "calculator", default=None, metavar="MODULE:CLASS",
-              help="Any ASE calculator, e.g. ase.calculators.emt:EMT.")
-@click.option("--calc-arg", "calc_args", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument for --calculator (repeatable; JSON values allowed).")
+@click.option(
+    "--eam",
+    "eam",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="LAMMPS EAM potential file (.eam, .eam.alloy, .eam.fs), evaluated with "
+    "matscipy's fast EAM calculator.",
+)
+@click.option(
+    "--calculator",
+    "calculator",
+    default=None,
+    metavar="MODULE:CLASS",
+    help="Any ASE calculator, e.g. ase.calculators.emt:EMT.",
+)
+@click.option(
+    "--calc-arg",
+    "calc_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument for --calculator (repeatable; JSON values allowed).",
+)
 @click.option("--no-forces", is_flag=True, help="Write energies (and virials) only.")
 @click.option("--no-virial", is_flag=True, help="Do not compute stresses/virials.")
 @force_option
 @quiet_option
-def command(input_file, output, eam, calculator, calc_args, no_forces, no_virial, force,
-            quiet) -> None:
+def command(
+    input_file, output, eam, calculator, calc_args, no_forces, no_virial, force, quiet
+) -> None:
     """Label configurations with a classical potential standing in for DFT.
 
     Writes the same keys and conventions as 'collect': dft_energy (eV), dft_forces
@@ -49,10 +65,19 @@ def command(input_file, output, eam, calculator, calc_args, no_forces, no_virial
         raise MlpdesignError("give exactly one of --eam FILE or --calculator MODULE:CLASS")
     if calc_args and calculator is None:
         raise MlpdesignError("--calc-arg goes with --calculator")
-    calc = (eam_calculator(eam) if eam is not None
-            else calculator_from_spec(calculator, parse_calc_args(calc_args)))
-    n = label(input_file, output, calc, forces=not no_forces, virial=not no_virial,
-              force=force,
-              progress_factory=lambda total: progress(total, "label", "cfg", not quiet))
+    calc = (
+        eam_calculator(eam)
+        if eam is not None
+        else calculator_from_spec(calculator, parse_calc_args(calc_args))
+    )
+    n = label(
+        input_file,
+        output,
+        calc,
+        forces=not no_forces,
+        virial=not no_virial,
+        force=force,
+        progress_factory=lambda total: progress(total, "label", "cfg", not quiet),
+    )
     if not quiet:
         click.echo(f"labelled {n} configurations -> {output}", err=True)

@@ -37,27 +37,58 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.argument("selections", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @output_option("Output folder (metrics.json and the PNG figures).", required=False)
-@click.option("--random", "n_random", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Number of random designs of the same size from the same pool to compare "
-                   "with (0: none).")
-@click.option("--sizes", callback=_sizes, default=None,
-              help="Measure these prefix sizes of each selection, e.g. 100,200,500 (any "
-                   "prefix of a max-min design is one; default: the whole selection).")
+@click.option(
+    "--random",
+    "n_random",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Number of random designs of the same size from the same pool to compare with (0: none).",
+)
+@click.option(
+    "--sizes",
+    callback=_sizes,
+    default=None,
+    help="Measure these prefix sizes of each selection, e.g. 100,200,500 (any "
+    "prefix of a max-min design is one; default: the whole selection).",
+)
 @seed_option(help="Seed of the random designs (same seed, same bytes).")
-@click.option("--jitter", type=click.FloatRange(min=0), default=1e-8, show_default=True,
-              help="Added to the diagonal of K before log det(K + jitter I).")
-@click.option("--bins", type=click.IntRange(min=1), default=40, show_default=True,
-              help="Histogram bins in the figures.")
-@click.option("--kernel", "kernel", callback=_kernel, default=None,
-              help="Kernel options as JSON, e.g. '{\"normalize\": true}' (default: those the "
-                   "first selection was made with).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "none"]), default="text",
-              show_default=True, help="What to print on stdout: a table, the metrics JSON, or "
-                                      "nothing.")
+@click.option(
+    "--jitter",
+    type=click.FloatRange(min=0),
+    default=1e-6,
+    show_default=True,
+    help="Added to the diagonal of K before log det(K + jitter I) (above float32 "
+    "rounding; about a GAP energy sigma^2/delta^2).",
+)
+@click.option(
+    "--bins",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Histogram bins in the figures.",
+)
+@click.option(
+    "--kernel",
+    "kernel",
+    callback=_kernel,
+    default=None,
+    help="Kernel options as JSON, e.g. '{\"normalize\": true}' (default: those the "
+    "first selection was made with).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "none"]),
+    default="text",
+    show_default=True,
+    help="What to print on stdout: a table, the metrics JSON, or nothing.",
+)
 @force_option
 @quiet_option
-def command(store, selections, output, n_random, sizes, seed, jitter, bins, kernel, fmt, force,
-            quiet) -> None:
+def command(
+    store, selections, output, n_random, sizes, seed, jitter, bins, kernel, fmt, force, quiet
+) -> None:
     """Measure how good designs are, before any label exists (paper figs. 3, 4, 8).
 
     For each SELECTION of the pool described by STORE, and for --random R random designs
@@ -81,26 +112,28 @@ def command(store, selections, output, n_random, sizes, seed, jitter, bins, kern
       mlpdesign report pool.h5 opt.h5 rnd.h5 --random 50 --sizes 100,200,500,1000 -o report/
       mlpdesign report pool.h5 selection.h5 --format json > metrics.json   # no figures
     """
-    import tempfile
-    from pathlib import Path
-
     from ..report import format_text, json_dumps, report
 
-    if output is None:
-        if fmt == "none":
-            raise click.UsageError("nothing to do: give -o/--output or a --format to print")
-        with tempfile.TemporaryDirectory() as tmp:
-            data = report(store, selections, Path(tmp) / "report", n_random=n_random,
-                          sizes=sizes, seed=seed, jitter=jitter, bins=bins, kernel=kernel,
-                          show_progress=not quiet)
-    else:
-        data = report(store, selections, output, n_random=n_random, sizes=sizes, seed=seed,
-                      jitter=jitter, bins=bins, kernel=kernel, force=force,
-                      show_progress=not quiet)
+    if output is None and fmt == "none":
+        raise click.UsageError("nothing to do: give -o/--output or a --format to print")
+    data = report(
+        store,
+        selections,
+        output,
+        n_random=n_random,
+        sizes=sizes,
+        seed=seed,
+        jitter=jitter,
+        bins=bins,
+        kernel=kernel,
+        force=force,
+        show_progress=not quiet,
+    )
     if fmt == "text":
         click.echo(format_text(data.metrics), nl=False)
     elif fmt == "json":
         click.echo(json_dumps(data.metrics), nl=False)
     if output is not None and not quiet:
-        click.echo(f"wrote {output}/metrics.json and {len(data.metrics['figures'])} figures",
-                   err=True)
+        click.echo(
+            f"wrote {output}/metrics.json and {len(data.metrics['figures'])} figures", err=True
+        )

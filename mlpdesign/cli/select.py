@@ -17,43 +17,91 @@ def _first_type(text: str | None):
     try:
         return int(text)
     except ValueError:
-        raise click.BadParameter(f"expected a candidate_id, 'random' or 'extreme', got "
-                                 f"{text!r}") from None
+        raise click.BadParameter(
+            f"expected a candidate_id, 'random' or 'extreme', got {text!r}"
+        ) from None
 
 
 @click.command("select")
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.option("-n", "n", type=int, required=True, help="Number of candidates to pick.")
 @output_option("Output selection file (HDF5; .json/.txt or --format for the others).")
-@click.option("--given", type=click.Path(dir_okay=False), default=None,
-              help="Existing training set to condition on: a store described with the same "
-                   "gap string, or an extxyz (described here with the pool's gap string).")
-@click.option("--continue", "continue_from", type=click.Path(dir_okay=False), default=None,
-              help="Extend a saved selection of this store to -n picks (same method, options "
-                   "and seed; the result equals one run of -n).")
-@click.option("--random", "random_", is_flag=True,
-              help="Random ('representative') selection instead of max-min.")
-@click.option("--first", default=None, callback=lambda c, p, v: _first_type(v),
-              help="First pick of an unconditional design: a candidate_id, 'random' (with "
-                   "--seed) or 'extreme' (default: the candidate farthest from the first "
-                   "one).")
+@click.option(
+    "--given",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Existing training set to condition on: a store described with the same "
+    "gap string, or an extxyz (described here with the pool's gap string).",
+)
+@click.option(
+    "--continue",
+    "continue_from",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Extend a saved selection of this store to -n picks (same method, options "
+    "and seed; the result equals one run of -n).",
+)
+@click.option(
+    "--random",
+    "random_",
+    is_flag=True,
+    help="Random ('representative') selection instead of max-min.",
+)
+@click.option(
+    "--first",
+    default=None,
+    callback=lambda c, p, v: _first_type(v),
+    help="First pick of an unconditional design: a candidate_id, 'random' (with "
+    "--seed) or 'extreme' (default: the candidate farthest from the first "
+    "one).",
+)
 @seed_option(help="Seed of --random and --first random.")
-@click.option("--balance", is_flag=True,
-              help="Normalise each descriptor's kernel on its own, weighted by delta^2 "
-                   "(else the 2-body term dominates the distance).")
-@click.option("--per-atom", is_flag=True,
-              help="Average instead of sum over atoms (matters only with --no-normalize).")
-@click.option("--no-normalize", is_flag=True,
-              help="Use K itself, not K(p,q)/sqrt(K(p,p)K(q,q)).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True,
-              help="Working precision of the kernel rows (the bounds stay exact in both).")
-@click.option("--format", "fmt", type=click.Choice(["h5", "json", "txt"]), default=None,
-              help="Output format (default: from the suffix of -o, else h5).")
+@click.option(
+    "--balance",
+    is_flag=True,
+    help="Normalise each descriptor's kernel on its own, weighted by delta^2 "
+    "(else the 2-body term dominates the distance).",
+)
+@click.option(
+    "--per-atom",
+    is_flag=True,
+    help="Average instead of sum over atoms (matters only with --no-normalize).",
+)
+@click.option("--no-normalize", is_flag=True, help="Use K itself, not K(p,q)/sqrt(K(p,p)K(q,q)).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64"]),
+    default="float64",
+    show_default=True,
+    help="Working precision of the kernel rows; float32 halves the memory but changed "
+    "pick 798 of 1000 on a 100 000-candidate Zr pool (the bounds are exact in both).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["h5", "json", "txt"]),
+    default=None,
+    help="Output format (default: from the suffix of -o, else h5).",
+)
 @force_option
 @quiet_option
-def command(store, n, output, given, continue_from, random_, first, seed, balance, per_atom,
-            no_normalize, dtype, fmt, force, quiet) -> None:
+def command(
+    store,
+    n,
+    output,
+    given,
+    continue_from,
+    random_,
+    first,
+    seed,
+    balance,
+    per_atom,
+    no_normalize,
+    dtype,
+    fmt,
+    force,
+    quiet,
+) -> None:
     """Pick the most informative candidates: greedy conditional max-min on the kernel distance.
 
     Psi_i is the min squared kernel distance D^2 = k(p,p) + k(q,q) - 2k(p,q) of candidate i
@@ -77,8 +125,10 @@ def command(store, n, output, given, continue_from, random_, first, seed, balanc
     if continue_from is not None and (random_ or first is not None):
         from ..errors import MlpdesignError
 
-        raise MlpdesignError("--continue takes method, --first and --seed from the saved "
-                             "selection; do not combine it with --random or --first")
+        raise MlpdesignError(
+            "--continue takes method, --first and --seed from the saved "
+            "selection; do not combine it with --random or --first"
+        )
 
     def factory(total, desc="select"):
         return progress(total, desc, unit="pick", enabled=not quiet)
@@ -87,14 +137,30 @@ def command(store, n, output, given, continue_from, random_, first, seed, balanc
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         sel, design = select_store(
-            store, n, output, method="random" if random_ else "maxmin", given=given,
-            continue_from=continue_from, first=first, seed=seed, normalize=not no_normalize,
-            per_atom=per_atom, balance=balance, dtype=dtype, fmt=fmt, force=force,
-            command=" ".join(["mlpdesign"] + sys.argv[1:]), progress_factory=factory)
+            store,
+            n,
+            output,
+            method="random" if random_ else "maxmin",
+            given=given,
+            continue_from=continue_from,
+            first=first,
+            seed=seed,
+            normalize=not no_normalize,
+            per_atom=per_atom,
+            balance=balance,
+            dtype=dtype,
+            fmt=fmt,
+            force=force,
+            command=" ".join(["mlpdesign"] + sys.argv[1:]),
+            progress_factory=factory,
+        )
     for w in caught:
         click.echo(f"mlpdesign: warning: {w.message}", err=True)
     if not quiet:
         last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
-        click.echo(f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}; "
-                   f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick, "
-                   f"{time.monotonic() - t0:.1f} s) -> {output}", err=True)
+        click.echo(
+            f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}; "
+            f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick, "
+            f"{time.monotonic() - t0:.1f} s) -> {output}",
+            err=True,
+        )

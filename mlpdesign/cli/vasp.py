@@ -10,17 +10,39 @@ from .options import force_option, output_option, quiet_option
 @click.command("vasp")
 @click.argument("configs", metavar="CONFIGS")
 @output_option("Output folder: one run directory per configuration, plus runs.txt.")
-@click.option("--preset", type=click.Choice(["paper"]), default="paper", show_default=True,
-              help="INCAR preset. paper: single point with stress, ENCUT=600, ISMEAR=1 "
-                   "(Methfessel-Paxton) SIGMA=0.2, EDIFF=1E-6, PREC=Accurate.")
-@click.option("--incar", "incar", multiple=True, metavar="KEY=VALUE",
-              help="Set an INCAR key (repeatable), e.g. --incar ENCUT=500; KEY= removes it.")
-@click.option("--kpoints-length", type=int, default=None,
-              help="Length of VASP's fully automatic k-mesh (KPOINTS 'Auto'); paper: 60.")
-@click.option("--pp", default="PBE", show_default=True,
-              help="PAW set for POTCAR (ASE's 'pp': PBE, LDA or a folder under VASP_PP_PATH).")
-@click.option("--setups", default="recommended", show_default=True,
-              help="POTCAR variants (ASE's 'setups': recommended, minimal, GW).")
+@click.option(
+    "--preset",
+    type=click.Choice(["paper"]),
+    default="paper",
+    show_default=True,
+    help="INCAR preset. paper: single point with stress, ENCUT=600, ISMEAR=1 "
+    "(Methfessel-Paxton) SIGMA=0.2, EDIFF=1E-6, PREC=Accurate.",
+)
+@click.option(
+    "--incar",
+    "incar",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set an INCAR key (repeatable), e.g. --incar ENCUT=500; KEY= removes it.",
+)
+@click.option(
+    "--kpoints-length",
+    type=int,
+    default=None,
+    help="Length of VASP's fully automatic k-mesh (KPOINTS 'Auto'); paper: 60.",
+)
+@click.option(
+    "--pp",
+    default="PBE",
+    show_default=True,
+    help="PAW set for POTCAR (ASE's 'pp': PBE, LDA or a folder under VASP_PP_PATH).",
+)
+@click.option(
+    "--setups",
+    default="recommended",
+    show_default=True,
+    help="POTCAR variants (ASE's 'setups': recommended, minimal, GW).",
+)
 @force_option
 @quiet_option
 def command(configs, output, preset, incar, kpoints_length, pp, setups, force, quiet) -> None:
@@ -41,11 +63,21 @@ def command(configs, output, preset, incar, kpoints_length, pp, setups, force, q
     """
     from ..vasp import write_vasp_inputs
 
-    res = write_vasp_inputs(configs, output, preset=preset, incar=incar,
-                            kpoints_length=kpoints_length, pp=pp, setups=setups, force=force)
+    res = write_vasp_inputs(
+        configs,
+        output,
+        preset=preset,
+        incar=incar,
+        kpoints_length=kpoints_length,
+        pp=pp,
+        setups=setups,
+        force=force,
+    )
     for w in res.warnings:
         click.echo(f"mlpdesign: warning: {w}", err=True)
     if not quiet:
         pot = "with POTCAR" if res.potcar else "without POTCAR (VASP_PP_PATH not set)"
-        click.echo(f"wrote {len(res.runs)} VASP runs to {output} {pot}; list in "
-                   f"{output}/runs.txt", err=True)
+        click.echo(
+            f"wrote {len(res.runs)} VASP runs to {output} {pot}; list in {output}/runs.txt",
+            err=True,
+        )

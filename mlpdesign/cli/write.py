@@ -11,8 +11,13 @@ from .options import force_option, output_option, quiet_option
 @click.argument("pool", metavar="POOL")
 @click.argument("selection", metavar="SELECTION")
 @output_option("Output extxyz file (the training configurations).")
-@click.option("-n", "n", type=int, default=None,
-              help="Write only the first N picks (any prefix of a max-min design is one).")
+@click.option(
+    "-n",
+    "n",
+    type=int,
+    default=None,
+    help="Write only the first N picks (any prefix of a max-min design is one).",
+)
 @force_option
 @quiet_option
 def command(pool, selection, output, n, force, quiet) -> None:
@@ -36,5 +41,8 @@ def command(pool, selection, output, n, force, quiet) -> None:
     res = write_selection(pool, selection, output, n=n, force=force)
     if not quiet:
         note = "" if res.checksum_checked else " (selection has no pool checksum: ids checked)"
-        click.echo(f"wrote {res.n_written} of {res.n_selection} picks from {res.pool_frames} "
-                   f"pool configurations to {output}{note}", err=True)
+        click.echo(
+            f"wrote {res.n_written} of {res.n_selection} picks from {res.pool_frames} "
+            f"pool configurations to {output}{note}",
+            err=True,
+        )
