@@ -50,6 +50,8 @@ def eam_file() -> Path:
     if not path.is_file() and shutil.which("make"):
         subprocess.run(["make", "-s", "eam"], cwd=root, capture_output=True, timeout=600)
     if not path.is_file():
-        pytest.skip("Zr_mm.eam.fs not available: 'make eam' could not fetch Debian's "
-                    "lammps-data package (apt-get download lammps-data)")
+        pytest.skip(
+            "Zr_mm.eam.fs not available: 'make eam' could not fetch Debian's "
+            "lammps-data package (apt-get download lammps-data)"
+        )
     return path

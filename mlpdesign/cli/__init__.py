@@ -77,7 +77,15 @@ def cli() -> None:
       describe  -> pool.h5         QUIP SOAP + distance_2b descriptors (HDF5)
       select    -> selection.h5    greedy conditional max-min design on the GAP kernel
       write     -> train.xyz       the chosen configurations, ready for VASP and gap_fit
+      vasp      -> runs/           VASP run folders (POSCAR, INCAR, KPOINTS[, POTCAR])
+      collect   -> labelled.xyz    VASP results back as a gap_fit-ready training set
       report    -> report/         label-free quality of designs, with figures
+
+    \b
+    Checking a design before DFT (a classical potential stands in for DFT):
+      label     -> labelled.xyz    energies, forces, virials from an ASE calculator / EAM
+      fit       -> model/          gap_fit with the store's gap string
+      crossval  -> cv/             every model on every set (the paper's fig. 6)
 
     \b
     Example:
