@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clihelpers import one_line_error, run
 
-from mlpdesign.cli import cli
 from mlpdesign.crossval import error_stats, parse_sets, worst_off_sample
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.label import eam_calculator, label, read_labelled, write_labelled
@@ -21,18 +20,6 @@ TINY_GAP = (
     "covariance_type=dot_product zeta=4 delta=0.3"
 )
 FIT = ["--gap", TINY_GAP, "--n-sparse", "soap=15"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlpdesign: error: "), res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clihelpers import one_line_error, run
 
-from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
 from mlpdesign.gapstring import DEFAULT_GAP, render_gap
@@ -19,18 +18,6 @@ TINY_GAP = (
     "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
     "covariance_type=dot_product zeta=4 delta=0.3"
 )
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlpdesign: error: "), res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import math
 import numpy as np
 import pytest
 from ase.io import read
-from click.testing import CliRunner
+from clihelpers import run
 from scipy import stats
 
-from mlpdesign.cli import cli
 from mlpdesign.pool import (
     PoolSpec,
     deformation_of,
@@ -23,10 +22,6 @@ from mlpdesign.pool import (
     shard_range,
     write_frames,
 )
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def sha(path) -> str:

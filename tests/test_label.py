@@ -8,6 +8,7 @@ import ase.io
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clihelpers import one_line_error
 
 from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
@@ -25,14 +26,6 @@ from mlpdesign.label import (
 
 def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlpdesign: error: "), res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

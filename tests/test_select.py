@@ -9,10 +9,9 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clihelpers import run
 
 from mlpdesign import kernels as K
-from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.select import maxmin, maxmin_reference, select_random
 from mlpdesign.selection import load_selection
@@ -34,10 +33,6 @@ def zr(tmp_path_factory):
     generate(d / "pool.xyz", 150, PoolSpec(seed=11))
     describe(d / "pool.xyz", d / "pool.h5", gap=GAP)
     return d
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 # ---------------------------------------------------------------- fast path = reference
