@@ -42,7 +42,10 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:  # noqa: D102 - click API
-        click.echo(f"mlpdesign: error: {self.format_message()}", err=True)
+        from ..mpi import rank_size
+
+        if rank_size()[0] == 0:  # under MPI every rank fails alike: one line, from rank 0
+            click.echo(f"mlpdesign: error: {self.format_message()}", err=True)
 
 
 class Group(click.Group):
