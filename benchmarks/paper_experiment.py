@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +49,13 @@ def mlpdesign(*args: str, log: Path | None = None) -> None:
     cmd = [sys.executable, "-c", "from mlpdesign.cli import main; main()", *map(str, args)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if log is not None:
-        with open(log, "a") as fh:
+        with _LOG_LOCK, open(log, "a") as fh:
             fh.write("$ mlpdesign " + " ".join(map(str, args)) + "\n" + res.stdout + res.stderr)
     if res.returncode != 0:
         sys.exit(f"mlpdesign {args[0]} failed: {res.stderr.strip().splitlines()[-1:]}")
+
+
+_LOG_LOCK = threading.Lock()
 
 
 def step(out: Path, *args: str, log: Path) -> float:
@@ -62,59 +67,110 @@ def step(out: Path, *args: str, log: Path) -> float:
     return time.perf_counter() - t0
 
 
+def parallel(jobs: int, fn, items) -> list:
+    """``fn`` over ``items``, ``jobs`` at a time (each call runs CLI subprocesses)."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+        return list(ex.map(fn, items))
+
+
 def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, work: Path) -> dict:
-    """One seed pair: pools, designs, labels, fits and the two cross-validations."""
+    """One seed pair: pools, designs, labels, fits and the two cross-validations.
+
+    Independent commands run ``--jobs`` at a time: the six selections, the six
+    write + label chains, the six fits (``fit --reuse``; crossval then reuses them) and
+    the two cross-validations. ``describe`` uses ``-j`` itself.
+    """
     d = work / f"pair-{s1}-{s2}"
     d.mkdir(parents=True, exist_ok=True)
     log = d / "commands.log"
-    t = {"describe": 0.0, "select": 0.0, "select_balance": 0.0, "label": 0.0}
-    sets: dict[str, Path] = {}
-    for i, seed in ((1, s1), (2, s2)):
-        pool, store = d / f"pool{i}.xyz", d / f"pool{i}.h5"
-        step(pool, "generate", "-n", a.pool, "--seed", seed, "-o", pool, "-q", log=log)
-        t["describe"] += step(
-            store, "describe", pool, "--gap", gap, "-j", a.jobs, "-o", store, "-q", log=log
-        )
-        for kind, extra in (
-            ("OPT", []),
-            ("BAL", ["--balance"]),
-            ("RND", ["--random", "--seed", seed]),
-        ):
-            sel = d / f"{kind.lower()}{i}.h5"
-            key = {"OPT": "select", "BAL": "select_balance", "RND": "select"}[kind]
-            t[key] += step(sel, "select", store, "-n", a.pick, *extra, "-o", sel, "-q", log=log)
-            xyz, lab = d / f"{kind.lower()}{i}.xyz", d / f"{kind.lower()}{i}-labelled.xyz"
-            step(xyz, "write", pool, sel, "-o", xyz, "-q", log=log)
-            t["label"] += step(lab, "label", xyz, "--eam", a.eam, "-o", lab, "-q", log=log)
-            sets[f"{kind}{i}"] = lab
-    results = {}
-    for variant, opt in (("default", "OPT"), ("balance", "BAL")):
-        names = [f"{opt}1", f"{opt}2", "RND1", "RND2"]
-        cv = d / f"cv-{variant}"
+    t: dict[str, float] = {}
+
+    def timed(key: str, fn, items) -> list:
         t0 = time.perf_counter()
+        out = parallel(a.jobs, fn, items)
+        t[key] = round(time.perf_counter() - t0, 1)
+        return out
+
+    pools = ((1, s1), (2, s2))
+    timed(
+        "generate",
+        lambda p: step(
+            d / f"pool{p[0]}.xyz",
+            "generate",
+            "-n",
+            a.pool,
+            "--seed",
+            p[1],
+            "-o",
+            d / f"pool{p[0]}.xyz",
+            "-q",
+            log=log,
+        ),
+        pools,
+    )
+    t0 = time.perf_counter()
+    for i, _ in pools:  # each describe already uses every core (-j)
+        pool, store = d / f"pool{i}.xyz", d / f"pool{i}.h5"
+        step(store, "describe", pool, "--gap", gap, "-j", a.jobs, "-o", store, "-q", log=log)
+    t["describe"] = round(time.perf_counter() - t0, 1)
+    kinds = {"OPT": [], "BAL": ["--balance"], "RND": ["--random", "--seed"]}
+    designs = [(k, i, seed) for i, seed in pools for k in kinds]
+
+    def select(job) -> None:
+        kind, i, seed = job
+        extra = [*kinds[kind], seed] if kind == "RND" else kinds[kind]
+        sel = d / f"{kind.lower()}{i}.h5"
+        step(sel, "select", d / f"pool{i}.h5", "-n", a.pick, *extra, "-o", sel, "-q", log=log)
+
+    def label(job) -> None:
+        kind, i, _ = job
+        sel, xyz = d / f"{kind.lower()}{i}.h5", d / f"{kind.lower()}{i}.xyz"
+        step(xyz, "write", d / f"pool{i}.xyz", sel, "-o", xyz, "-q", log=log)
+        lab = d / f"{kind.lower()}{i}-labelled.xyz"
+        step(lab, "label", xyz, "--eam", a.eam, "-o", lab, "-q", log=log)
+
+    sets = {f"{k}{i}": d / f"{k.lower()}{i}-labelled.xyz" for k, i, _ in designs}
+    fit_opts = ["--store", d / "pool1.h5", "--n-sparse", f"soap={n_sparse}"]
+
+    def fit(name: str) -> None:
+        mlpdesign("fit", sets[name], *fit_opts, "-o", d / "models" / name, "--reuse", "-q", log=log)
+
+    timed("select", select, designs)
+    timed("label", label, designs)
+    (d / "models").mkdir(exist_ok=True)
+    timed("fit", fit, list(sets))
+
+    variants = (("default", "OPT"), ("balance", "BAL"))
+
+    def cv(v) -> None:
+        variant, opt = v
+        names = [f"{opt}1", f"{opt}2", "RND1", "RND2"]
         mlpdesign(
             "crossval",
             *(f"{n}={sets[n]}" for n in names),
-            "--store",
-            d / "pool1.h5",
-            "--n-sparse",
-            f"soap={n_sparse}",
+            *fit_opts,
             "--models-dir",
             d / "models",
-            "-j",
-            a.jobs,
             "-o",
-            cv,
+            d / f"cv-{variant}",
+            "--force",
             "-q",
             log=log,
         )
-        t[f"crossval_{variant}"] = time.perf_counter() - t0
-        m = json.loads((cv / "matrix.json").read_text())
+
+    timed("crossval", cv, variants)
+    results = {}
+    for variant, opt in variants:
+        names = [f"{opt}1", f"{opt}2", "RND1", "RND2"]
+        m = json.loads((d / f"cv-{variant}" / "matrix.json").read_text())
         worst = {n: m["worst_off_sample_q99"][n]["value"] for n in names}
         w_opt = max(worst[f"{opt}1"], worst[f"{opt}2"])
         w_rnd = max(worst["RND1"], worst["RND2"])
         results[variant] = {
             "worst_off_sample_q99": worst,
+            "worst_set": {n: m["worst_off_sample_q99"][n]["set"] for n in names},
+            "q99_matrix": {r: {c: m["matrix"][r][c]["q99"] for c in names} for r in names},
+            "rmse_matrix": {r: {c: m["matrix"][r][c]["rmse"] for c in names} for r in names},
             "worst_opt": w_opt,
             "worst_rnd": w_rnd,
             "ratio": w_opt / w_rnd,
@@ -123,7 +179,7 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     return {
         "seeds": [s1, s2],
         "results": results,
-        "times_s": {k: round(v, 1) for k, v in t.items()},
+        "times_s": t,
     }
 
 

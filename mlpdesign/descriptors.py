@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -160,28 +161,207 @@ def index_pool(path: str | os.PathLike) -> PoolIndex:
     )
 
 
+@dataclass
+class Frame:
+    """What describe needs of one configuration: no ASE Atoms, no info it does not use."""
+
+    numbers: np.ndarray  # (n,) int64 atomic numbers
+    positions: np.ndarray  # (n, 3) float64
+    cell: np.ndarray  # (3, 3) float64, rows are the cell vectors (ASE's convention)
+    pbc: np.ndarray  # (3,) bool
+    info: dict  # candidate_id, structure, F when present (values as ASE would parse them)
+
+    def __len__(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @classmethod
+    def from_atoms(cls, atoms) -> Frame:
+        return cls(
+            np.asarray(atoms.numbers, dtype=np.int64),
+            np.asarray(atoms.positions, dtype=np.float64),
+            np.asarray(atoms.cell.array, dtype=np.float64),
+            np.asarray(atoms.pbc, dtype=bool),
+            atoms.info,
+        )
+
+
+#: ``key=value`` / ``key="v a l u e"`` without any character that makes ASE's comment-line
+#: parser do more than split on spaces (escapes, other quotes, brackets, commas, '=').
+_KV = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=(?:"([^"\\\'{}\[\],=]*)"|([^\s"\\\'{}\[\],=]+))')
+_INT = re.compile(r"[+-]?[0-9]+")
+_INFO_KEYS = ("candidate_id", "structure", "F")
+_BOOLS = {
+    "T": True, "F": False, "true": True, "false": False,
+    "True": True, "False": False, "TRUE": True, "FALSE": False,
+}  # fmt: skip
+
+
+def _comment_pairs(comment: str) -> dict[str, str] | None:
+    """``{key: raw value}`` of a plain extxyz comment line; None when ASE's parser is needed."""
+    out: dict[str, str] = {}
+    pos = 0
+    for m in _KV.finditer(comment):
+        if comment[pos : m.start()].strip():
+            return None
+        key, quoted, bare = m.groups()
+        out[key] = quoted if quoted is not None else bare
+        pos = m.end()
+        if pos < len(comment) and not comment[pos].isspace():
+            return None
+    if comment[pos:].strip():
+        return None
+    return out
+
+
+def ase_value(key: str, raw: str):
+    """The value ASE's ``key_val_str_to_dict`` gives ``key=raw`` (for a plain ``raw``:
+    no quotes, brackets, commas or escapes): int / float (arrays), bool (lists) or str."""
+    if key.lower() in ("uid",):
+        return raw
+    parts = raw.split()
+    value = raw
+    if len(parts) == 1 and _INT.fullmatch(parts[0]) and len(parts[0]) < 19:
+        value = np.int64(int(parts[0]))  # the common case, without numpy's string parsing
+    else:
+        try:
+            try:
+                num = np.array(parts, dtype=int)
+            except (ValueError, OverflowError):
+                num = np.array(parts, dtype=float)
+            value = num[0] if len(num) == 1 else num
+        except (ValueError, OverflowError):
+            pass
+    if key in ("Lattice", "stress", "virial"):
+        if not isinstance(value, np.ndarray) or value.shape != (9,):
+            raise ValueError(f"{key} is not a 9-long numerical vector")
+        value = np.array(value).reshape((3, 3), order="F")
+    if isinstance(value, str):
+        try:
+            b = [_BOOLS[v] for v in parts]
+        except KeyError:
+            return value
+        value = b[0] if len(b) == 1 else b
+    return value
+
+
+def _parse_frame(lines: list[str], n: int) -> Frame | None:
+    """A frame from its lines (count, comment, atoms) when it is plain extxyz, else None.
+
+    Plain: a comment line of simple ``key=value`` pairs with a 9-number ``Lattice``, atom
+    lines of a ``species`` column and real-valued columns (``pos`` among them). Values are
+    converted as ASE converts them; anything else is left to ASE (:func:`_read_frame_ase`).
+    """
+    if len(lines) < n + 2:
+        return None
+    pairs = _comment_pairs(lines[1].strip())
+    if pairs is None or "Lattice" not in pairs:
+        return None
+    props = pairs.get("Properties", "species:S:1:pos:R:3").split(":")
+    if len(props) % 3:
+        return None
+    ncol, sp, pc, names = 0, -1, -1, set()
+    for name, kind, count in zip(props[0::3], props[1::3], props[2::3], strict=True):
+        if name in names or not count.isdigit():
+            return None
+        names.add(name)
+        k = int(count)
+        if name == "species" and kind == "S" and k == 1:
+            sp = ncol
+        elif kind != "R":
+            return None
+        elif name == "pos":
+            if k != 3:
+                return None
+            pc = ncol
+        ncol += k
+    if sp < 0 or pc < 0:
+        return None
+    try:
+        cell = np.asarray(ase_value("Lattice", pairs["Lattice"]).T, dtype=np.float64)
+    except ValueError:
+        return None
+    pbc = np.ones(3, dtype=bool)
+    if "pbc" in pairs:
+        v = ase_value("pbc", pairs["pbc"])
+        if isinstance(v, bool) or (isinstance(v, list) and len(v) == 3):
+            pbc[:] = v
+        else:
+            return None
+    symbols, pos = [], []
+    for line in lines[2 : n + 2]:
+        vals = line.split()
+        if len(vals) < ncol:
+            return None
+        symbols.append(vals[sp].capitalize())
+        try:
+            reals = [float(v) for v in vals[:sp] + vals[sp + 1 : ncol]]
+        except ValueError:
+            return None
+        p = pc if pc < sp else pc - 1
+        pos.append(reals[p : p + 3])
+    try:
+        numbers = np.array([_ATOMIC_NUMBERS[s] for s in symbols], dtype=np.int64)
+    except KeyError:
+        return None
+    info = {k: ase_value(k, pairs[k]) for k in _INFO_KEYS if k in pairs}
+    return Frame(numbers, np.array(pos, dtype=np.float64), cell, pbc, info)
+
+
+def _read_frame_ase(text: str, c: int, path) -> Frame:
+    """One frame through ASE's extxyz reader (the reference, and anything unusual)."""
+    from ase.io.extxyz import read_xyz
+
+    try:
+        atoms = next(read_xyz(io.StringIO(text), index=0))
+    except Exception as e:  # ASE raises many types on malformed frames
+        raise MlpdesignError(
+            f"{path}: config {c}: cannot read it as extxyz: {_one_line(e)}"
+        ) from None
+    return Frame.from_atoms(atoms)
+
+
 def read_frames(index: PoolIndex, c0: int, c1: int):
-    """ASE Atoms of configs ``c0 .. c1-1``, read from their byte range only."""
+    """:class:`Frame` of configs ``c0 .. c1-1``, read from their byte range only.
+
+    Plain extxyz (what ``generate`` and ASE write) is parsed here, with ASE's value
+    conversions; any other frame goes through ASE's reader.
+    """
+    _load_atomic_numbers()
+    with open(index.path, "rb") as f:
+        f.seek(int(index.offsets[c0]))
+        data = f.read(int(index.offsets[c1] - index.offsets[c0]))
+    base = int(index.offsets[c0])
+    for c in range(c0, c1):
+        raw = data[int(index.offsets[c]) - base : int(index.offsets[c + 1]) - base]
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as e:
+            raise MlpdesignError(f"{index.path}: config {c}: not UTF-8 text ({e.reason})") from None
+        n = int(index.n_atoms[c])
+        frame = _parse_frame(text.split("\n", n + 2), n)
+        if frame is None:
+            frame = _read_frame_ase(text, c, index.path)
+        yield frame
+
+
+def read_frames_ase(index: PoolIndex, c0: int, c1: int):
+    """ASE Atoms of configs ``c0 .. c1-1`` (the reference for :func:`read_frames`)."""
     from ase.io.extxyz import read_xyz
 
     with open(index.path, "rb") as f:
         f.seek(int(index.offsets[c0]))
         text = f.read(int(index.offsets[c1] - index.offsets[c0])).decode()
-    frames = read_xyz(io.StringIO(text), index=slice(None))
-    c = c0
-    while True:
-        try:
-            atoms = next(frames)
-        except StopIteration:
-            break
-        except Exception as e:  # ASE raises many types on malformed frames
-            raise MlpdesignError(
-                f"{index.path}: config {c}: cannot read it as extxyz: {_one_line(e)}"
-            ) from None
-        yield atoms
-        c += 1
-    if c != c1:
-        raise MlpdesignError(f"{index.path}: expected configs {c0}..{c1 - 1}, read {c - c0}")
+    yield from read_xyz(io.StringIO(text), index=slice(None))
+
+
+_ATOMIC_NUMBERS: dict[str, int] = {}
+
+
+def _load_atomic_numbers() -> None:
+    if not _ATOMIC_NUMBERS:
+        from ase.data import atomic_numbers
+
+        _ATOMIC_NUMBERS.update(atomic_numbers)
 
 
 def _one_line(e: BaseException) -> str:
@@ -214,10 +394,21 @@ def fast_distance_2b(spec: DescriptorSpec) -> bool:
 
 
 def distance_2b_direct(atoms, cutoff: float, width: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (ordered pair distances, sorted) and weights of a plain ``distance_2b``."""
+    """Rows (ordered pair distances, sorted) and weights of a plain ``distance_2b``.
+
+    ``atoms``: ASE Atoms or :class:`Frame` (anything with ``positions``, ``cell``, ``pbc``).
+    """
     from matscipy.neighbours import neighbour_list
 
-    d = np.sort(neighbour_list("d", atoms, cutoff))
+    d = neighbour_list(
+        "d",
+        positions=atoms.positions,
+        cell=np.asarray(atoms.cell, dtype=np.float64),
+        pbc=np.asarray(atoms.pbc, dtype=bool),
+        cell_origin=np.zeros(3),
+        cutoff=float(cutoff),
+    )
+    d.sort()
     return d.reshape(-1, 1), cutoff_weights(d, cutoff, width)
 
 
@@ -229,7 +420,7 @@ def _sort_pairs(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def quippy_rows(descriptor, atoms, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and covariance-cutoff weights from ``quippy`` ``Descriptor.calc``."""
+    """Rows and covariance-cutoff weights from ``quippy`` ``Descriptor.calc`` (reference)."""
     out = descriptor.calc(atoms, grad=False)
     if "covariance_cutoff" not in out:  # no descriptor in this config
         return np.zeros((0, dim)), np.zeros(0)
@@ -241,16 +432,76 @@ def quippy_rows(descriptor, atoms, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return data, w
 
 
-class DescriptorCalculator:
-    """Computes every descriptor of a GAP string for one Atoms at a time.
+class QuipDescriptor:
+    """One quippy descriptor called the way ``Descriptor.calc`` calls it, minus the overhead.
 
-    ``fast=False`` sends ``distance_2b`` through quippy as well (the reference path).
+    ``Descriptor.calc`` converts ASE Atoms to QUIP Atoms (through every ASE array), builds
+    the neighbour list twice (once in ``calc``, once more to count the descriptors) and
+    unpacks the result through a dict per row. Here a QUIP Atoms is built from the four
+    arrays QUIP uses (lattice, positions, pbc, Z), connected once at the same cutoff as
+    quippy's (descriptor cutoff + 1 A, so neighbour order and hence every bit of the rows
+    is the same), and the rows are read straight from QUIP's result.
+    """
+
+    def __init__(self, descriptor, dim: int, pair: bool) -> None:
+        import quippy
+
+        self._atoms_type = quippy.atoms_types_module.Atoms
+        self._raw = descriptor._quip_descriptor
+        self._calc = type(self._raw)._calc_1  # the Fortran calc, not the overload dispatch
+        self.connect_cutoff = float(descriptor.cutoff()) + 1.0
+        self.dim, self.pair = dim, pair
+
+    def quip_atoms(self, frame: Frame):
+        """QUIP Atoms of ``frame`` with the connectivity quippy would give it."""
+        q = self._atoms_type(len(frame), np.ascontiguousarray(frame.cell.T))
+        q.pos[:] = frame.positions.T
+        q.is_periodic[:] = frame.pbc
+        q.z[:] = frame.numbers
+        q.set_atoms(q.z)  # species and masses, as quippy.convert.ase_to_quip
+        if q.cutoff < self.connect_cutoff:
+            q.set_cutoff(self.connect_cutoff)
+        q.calc_connect()
+        return q
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        out = self._calc(
+            self._raw,
+            self.quip_atoms(frame),
+            do_descriptor=True,
+            do_grad_descriptor=False,
+            args_str="",
+        )
+        x = out.x
+        n = len(x)
+        data = np.empty((n, self.dim))
+        w = np.empty(n)
+        keep = np.ones(n, dtype=bool)
+        for i in range(n):
+            m = x[i]
+            if m.has_data:
+                data[i] = m.data
+            else:
+                keep[i] = False
+            w[i] = m.covariance_cutoff
+        if not keep.all():
+            data, w = data[keep], w[keep]
+        return _sort_pairs(data, w) if self.pair else (data, w)
+
+
+class DescriptorCalculator:
+    """Computes every descriptor of a GAP string for one configuration at a time.
+
+    ``fast=True``: a plain ``distance_2b`` from a neighbour list, others through
+    :class:`QuipDescriptor`. ``fast=False``: everything through quippy's public
+    ``Descriptor.calc`` on ASE Atoms (the reference path the tests compare against).
     """
 
     def __init__(self, specs: Sequence[DescriptorSpec], fast: bool = True) -> None:
         from quippy.descriptors import Descriptor
 
         self.specs = list(specs)
+        self.fast = fast
         self._calls: list[Callable] = []
         for spec in self.specs:
             p = spec.params
@@ -271,14 +522,23 @@ class DescriptorCalculator:
                 if spec.dim is None:
                     spec.dim = dim
                 pair = spec.name == "distance_2b"
-                self._calls.append(
-                    lambda a, d=d, n=dim, pair=pair: (
-                        _sort_pairs(*quippy_rows(d, a, n)) if pair else quippy_rows(d, a, n)
+                if fast:
+                    self._calls.append(QuipDescriptor(d, dim, pair))
+                else:
+                    self._calls.append(
+                        lambda a, d=d, n=dim, pair=pair: (
+                            _sort_pairs(*quippy_rows(d, a, n)) if pair else quippy_rows(d, a, n)
+                        )
                     )
-                )
 
     def compute(self, atoms) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(rows, weights), ...]`` per descriptor for ``atoms``."""
+        """``[(rows, weights), ...]`` per descriptor for ``atoms`` (ASE Atoms or Frame)."""
+        if self.fast and not isinstance(atoms, Frame):
+            atoms = Frame.from_atoms(atoms)
+        elif not self.fast and isinstance(atoms, Frame):
+            from ase import Atoms
+
+            atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         return [call(atoms) for call in self._calls]
 
 
@@ -335,7 +595,7 @@ def compute_chunk(
         if len(atoms) == 0:
             raise MlpdesignError(f"{index.path}: config {c} has no atoms")
         if allowed is not None:
-            bad = set(np.unique(atoms.numbers).tolist()) - allowed
+            bad = set(atoms.numbers.tolist()) - allowed
             if bad:
                 raise _element_error(chemical_symbols[min(bad)], c, allowed, str(index.path))
         info = atoms.info
@@ -373,10 +633,18 @@ def compute_chunk(
 # ---------------------------------------------------------------------------- workers
 
 
-class WorkerDied(MlpdesignError):
-    """A worker process was killed (QUIP abort, out of memory); finished chunks are kept."""
+class Resumable(MlpdesignError):
+    """A run stopped for a reason other than its input; the finished chunks are kept."""
 
     exit_code = 1
+
+
+class WorkerDied(Resumable):
+    """A worker process was killed (QUIP abort, out of memory); finished chunks are kept."""
+
+
+class DamagedChunk(Resumable):
+    """A saved chunk cannot be read back (OS crash while it was written); it is removed."""
 
 
 _WORKER: dict = {}
@@ -540,7 +808,7 @@ def describe(
         stale.unlink(missing_ok=True)
 
     tasks = [(c0, min(c0 + chunk, start + count)) for c0 in range(start, start + count, chunk)]
-    done = [t for t in tasks if (partial / _chunk_name(*t)).exists()]
+    done = [t for t in tasks if _chunk_ok(partial / _chunk_name(*t), len(specs))]
     todo = [t for t in tasks if t not in set(done)]
     if done and log is not None:
         log(
@@ -574,7 +842,7 @@ def describe(
             "command": command,
         }
         assemble(partial, tasks, specs, out, attrs, dtype, force)
-    except WorkerDied:
+    except Resumable:
         raise
     except MlpdesignError:
         # bad input: the chunks could never be completed; leave nothing behind
@@ -627,6 +895,40 @@ def _run(tasks, index, specs, calc, allowed, partial, jobs, progress) -> None:
             raise
 
 
+#: Bytes of descriptor rows gathered from saved chunks before one HDF5 write.
+ASSEMBLE_BYTES = 64 << 20
+
+_CHUNK_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _chunk_ok(path: Path, n_desc: int) -> bool:
+    """Whether a saved chunk exists and its zip directory lists every array (cheap: the
+    data are CRC-checked when :func:`assemble` reads them). A damaged one is removed."""
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as z:
+            need = {"c", "candidate_id"} | {f"rows{k}" for k in range(n_desc)}
+            if need <= set(z.files):
+                return True
+    except _CHUNK_ERRORS:
+        pass
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _load_chunk(partial: Path, c0: int, c1: int, nd: int) -> ChunkData:
+    path = partial / _chunk_name(c0, c1)
+    try:
+        return ChunkData.load(path, nd)
+    except _CHUNK_ERRORS as e:
+        path.unlink(missing_ok=True)
+        raise DamagedChunk(
+            f"{path} was damaged ({_one_line(e)}; an OS crash while it was written?) and is "
+            "removed: run the same command again to recompute it"
+        ) from None
+
+
 def assemble(
     partial: Path,
     tasks,
@@ -636,15 +938,23 @@ def assemble(
     dtype: str,
     force: bool,
 ) -> None:
-    """Write the store from the saved chunks, in config order (deterministic bytes)."""
+    """Write the store from the saved chunks, in config order (deterministic bytes).
+
+    Consecutive chunks are gathered into writes of up to :data:`ASSEMBLE_BYTES`; the
+    store's layout is fixed when it is created, so this changes no byte of it.
+    """
     nd = len(specs)
     n_rows = [0] * nd
     ids = []
     for c0, c1 in tasks:
-        with np.load(partial / _chunk_name(c0, c1)) as z:
-            for k in range(nd):
-                n_rows[k] += int(z[f"counts{k}"].sum())
-            ids.append(z["candidate_id"])
+        try:
+            with np.load(partial / _chunk_name(c0, c1)) as z:
+                for k in range(nd):
+                    n_rows[k] += int(z[f"counts{k}"].sum())
+                ids.append(z["candidate_id"])
+        except _CHUNK_ERRORS:
+            _load_chunk(partial, c0, c1, nd)  # removes it and says so
+            raise
     ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     uniq, cnt = np.unique(ids, return_counts=True)
     if (cnt > 1).any():
@@ -657,9 +967,17 @@ def assemble(
         w = StoreWriter(tmp, specs, n, n_rows, attrs, dtype)
         try:
             base = tasks[0][0] if tasks else 0
-            for c0, c1 in tasks:
-                ch = ChunkData.load(partial / _chunk_name(c0, c1), nd)
+            batch: list[ChunkData] = []
+            size = 0
+            for i, (c0, c1) in enumerate(tasks):
+                ch = _load_chunk(partial, c0, c1, nd)
                 ch.c0, ch.c1 = c0 - base, c1 - base
-                w.append(ch)
-        finally:
-            w.close()
+                batch.append(ch)
+                size += ch.nbytes
+                if size >= ASSEMBLE_BYTES or i == len(tasks) - 1:
+                    w.append(ChunkData.concat(batch))
+                    batch, size = [], 0
+        except BaseException:
+            w.abort()
+            raise
+        w.close()

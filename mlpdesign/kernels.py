@@ -829,6 +829,8 @@ class StoreKernel(KernelData):
 
     ``like``: another KernelData whose centring and pair grid to reuse (for a given set
     compared with a pool). Rows are read in config blocks (``store.config_ranges``).
+    ``configs=(c0, c1)``: only configs ``c0 .. c1-1`` (a shard or a streamed block), with
+    the centring and pair grid of the whole store (those ``StoreKernel(store)`` uses).
     """
 
     def __init__(
@@ -840,20 +842,29 @@ class StoreKernel(KernelData):
         dtype: str = "float64",
         like: KernelData | None = None,
         grid_step: float | None = None,
+        configs: tuple[int, int] | None = None,
     ) -> None:
         if store.n_configs == 0:
             raise MlpdesignError(f"{store.path}: the store holds no configurations")
+        c0, c1 = (0, store.n_configs) if configs is None else (int(configs[0]), int(configs[1]))
+        if not 0 <= c0 < c1 <= store.n_configs:
+            raise MlpdesignError(f"config range {c0}:{c1} outside 0:{store.n_configs}")
+        part = (c0, c1) != (0, store.n_configs)
         plans = term_plans(store.descriptors)
         terms = []
         for k, plan in enumerate(plans):
             ds = store.f[f"descriptors/{k}/rows"]
-            w = np.asarray(store.weights(k), dtype=np.float64)
-            off = store.offsets(k)
+            full_off = store.offsets(k)
+            r0 = int(full_off[c0])
+            off = full_off[c0 : c1 + 1] - r0
+            w = np.asarray(store.weights(k, c0, c1), dtype=np.float64)
             ref = like.terms[k] if like is not None else None
             mu = None if ref is None else ref.mu
             where = f"{store.path}: descriptor {k} ({plan['name']})"
+            if mu is None and part:  # the whole store's centring (see Term.build)
+                mu = _store_mu(store, k, plan, grid_step, where)
             if plan["kind"] == "pair":
-                rows = np.asarray(ds[()], dtype=np.float64)
+                rows = np.asarray(ds[r0 : r0 + int(off[-1])], dtype=np.float64)
                 _check_finite(rows, where)
                 if ref is not None:
                     lo, h, m = ref.meta["grid"]
@@ -875,8 +886,8 @@ class StoreKernel(KernelData):
                 del rows
             else:
 
-                def get(a, b, ds=ds, where=where):
-                    x = np.asarray(ds[a:b], dtype=np.float64)
+                def get(a, b, ds=ds, where=where, r0=r0):
+                    x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
                     _check_finite(x, where)
                     return x
 
@@ -896,7 +907,25 @@ class StoreKernel(KernelData):
                 )
             terms.append(term)
         super().__init__(
-            terms, store.n_atoms, normalize=normalize, per_atom=per_atom, balance=balance
+            terms, store.n_atoms[c0:c1], normalize=normalize, per_atom=per_atom, balance=balance
         )
         if like is not None:
             like.compatible(self)
+
+
+def _store_mu(store, k: int, plan: dict, grid_step, where: str, block: int = 1 << 13):
+    """The centring row ``StoreKernel(store)`` uses for descriptor ``k``: the mean of the
+    first ``block`` rows (``Term.build``'s default), of the pair embeddings for a pair term."""
+    ds = store.f[f"descriptors/{k}/rows"]
+    if plan["kind"] == "pair":
+        c1 = min(store.n_configs, block)
+        off = store.offsets(k)[: c1 + 1]
+        rows = np.asarray(ds[: int(off[-1])], dtype=np.float64)
+        _check_finite(rows, where)
+        grid = pair_grid(plan["cutoff"], plan["theta"], grid_step)
+        first = pair_embedding(rows, store.weights(k, 0, c1), off, plan["theta"], grid)
+    else:
+        first = np.asarray(ds[: min(ds.shape[0], block)], dtype=np.float64)
+        _check_finite(first, where)
+    dim = first.shape[1] if first.ndim == 2 else 1
+    return first.reshape(len(first), dim).mean(axis=0) if len(first) else np.zeros(dim)

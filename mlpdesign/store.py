@@ -70,8 +70,14 @@ class ChunkData:
     weights: list[np.ndarray] = field(default_factory=list)  # per descriptor (n_rows,)
     counts: list[np.ndarray] = field(default_factory=list)  # per descriptor (n,) int64
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write to ``path`` (.npz) atomically: a killed write never leaves a readable chunk."""
+    def save(self, path: str | os.PathLike, sync: bool = False) -> None:
+        """Write to ``path`` (.npz) atomically: a killed write never leaves a readable chunk.
+
+        Written to a temporary and renamed, so a killed process leaves the whole chunk or
+        none. No ``fsync`` by default: a killed process loses nothing that reached the
+        page cache, and after an OS crash a damaged chunk fails its zip CRC on loading
+        (``describe`` then recomputes it); ``sync=True`` also survives power loss.
+        """
         arrays = {
             "c": np.array([self.c0, self.c1], dtype=np.int64),
             "candidate_id": self.candidate_id,
@@ -85,9 +91,32 @@ class ChunkData:
         tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
+
+    @classmethod
+    def concat(cls, chunks: Sequence[ChunkData]) -> ChunkData:
+        """Consecutive chunks as one (fewer, larger HDF5 writes; same bytes)."""
+        if len(chunks) == 1:
+            return chunks[0]
+        nd = len(chunks[0].rows)
+        return cls(
+            chunks[0].c0,
+            chunks[-1].c1,
+            np.concatenate([c.candidate_id for c in chunks]),
+            np.concatenate([c.n_atoms for c in chunks]),
+            np.concatenate([c.structure for c in chunks]),
+            np.concatenate([c.F for c in chunks]),
+            [np.concatenate([c.rows[k] for c in chunks]) for k in range(nd)],
+            [np.concatenate([c.weights[k] for c in chunks]) for k in range(nd)],
+            [np.concatenate([c.counts[k] for c in chunks]) for k in range(nd)],
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self.rows)
 
     @classmethod
     def load(cls, path: str | os.PathLike, n_desc: int) -> ChunkData:
@@ -217,6 +246,10 @@ class StoreWriter:
             self.offsets[k][a + 1 : b + 1] = r0 + np.cumsum(counts)
             self._next_row[k] = r1
         self._next_config = b
+
+    def abort(self) -> None:
+        """Close without the completeness check (the caller discards the file)."""
+        self.f.close()
 
     def close(self) -> None:
         """Check completeness and close the file."""

@@ -86,6 +86,12 @@ def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, 
 @output_option("Output model folder (gap.xml, gap_fit.log, fit.json, train.xyz).")
 @fit_options
 @click.option("-v", "--verbose", is_flag=True, help="Echo gap_fit's log while it runs.")
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Keep an existing OUTPUT whose fit.json records the same inputs (labelled "
+    "bytes, gap_fit arguments, quippy-ase version), as crossval does; refit otherwise.",
+)
 @force_option
 @quiet_option
 def command(
@@ -100,6 +106,7 @@ def command(
     gap_fit_args,
     seed,
     verbose,
+    reuse,
     force,
     quiet,
 ) -> None:
@@ -118,6 +125,7 @@ def command(
       mlpdesign fit labelled.xyz --store pool.h5 -o model/
       mlpdesign fit labelled.xyz --store pool.h5 --n-sparse soap=200 \\
           --sigma 0.001,0.05,0.05 -o model/
+      mlpdesign fit labelled.xyz --store pool.h5 -o model/ --reuse   # no refit if unchanged
       mlpdesign fit labelled.xyz -o model/ \\
           --gap "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3"
     """
@@ -131,9 +139,12 @@ def command(
         options,
         force=force,
         echo=echo,
+        reuse=reuse,
         announce=None if quiet else (lambda line: click.echo(line, err=True)),
     )
-    if not quiet:
+    if not quiet and res.reused:
+        click.echo(f"{output}: inputs unchanged, model kept (--reuse)", err=True)
+    elif not quiet:
         mem = "?" if res.peak_rss_mib is None else f"{res.peak_rss_mib:.0f} MiB"
         click.echo(
             f"fitted {res.n_configs} configurations in {res.wall_s:.1f} s "

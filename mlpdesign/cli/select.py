@@ -83,6 +83,15 @@ def _first_type(text: str | None):
     default=None,
     help="Output format (default: from the suffix of -o, else h5).",
 )
+@click.option(
+    "--memory-limit",
+    default=None,
+    metavar="SIZE",
+    help="Stream the store from HDF5 in blocks instead of loading it, keeping the kernel "
+    "data and O(N) state of each process under SIZE (512M, 1.5G, 4G; bytes). Same picks; "
+    "Psi then bitwise equal for any limit and any number of MPI ranks.",
+)
+@click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)
 @force_option
 @quiet_option
 def command(
@@ -101,6 +110,8 @@ def command(
     fmt,
     force,
     quiet,
+    memory_limit,
+    block_rows,
 ) -> None:
     """Pick the most informative candidates: greedy conditional max-min on the kernel distance.
 
@@ -118,6 +129,11 @@ def command(
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
       mlpdesign select pool.h5 -n 1000 --random --seed 3 -o random.h5
       mlpdesign select pool.h5 -n 100 --balance --format json -o sel.json
+      mlpdesign select pool.h5 -n 1000 --memory-limit 4G -o selection.h5
+      mpiexec -n 4 mlpdesign select pool.h5 -n 1000 -o selection.h5   # or srun
+
+    Under mpiexec/srun each rank holds (with --memory-limit: streams) a contiguous shard of
+    the pool; rank 0 writes the file, the same bytes as a serial --memory-limit run.
     """
     from ..progress import progress
     from ..select import select_store
@@ -133,29 +149,71 @@ def command(
     def factory(total, desc="select"):
         return progress(total, desc, unit="pick", enabled=not quiet)
 
+    from ..mpi import world
+
+    comm = world()
+    scaled = memory_limit is not None or comm is not None or block_rows is not None
+    if scaled and continue_from is not None:
+        from ..errors import MlpdesignError
+
+        raise MlpdesignError("--continue is not supported with --memory-limit or under MPI")
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        sel, design = select_store(
-            store,
-            n,
-            output,
-            method="random" if random_ else "maxmin",
-            given=given,
-            continue_from=continue_from,
-            first=first,
-            seed=seed,
-            normalize=not no_normalize,
-            per_atom=per_atom,
-            balance=balance,
-            dtype=dtype,
-            fmt=fmt,
-            force=force,
-            command=" ".join(["mlpdesign"] + sys.argv[1:]),
-            progress_factory=factory,
-        )
+        if scaled:
+            from ..scale import BLOCK_ROWS, select_store_scaled
+
+            sel, design = select_store_scaled(
+                store,
+                n,
+                output,
+                method="random" if random_ else "maxmin",
+                given=given,
+                first=first,
+                seed=seed,
+                normalize=not no_normalize,
+                per_atom=per_atom,
+                balance=balance,
+                dtype=dtype,
+                fmt=fmt,
+                force=force,
+                command=" ".join(["mlpdesign"] + sys.argv[1:]),
+                memory_limit=memory_limit,
+                comm=comm,
+                block_rows=block_rows or BLOCK_ROWS,
+                progress_factory=factory,
+            )
+        else:
+            sel, design = select_store(
+                store,
+                n,
+                output,
+                method="random" if random_ else "maxmin",
+                given=given,
+                continue_from=continue_from,
+                first=first,
+                seed=seed,
+                normalize=not no_normalize,
+                per_atom=per_atom,
+                balance=balance,
+                dtype=dtype,
+                fmt=fmt,
+                force=force,
+                command=" ".join(["mlpdesign"] + sys.argv[1:]),
+                progress_factory=factory,
+            )
+    if comm is not None and comm.Get_rank() != 0:
+        return
     for w in caught:
         click.echo(f"mlpdesign: warning: {w.message}", err=True)
+    if scaled and not quiet:
+        s = design.stats
+        click.echo(
+            f"streamed {s['blocks']} blocks on {s['ranks']} rank(s): read {s['blocks_read']} "
+            f"blocks ({s['bytes_read'] / 1e9:.3g} GB), {s['cache_hits']} cache hits, "
+            f"{s['blocks_skipped']} skipped by the bound",
+            err=True,
+        )
     if not quiet:
         last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
         click.echo(
