@@ -44,6 +44,9 @@ QUICK_GAP = (
 )
 
 
+DEFAULT_SIGMA = "0.002,0.05,0.05"
+
+
 def mlpdesign(*args: str, log: Path | None = None) -> None:
     """Run one ``mlpdesign`` command; stop the experiment with its message if it fails."""
     cmd = [sys.executable, "-c", "from mlpdesign.cli import main; main()", *map(str, args)]
@@ -83,7 +86,8 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     d = work / f"pair-{s1}-{s2}"
     d.mkdir(parents=True, exist_ok=True)
     log = d / "commands.log"
-    t: dict[str, float] = {}
+    t: dict = {}
+    t_pair = time.perf_counter()
 
     def timed(key: str, fn, items) -> list:
         t0 = time.perf_counter()
@@ -109,7 +113,7 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
         pools,
     )
     t0 = time.perf_counter()
-    for i, _ in pools:  # each describe already uses every core (-j)
+    for i, _ in pools:  # each describe already uses --jobs workers
         pool, store = d / f"pool{i}.xyz", d / f"pool{i}.h5"
         step(store, "describe", pool, "--gap", gap, "-j", a.jobs, "-o", store, "-q", log=log)
     t["describe"] = round(time.perf_counter() - t0, 1)
@@ -130,14 +134,17 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
         step(lab, "label", xyz, "--eam", a.eam, "-o", lab, "-q", log=log)
 
     sets = {f"{k}{i}": d / f"{k.lower()}{i}-labelled.xyz" for k, i, _ in designs}
-    fit_opts = ["--store", d / "pool1.h5", "--n-sparse", f"soap={n_sparse}"]
+    fit_opts = ["--store", d / "pool1.h5", "--n-sparse", f"soap={n_sparse}", "--sigma", a.sigma]
+    # one models folder per gap_fit setting; RND fits are shared by both variants
+    tag = "" if a.sigma == DEFAULT_SIGMA else "-sigma" + a.sigma.replace(",", "_")
+    models = d / f"models{tag}"
 
     def fit(name: str) -> None:
-        mlpdesign("fit", sets[name], *fit_opts, "-o", d / "models" / name, "--reuse", "-q", log=log)
+        mlpdesign("fit", sets[name], *fit_opts, "-o", models / name, "--reuse", "-q", log=log)
 
     timed("select", select, designs)
     timed("label", label, designs)
-    (d / "models").mkdir(exist_ok=True)
+    models.mkdir(exist_ok=True)
     timed("fit", fit, list(sets))
 
     variants = (("default", "OPT"), ("balance", "BAL"))
@@ -150,10 +157,13 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
             *(f"{n}={sets[n]}" for n in names),
             *fit_opts,
             "--models-dir",
-            d / "models",
+            models,
             "-o",
-            d / f"cv-{variant}",
+            d / f"cv-{variant}{tag}",
+            *(["--no-figure"] if a.no_figure else []),
             "--force",
+            "-j",
+            "1",
             "-q",
             log=log,
         )
@@ -162,7 +172,7 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     results = {}
     for variant, opt in variants:
         names = [f"{opt}1", f"{opt}2", "RND1", "RND2"]
-        m = json.loads((d / f"cv-{variant}" / "matrix.json").read_text())
+        m = json.loads((d / f"cv-{variant}{tag}" / "matrix.json").read_text())
         worst = {n: m["worst_off_sample_q99"][n]["value"] for n in names}
         w_opt = max(worst[f"{opt}1"], worst[f"{opt}2"])
         w_rnd = max(worst["RND1"], worst["RND2"])
@@ -176,11 +186,15 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
             "ratio": w_opt / w_rnd,
             "fit_s": {n: m["fits"][n]["wall_s"] for n in names},
         }
-    return {
-        "seeds": [s1, s2],
-        "results": results,
-        "times_s": t,
-    }
+    fit_s = {}
+    for n in sets:
+        info = json.loads((models / n / "fit.json").read_text())
+        fit_s[n] = info["wall_s"]
+    t["fit_wall_s_each"] = fit_s
+    t["pair_total"] = round(time.perf_counter() - t_pair, 1)
+    out = {"seeds": [s1, s2], "sigma": a.sigma, "results": results, "times_s": t}
+    (d / f"result{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 def spread(values: list[float]) -> str:
@@ -200,7 +214,15 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=5000, help="candidates per pool (default 5000)")
     p.add_argument("--pick", type=int, default=1000, help="configurations per set (1000)")
     p.add_argument("--pairs", default="1:2,3:4,5:6", help="seed pairs, e.g. 1:2,3:4,5:6")
-    p.add_argument("--jobs", type=int, default=2, help="describe workers and fits at once")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="describe workers and commands at once (default 1)"
+    )
+    p.add_argument(
+        "--sigma",
+        default=DEFAULT_SIGMA,
+        help=f"gap_fit default_sigma E,F,V (default {DEFAULT_SIGMA}, mlpdesign fit's)",
+    )
+    p.add_argument("--no-figure", action="store_true", help="skip the parity plots")
     p.add_argument(
         "--eam",
         type=Path,
