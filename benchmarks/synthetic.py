@@ -38,14 +38,13 @@ def synthetic_rows(
     b = rng.normal(0.0, 0.5, dim)
     m = np.abs(rng.normal(0.0, 1.0, dim))  # the common part of all rows (as in SOAP)
     out = np.empty((c1 - c0, dim))
-    for i in range(c0, c1, 4096):  # a fixed block grid: the same numbers whatever c0, c1
-        j0 = i - i % 4096
+    for j0 in range(c0 - c0 % 4096, c1, 4096):  # a fixed grid: the same numbers for any c0, c1
         r = np.random.default_rng([seed, 1, j0])
         z = r.uniform(-1.0, 1.0, (4096, LATENT))
         eta = r.normal(0.0, noise, (4096, dim))
         x = m + spread * np.tanh(z @ A + b) + eta
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        a, e = max(i, j0), min(c1, j0 + 4096)
+        a, e = max(c0, j0), min(c1, j0 + 4096)
         out[a - c0 : e - c0] = x[a - j0 : e - j0]
     return out
 

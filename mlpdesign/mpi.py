@@ -63,8 +63,26 @@ def world():
             ) from None
         comm = MPI.COMM_WORLD
         _WORLD = comm if (comm.Get_size() > 1 or force == "1") else None
+        if _WORLD is not None and comm.Get_size() > 1:
+            _abort_on_crash(comm)
     _CHECKED = True
     return _WORLD
+
+
+def _abort_on_crash(comm) -> None:
+    """An unexpected exception (a bug, not a one-line MlpdesignError, which every rank
+    raises alike) on one rank would leave the others waiting in a collective forever:
+    print the traceback, then abort the whole job."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        comm.Abort(1)
+
+    sys.excepthook = hook
 
 
 def rank_size() -> tuple[int, int]:
@@ -73,7 +91,7 @@ def rank_size() -> tuple[int, int]:
     return (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
 
 
-def agree(comm, fn, *args, **kwargs):
+def agree(comm, fn, /, *args, **kwargs):
     """Run ``fn`` on every rank and make errors collective.
 
     If any rank raises :class:`MlpdesignError`, every rank raises it (the lowest rank's

@@ -167,7 +167,7 @@ class _Comm:
     def sum(self, x):
         return x if self.comm is None else self.comm.allreduce(x)
 
-    def agree(self, fn, *args, **kw):
+    def agree(self, fn, /, *args, **kw):
         from .mpi import agree
 
         return agree(self.comm, fn, *args, **kw)
@@ -193,6 +193,7 @@ class PoolShard:
         given=None,
         what: str = "select",
         ref=None,
+        spill: bool = True,
     ) -> None:
         from .kernels import term_plans
 
@@ -223,6 +224,12 @@ class PoolShard:
             "peak_cache_bytes": 0,
         }
         self._cache: dict[int, object] = {}
+        #: blocks out of the cache: rows in a scratch file, the rest in memory
+        self.spill = spill
+        self._skeleton: dict[int, tuple] = {}
+        self._spill_file = None
+        self._spill_dir = None
+        self.stats["spill_bytes"] = 0
         self.cache_set = self.c.agree(self._plan, memory_limit, est[lo:hi], n_design, given, what)
         self.stats["cached_blocks"] = len(self.cache_set)
 
@@ -244,9 +251,12 @@ class PoolShard:
             return set(range(len(self.blocks)))
         n_terms = len(self.plans)
         state = self.local_n * 48 + self.n * (8 * n_terms + 16)
-        per_config = sum(t.dim * t.rows.itemsize + 24 for t in self.ref.terms) * max(
-            1.0, max(float(self.store.offsets(k)[-1]) / self.n for k in range(n_terms))
-        )
+        per_config = 0.0  # design rows per point: one embedded row per pair term
+        for k, t in enumerate(self.ref.terms):
+            rows = 1.0
+            if self.plans[k]["kind"] != "pair":
+                rows = max(1.0, float(self.store.offsets(k)[-1]) / self.n)
+            per_config += (t.dim * t.rows.itemsize + 24) * rows
         design = int(2 * n_design * (per_config + 64))
         gbytes = 0 if given is None else kernel_bytes(given)
         work = 0
@@ -262,7 +272,20 @@ class PoolShard:
         qrows = max(int(np.diff(self.store.offsets(k)).max(initial=1)) for k in range(n_terms))
         rows_blk = max((b1 - b0) for b0, b1 in self.blocks) if self.blocks else 0
         work += 4 * min(rows_blk * qrows, 1 << 26) * 8
-        fixed = state + design + gbytes + work
+        item = np.dtype(self.options.get("dtype", "float64")).itemsize
+        rows_bytes = []
+        for b0, b1 in self.blocks:
+            r = 0
+            for k, t in enumerate(self.ref.terms):
+                n_rows = b1 - b0
+                if self.plans[k]["kind"] != "pair":
+                    o = self.store.offsets(k)
+                    n_rows = int(o[b1] - o[b0])
+                r += n_rows * t.dim * item
+            rows_bytes.append(r)
+        # a spilled block keeps its per-config arrays (aux, weights, offsets, diagonals)
+        skeleton = sum(max(0, e - r) for e, r in zip(est, rows_bytes, strict=True))
+        fixed = state + design + gbytes + work + (skeleton if self.spill else 0)
         biggest = max(est, default=0)
         if limit < fixed + biggest:
             raise MlpdesignError(
@@ -284,16 +307,21 @@ class PoolShard:
 
     # -- blocks
     def block(self, i: int):
-        """Block ``i`` of this shard as a KernelData (cached or read now)."""
+        """Block ``i`` of this shard as a KernelData: cached, re-read from the spill file
+        or built from the store now (the first time)."""
         kd = self._cache.get(i)
         if kd is not None:
             self.stats["cache_hits"] += 1
+            return kd
+        self.stats["blocks_read"] += 1
+        if i in self._skeleton:
+            kd = self._unspill(i)
+            self.stats["bytes_read"] += sum(t.rows.nbytes for t in kd.terms)
             return kd
         from .kernels import StoreKernel
 
         b0, b1 = self.blocks[i]
         kd = StoreKernel(self.store, configs=(b0, b1), like=self.ref, **self.options)
-        self.stats["blocks_read"] += 1
         for k in range(len(self.plans)):
             ds = self.store.f[f"descriptors/{k}/rows"]
             o = self.store.offsets(k)
@@ -303,7 +331,59 @@ class PoolShard:
             self._cache[i] = kd
             held = sum(kernel_bytes(v) for v in self._cache.values())
             self.stats["peak_cache_bytes"] = max(self.stats["peak_cache_bytes"], held)
+        elif self.spill:
+            self._spill_block(i, kd)
         return kd
+
+    def _spill_block(self, i: int, kd) -> None:
+        """Keep block ``i``'s built rows (centred, working dtype) in this rank's scratch
+        file and its small per-config arrays in memory: a re-read is one sequential read
+        of exactly the bytes a product needs, with no rebuilding (the same bits)."""
+        import os
+        import tempfile
+
+        if self._spill_file is None:
+            where = os.environ.get("MLPDESIGN_SCRATCH") or None
+            self._spill_dir = tempfile.TemporaryDirectory(prefix="mlpdesign-spill-", dir=where)
+            self._spill_file = open(os.path.join(self._spill_dir.name, "rows.bin"), "w+b")  # noqa: SIM115
+        f = self._spill_file
+        f.seek(0, os.SEEK_END)
+        parts = []
+        for t in kd.terms:
+            a = np.ascontiguousarray(t.rows)
+            parts.append((f.tell(), a.shape, a.dtype))
+            a.tofile(f)
+        f.flush()
+        skel = copy.copy(kd)
+        skel.terms = []
+        for t in kd.terms:
+            t2 = copy.copy(t)
+            t2.rows = None
+            skel.terms.append(t2)
+        self._skeleton[i] = (skel, parts)
+        self.stats["spill_bytes"] = f.tell()
+
+    def _unspill(self, i: int):
+        skel, parts = self._skeleton[i]
+        kd = copy.copy(skel)
+        kd.terms = []
+        f = self._spill_file
+        for t, (off, shape, dtype) in zip(skel.terms, parts, strict=True):
+            f.seek(off)
+            rows = np.fromfile(f, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            t2 = copy.copy(t)
+            t2.rows = rows
+            kd.terms.append(t2)
+        return kd
+
+    def close(self) -> None:
+        """Remove the spill file."""
+        if self._spill_file is not None:
+            self._spill_file.close()
+            self._spill_file = None
+        if self._spill_dir is not None:
+            self._spill_dir.cleanup()
+            self._spill_dir = None
 
     def local_range(self, i: int) -> tuple[int, int]:
         b0, b1 = self.blocks[i]
@@ -583,7 +663,7 @@ def _run(
         given=gk,
         ref=ref,
     )
-    with _blas_one_thread():
+    with _blas_one_thread(), contextlib.closing(shard):
         eps = shard.global_eps(gk)
         st = StreamedState(shard, eps)
         if gk is not None:
@@ -846,7 +926,7 @@ def covering_streamed(
             what="the covering radius",
         )
         curves = []
-        with _blas_one_thread():
+        with _blas_one_thread(), contextlib.closing(shard):
             eps = shard.global_eps()
             for d in designs:
                 st = StreamedState(shard, eps)
@@ -859,3 +939,99 @@ def covering_streamed(
                         progress.update(1)
                 curves.append(curve)
     return curves
+
+
+# ---------------------------------------------------------------------------- describe
+
+
+def _part_path(out, rank: int, size: int):
+    from pathlib import Path
+
+    out = Path(out)
+    return out.with_name(f".{out.name}.mpi-{rank + 1}of{size}.h5")
+
+
+def _reusable_part(path, command: str, shard: str) -> bool:
+    """A finished part of an earlier run of the same command (killed before the merge)."""
+    from .store import open_store
+
+    if not path.is_file():
+        return False
+    try:
+        with open_store(path) as s:
+            return s.attrs.get("command") == command and s.attrs.get("shard") == shard
+    except (MlpdesignError, OSError):
+        return False
+
+
+def describe_mpi(
+    pool,
+    output,
+    *,
+    comm,
+    gap=None,
+    jobs: int = 1,
+    chunk_size=None,
+    dtype: str = "float64",
+    force: bool = False,
+    restart: bool = False,
+    command: str = "",
+    progress=None,
+    log=None,
+):
+    """:func:`mlpdesign.descriptors.describe` over the ranks of ``comm``: rank r describes
+    shard r+1 of P (contiguous, ``--shard`` rules) into a hidden part file beside ``output``
+    (itself resumable), then rank 0 merges the parts into ``output`` with the serial run's
+    ``command`` and removes them. The store equals a serial run's in every dataset and
+    attribute. A killed run continues where it stopped (each part from its chunks)."""
+    from .descriptors import describe, index_pool
+    from .fileio import check_output
+    from .pool import shard_range
+    from .store import merge_stores
+
+    c = _Comm(comm)
+    out = c.agree(check_output, output, force)
+    n_pool = c.agree(lambda: index_pool(pool).n_configs if c.rank == 0 else None)
+    n_pool = c.bcast(n_pool, root=0)
+    shard = (c.rank + 1, c.size)
+    count = shard_range(n_pool, *shard)[1]
+    part = _part_path(out, c.rank, c.size)
+    part_cmd = f"{command} [MPI rank {c.rank + 1} of {c.size}]"
+
+    def mine():
+        if count == 0:
+            return None
+        if not restart and _reusable_part(part, part_cmd, f"{shard[0]}/{shard[1]}"):
+            if log is not None and c.rank == 0:
+                log(f"resuming: part {part} is complete")
+            return str(part)
+        describe(
+            pool,
+            part,
+            gap=gap,
+            jobs=jobs,
+            shard=shard,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            force=True,
+            restart=restart,
+            command=part_cmd,
+            progress=progress if c.rank == 0 else None,
+            log=log if c.rank == 0 else None,
+        )
+        return str(part)
+
+    parts = [p for p in c.allgather(c.agree(mine)) if p is not None]
+
+    def merge():
+        if c.rank != 0:
+            return None
+        merge_stores(parts, out, force=force, command=command)
+        for p in parts:
+            from pathlib import Path
+
+            Path(p).unlink(missing_ok=True)
+        return None
+
+    c.agree(merge)
+    return out

@@ -69,6 +69,8 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
     chunks in OUTPUT.partial/; running the same command again continues it and ends with
     the same file as an uninterrupted run. --shard i/n describes part i of n (SLURM arrays);
     'mlpdesign merge' joins the parts into the store an unsharded run would write.
+    Under mpiexec/srun each rank describes a contiguous part and rank 0 merges them into
+    OUTPUT: the same store as a serial run.
 
     \b
     Examples:
@@ -79,6 +81,7 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
           zeta=4 delta=0.3"
       mlpdesign describe pool.xyz -o part-3.h5 --shard 3/16     # one SLURM array task
       mlpdesign merge part-*.h5 -o pool.h5
+      mpiexec -n 4 mlpdesign describe pool.xyz -o pool.h5        # or srun: one store
       mlpdesign info pool.h5
     """
     from ..descriptors import describe
@@ -88,13 +91,13 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
         if not quiet:
             click.echo(msg, err=True)
 
+    from ..mpi import world
+
+    comm = world()
     cmd = _command_line(pool, output, gap, shard, chunk_size, dtype)
-    out = describe(
-        pool,
-        output,
+    kwargs = dict(
         gap=gap,
         jobs=jobs,
-        shard=shard,
         chunk_size=chunk_size,
         dtype=dtype,
         force=force,
@@ -105,6 +108,20 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
             total, "describe", unit="cfg", enabled=not quiet, initial=initial
         ),
     )
+    if comm is not None:
+        from ..errors import MlpdesignError
+        from ..scale import describe_mpi
+
+        if shard:
+            raise MlpdesignError(
+                "--shard and an MPI launch split the pool twice: use one of them "
+                "(each rank of mpiexec/srun describes its own part)"
+            )
+        out = describe_mpi(pool, output, comm=comm, **kwargs)
+        if comm.Get_rank() != 0:
+            return
+    else:
+        out = describe(pool, output, shard=shard, **kwargs)
     if not quiet:
         from ..store import open_store
 
