@@ -45,6 +45,8 @@ QUICK_GAP = (
 
 
 DEFAULT_SIGMA = "0.002,0.05,0.05"
+#: kernel variant -> name of its optimised sets
+VARIANTS = {"default": "OPT", "balance": "BAL"}
 
 
 def mlpdesign(*args: str, log: Path | None = None) -> None:
@@ -118,6 +120,8 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
         step(store, "describe", pool, "--gap", gap, "-j", a.jobs, "-o", store, "-q", log=log)
     t["describe"] = round(time.perf_counter() - t0, 1)
     kinds = {"OPT": [], "BAL": ["--balance"], "RND": ["--random", "--seed"]}
+    variants = tuple((v, VARIANTS[v]) for v in a.variants)
+    kinds = {k: x for k, x in kinds.items() if k == "RND" or k in dict(variants).values()}
     designs = [(k, i, seed) for i, seed in pools for k in kinds]
 
     def select(job) -> None:
@@ -147,11 +151,17 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     models.mkdir(exist_ok=True)
     timed("fit", fit, list(sets))
 
-    variants = (("default", "OPT"), ("balance", "BAL"))
-
     def cv(v) -> None:
         variant, opt = v
         names = [f"{opt}1", f"{opt}2", "RND1", "RND2"]
+        # cached: the same four models (by their input hashes) give the same matrix
+        key = "\n".join(
+            n + " " + json.loads((models / n / "fit.json").read_text())["inputs_sha256"]
+            for n in names
+        )
+        stamp = d / f"cv-{variant}{tag}" / "experiment-key.txt"
+        if stamp.is_file() and stamp.read_text() == key:
+            return
         mlpdesign(
             "crossval",
             *(f"{n}={sets[n]}" for n in names),
@@ -167,6 +177,7 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
             "-q",
             log=log,
         )
+        stamp.write_text(key)
 
     timed("crossval", cv, variants)
     results = {}
@@ -224,6 +235,11 @@ def main() -> None:
     )
     p.add_argument("--no-figure", action="store_true", help="skip the parity plots")
     p.add_argument(
+        "--variants",
+        default="default,balance",
+        help="kernels of the optimised sets: default (OPT), balance (select --balance, BAL)",
+    )
+    p.add_argument(
         "--eam",
         type=Path,
         default=ROOT / "third_party" / "Zr_mm.eam.fs",
@@ -236,6 +252,9 @@ def main() -> None:
         help="work folder (default: <tmp>/mlpdesign-paper-experiment-<setting>)",
     )
     a = p.parse_args()
+    a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    if not a.variants or set(a.variants) - set(VARIANTS):
+        sys.exit(f"--variants: choose from {', '.join(VARIANTS)}")
     if not a.eam.is_file():
         sys.exit(f"{a.eam}: no such file; run 'make eam' first")
     gap, n_sparse = (QUICK_GAP, 200) if a.quick else (PAPER_GAP, 500)
@@ -253,8 +272,8 @@ def main() -> None:
     for s1, s2 in pairs:
         r = run_pair(s1, s2, a, gap, n_sparse, work)
         runs.append(r)
-        for variant, opt in (("default", "OPT"), ("balance", "BAL")):
-            v = r["results"][variant]
+        for variant in a.variants:
+            opt, v = VARIANTS[variant], r["results"][variant]
             w = "  ".join(f"{n} {x * 1e3:7.2f}" for n, x in v["worst_off_sample_q99"].items())
             print(
                 f"pair {s1}:{s2} {variant:8s} worst off-sample q99 (meV/atom): {w}   "
@@ -272,36 +291,42 @@ def main() -> None:
         "runs": runs,
         "total_s": round(total, 1),
     }
-    ratios = {v: [r["results"][v]["ratio"] for r in runs] for v in ("default", "balance")}
-    print("\nworst(OPT)/worst(RND) over seed pairs (below 1: the design beats random):")
-    for v in ("default", "balance"):
-        print(f"  {v:8s} {spread(ratios[v])}")
-    md, mb = statistics.mean(ratios["default"]), statistics.mean(ratios["balance"])
-    win = "default" if md <= mb else "balance"
-    wins = sum(
-        (x <= y) == (win == "default")
-        for x, y in zip(ratios["default"], ratios["balance"], strict=True)
-    )
-    print(
-        f"  lower mean ratio: {win} ({min(md, mb):.3f} vs {max(md, mb):.3f}; better in "
-        f"{wins} of {len(runs)} pairs)"
-    )
+    summary["sigma"] = a.sigma
+    ratios = {v: [r["results"][v]["ratio"] for r in runs] for v in a.variants}
     summary["ratios"] = ratios
-    summary["winner"] = win
-    print("\n| seeds | worst OPT | worst RND | OPT/RND | worst BAL | BAL/RND |")
-    print("|---|---|---|---|---|---|")
-    for r in runs:
-        d, b = r["results"]["default"], r["results"]["balance"]
-        print(
-            f"| {r['seeds'][0]}:{r['seeds'][1]} | {d['worst_opt'] * 1e3:.2f} | "
-            f"{d['worst_rnd'] * 1e3:.2f} | {d['ratio']:.3f} | {b['worst_opt'] * 1e3:.2f} | "
-            f"{b['ratio']:.3f} |"
+    print("\nworst(OPT)/worst(RND) over seed pairs (below 1: the design beats random):")
+    for v in a.variants:
+        print(f"  {v:8s} {spread(ratios[v])}")
+    if len(a.variants) == 2:
+        md, mb = statistics.mean(ratios["default"]), statistics.mean(ratios["balance"])
+        win = "default" if md <= mb else "balance"
+        wins = sum(
+            (x <= y) == (win == "default")
+            for x, y in zip(ratios["default"], ratios["balance"], strict=True)
         )
-    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        f"\ntotal {total:.0f} s; summary in {work / 'summary.json'} "
-        "(worst off-sample q99 in meV/atom)"
+        print(
+            f"  lower mean ratio: {win} ({min(md, mb):.3f} vs {max(md, mb):.3f}; better in "
+            f"{wins} of {len(runs)} pairs)"
+        )
+        summary["winner"] = win
+    head = "| seeds | worst RND |" + "".join(
+        f" worst {VARIANTS[v]} | {VARIANTS[v]}/RND |" for v in a.variants
     )
+    print("\n" + head + " pair time (s) |")
+    print("|---" * (head.count("|") - 1) + "|---|")
+    for r in runs:
+        res = r["results"]
+        cells = "".join(
+            f" {res[v]['worst_opt'] * 1e3:.2f} | {res[v]['ratio']:.3f} |" for v in a.variants
+        )
+        print(
+            f"| {r['seeds'][0]}:{r['seeds'][1]} | {res[a.variants[0]]['worst_rnd'] * 1e3:.2f} |"
+            f"{cells} {r['times_s']['pair_total']:.0f} |"
+        )
+    tag = "" if a.sigma == DEFAULT_SIGMA else "-sigma" + a.sigma.replace(",", "_")
+    path = work / f"summary{tag}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\ntotal {total:.0f} s; summary in {path} (worst off-sample q99 in meV/atom)")
 
 
 if __name__ == "__main__":
