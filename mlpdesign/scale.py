@@ -367,10 +367,15 @@ class PoolShard:
         skel, parts = self._skeleton[i]
         kd = copy.copy(skel)
         kd.terms = []
-        f = self._spill_file
         for t, (off, shape, dtype) in zip(skel.terms, parts, strict=True):
-            f.seek(off)
-            rows = np.fromfile(f, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            # mapped, not copied: the product reads the page cache directly; the map (and
+            # its resident pages) goes when the block is dropped after use
+            if int(np.prod(shape)) == 0:
+                rows = np.empty(shape, dtype=dtype)
+            else:
+                rows = np.memmap(
+                    self._spill_file.name, dtype=dtype, mode="r", offset=off, shape=shape
+                )
             t2 = copy.copy(t)
             t2.rows = rows
             kd.terms.append(t2)
