@@ -338,8 +338,12 @@ def evaluate(
     chunk: int | None = None,
     block: int = 256,
     progress: Any = None,
+    covering: Any = None,
 ) -> list[DesignEval]:
     """Kernel matrix, pairwise D2, max-min and covering curves of each design.
+
+    ``covering(designs) -> curves``: computes the covering curves instead of the in-memory
+    pass (``mlpdesign.scale``: streamed / over MPI ranks).
 
     ``oracle``: a :class:`mlpdesign.kernels.KernelData` or any :class:`KernelOracle`.
     """
@@ -350,7 +354,10 @@ def evaluate(
             raise MlpdesignError(f"design index out of range for a pool of {oracle.n}")
         if len(np.unique(d)) != len(d):
             raise MlpdesignError("a design repeats a candidate")
-    cover = covering_curves(oracle, designs, chunk=chunk, block=block, progress=progress)
+    if covering is not None:
+        cover = covering(designs)
+    else:
+        cover = covering_curves(oracle, designs, chunk=chunk, block=block, progress=progress)
     out = []
     for d, c in zip(designs, cover, strict=True):
         k, d2 = pairwise_d2(oracle, d)
@@ -482,6 +489,7 @@ def compute(
     chunk: int | None = None,
     block: int = 256,
     progress: Any = None,
+    covering: Any = None,
 ) -> ReportData:
     """Evaluate ``designs`` and ``n_random`` seeded random designs on the same pool.
 
@@ -504,7 +512,12 @@ def compute(
     n_max = max(len(d.index) for d in designs)
     randoms = random_designs(oracle.n, n_max, n_random, seed) if n_random else []
     evals = evaluate(
-        oracle, [d.index for d in designs] + randoms, chunk=chunk, block=block, progress=progress
+        oracle,
+        [d.index for d in designs] + randoms,
+        chunk=chunk,
+        block=block,
+        progress=progress,
+        covering=covering,
     )
     evals, revals = evals[: len(designs)], evals[len(designs) :]
 

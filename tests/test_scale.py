@@ -241,7 +241,7 @@ def test_report_covering_streamed_and_mpi(store, serial, tmp_path):
         "--format",
         "json",
         "--memory-limit",
-        "520K",
+        "700K",
         "--block-rows",
         8,
     )
@@ -252,12 +252,17 @@ def test_report_covering_streamed_and_mpi(store, serial, tmp_path):
         _same_metrics(json.loads(res.stdout), want)
 
 
-def _same_metrics(a: dict, b: dict) -> None:
-    for da, db in zip(a["designs"], b["designs"], strict=True):
-        for ra, rb in zip(da["sizes"], db["sizes"], strict=True):
-            for key in ("covering_radius_d2", "min_pairwise_d2", "logdet_k"):
-                assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), key
-    for ra, rb in zip(a["random"], b["random"], strict=True):
-        assert ra["covering_radius_d2"]["median"] == pytest.approx(
-            rb["covering_radius_d2"]["median"], rel=1e-6, abs=1e-9
-        )
+def _same_metrics(a, b, where="") -> None:
+    """Equal metrics JSON: floats to 1e-6 (the covering pass sums in another order)."""
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b), where
+        for k in a:
+            _same_metrics(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_metrics(x, y, f"{where}[{k}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), where
+    else:
+        assert a == b, where

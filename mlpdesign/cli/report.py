@@ -84,10 +84,32 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     show_default=True,
     help="What to print on stdout: a table, the metrics JSON, or nothing.",
 )
+@click.option(
+    "--memory-limit",
+    default=None,
+    metavar="SIZE",
+    help="Stream the pool from the store in blocks for the covering radius, keeping the "
+    "kernel data of each process under SIZE (512M, 4G). Under mpiexec/srun the pool is "
+    "split over the ranks either way; rank 0 writes the report.",
+)
+@click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)
 @force_option
 @quiet_option
 def command(
-    store, selections, output, n_random, sizes, seed, jitter, bins, kernel, fmt, force, quiet
+    store,
+    selections,
+    output,
+    n_random,
+    sizes,
+    seed,
+    jitter,
+    bins,
+    kernel,
+    fmt,
+    force,
+    quiet,
+    memory_limit,
+    block_rows,
 ) -> None:
     """Measure how good designs are, before any label exists (paper figs. 3, 4, 8).
 
@@ -111,15 +133,16 @@ def command(
       mlpdesign report pool.h5 selection.h5 -o report/
       mlpdesign report pool.h5 opt.h5 rnd.h5 --random 50 --sizes 100,200,500,1000 -o report/
       mlpdesign report pool.h5 selection.h5 --format json > metrics.json   # no figures
+      mlpdesign report pool.h5 selection.h5 --memory-limit 4G -o report/
+      mpiexec -n 4 mlpdesign report pool.h5 selection.h5 -o report/     # or srun
     """
+    from ..mpi import world
     from ..report import format_text, json_dumps, report
 
     if output is None and fmt == "none":
         raise click.UsageError("nothing to do: give -o/--output or a --format to print")
-    data = report(
-        store,
-        selections,
-        output,
+    comm = world()
+    args = dict(
         n_random=n_random,
         sizes=sizes,
         seed=seed,
@@ -129,6 +152,22 @@ def command(
         force=force,
         show_progress=not quiet,
     )
+    if memory_limit is not None or comm is not None or block_rows is not None:
+        from ..scale import BLOCK_ROWS, report_scaled
+
+        data = report_scaled(
+            store,
+            selections,
+            output,
+            memory_limit=memory_limit,
+            comm=comm,
+            block_rows=block_rows or BLOCK_ROWS,
+            **args,
+        )
+        if data is None:  # not rank 0
+            return
+    else:
+        data = report(store, selections, output, **args)
     if fmt == "text":
         click.echo(format_text(data.metrics), nl=False)
     elif fmt == "json":
