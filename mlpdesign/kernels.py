@@ -55,7 +55,9 @@ Gaussian kernel)::
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -88,19 +90,74 @@ SMALL_PRODUCT = 1 << 16
 _CONTROLLER = None
 
 
+class _Pinned:
+    on = False  # BLAS already pinned to one thread by an enclosing _one_blas_thread
+
+
+_PINNED = _Pinned()
+
+
+@contextlib.contextmanager
 def _one_blas_thread():
-    """Context manager limiting BLAS to one thread (a no-op without threadpoolctl)."""
+    """Context manager limiting BLAS to one thread (a no-op without threadpoolctl, or
+    inside another one)."""
     global _CONTROLLER
+    if _PINNED.on:
+        yield
+        return
     try:
         if _CONTROLLER is None:
             from threadpoolctl import ThreadpoolController
 
             _CONTROLLER = ThreadpoolController()
-        return _CONTROLLER.limit(limits=1, user_api="blas")
+        limit = _CONTROLLER.limit(limits=1, user_api="blas")
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/scipy
-        import contextlib
+        limit = contextlib.nullcontext()
+    with limit:
+        _PINNED.on = True
+        try:
+            yield
+        finally:
+            _PINNED.on = False
 
-        return contextlib.nullcontext()
+
+#: Configs per piece of a large D² evaluation. Pieces are fixed by position in the request
+#: (never by the number of threads), and each piece is one product on one BLAS thread, so
+#: every computed D² has the same bits whatever the number of threads.
+PIECE = 2048
+_EXECUTOR: list = [None, 0]
+
+
+def n_threads() -> int:
+    """Threads for D² evaluation: ``MLPDESIGN_THREADS``, else the CPUs this process may
+    use (its affinity mask: what SLURM or taskset gave it), at most 8."""
+    env = os.environ.get("MLPDESIGN_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def _pieces_map(fn, pieces: list) -> list:
+    """``[fn(p) for p in pieces]``, on a thread pool when there are several pieces and
+    threads (numpy's gathers and BLAS release the GIL), BLAS pinned to one thread."""
+    threads = n_threads()
+    if len(pieces) == 1:
+        return [fn(pieces[0])]
+    with _one_blas_thread():
+        if threads == 1:
+            return [fn(p) for p in pieces]
+        if _EXECUTOR[0] is None or _EXECUTOR[1] != threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if _EXECUTOR[0] is not None:
+                _EXECUTOR[0].shutdown()
+            _EXECUTOR[0] = ThreadPoolExecutor(threads, thread_name_prefix="mlpdesign-d2")
+            _EXECUTOR[1] = threads
+        return list(_EXECUTOR[0].map(fn, pieces))
 
 
 def _segment_sum(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -139,6 +196,23 @@ def _ipow(v: np.ndarray, z: int) -> np.ndarray:
         if z:
             base = base * base
     return out
+
+
+#: Queries with at most this many rows are multiplied one row at a time: OpenBLAS's
+#: matrix-matrix product with 2-4 columns reads the pool rows at a third of the speed of
+#: its matrix-vector product (measured on this project's 2-core machines).
+GEMV_ROWS = 4
+
+
+def _products(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """``X @ Q.T`` in float64: pool rows times query rows."""
+    m = Q.shape[0]
+    if 1 <= m <= GEMV_ROWS:
+        G = np.empty((X.shape[0], m))
+        for j in range(m):
+            G[:, j] = X @ Q[j]
+        return G
+    return (X @ Q.T).astype(np.float64, copy=False)
 
 
 def _check_finite(a: np.ndarray, what: str) -> None:
@@ -369,11 +443,8 @@ class Term:
         X = self.rows[rows]
         if X.shape[0] == 0:
             return np.zeros(len(counts))
-        if X.shape[0] < SMALL_PRODUCT:
-            with _one_blas_thread():
-                G = (X @ q_rows.T).astype(np.float64, copy=False)
-        else:
-            G = (X @ q_rows.T).astype(np.float64, copy=False)
+        with _one_blas_thread():  # same bits on any machine; threads come from pieces
+            G = _products(X, q_rows)
         v = self._f(G, self.aux[rows], q_aux)
         v = (v @ q_w) * self.weights[rows]
         return self.delta**2 * _segment_sum(v, counts)
@@ -580,16 +651,32 @@ class KernelData:
         return out
 
     def d2_range(self, q: Query, c0: int = 0, c1: int | None = None) -> np.ndarray:
-        """D² from ``q`` to the contiguous block of configs ``c0 .. c1-1``."""
+        """D² from ``q`` to the contiguous block of configs ``c0 .. c1-1`` (in pieces of
+        :data:`PIECE` configs from ``c0``, on :func:`n_threads` threads)."""
         c1 = self.n if c1 is None else c1
-        return self._d2(self._terms_range(q, c0, c1), slice(c0, c1), q)
+
+        def piece(a: int) -> np.ndarray:
+            b = min(c1, a + PIECE)
+            return self._d2(self._terms_range(q, a, b), slice(a, b), q)
+
+        starts = list(range(c0, c1, PIECE)) or [c0]
+        if len(starts) == 1:
+            return self._d2(self._terms_range(q, c0, c1), slice(c0, c1), q)
+        return np.concatenate(_pieces_map(piece, starts))
 
     def d2_subset(self, q: Query, idx) -> np.ndarray:
-        """D² from ``q`` to configs ``idx`` (any order)."""
+        """D² from ``q`` to configs ``idx`` (any order; in pieces as :meth:`d2_range`)."""
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) == 0:
             return np.zeros(0)
-        return self._d2(self._terms_subset(q, idx), idx, q)
+        if len(idx) <= PIECE:
+            return self._d2(self._terms_subset(q, idx), idx, q)
+
+        def piece(a: int) -> np.ndarray:
+            sub = idx[a : a + PIECE]
+            return self._d2(self._terms_subset(q, sub), sub, q)
+
+        return np.concatenate(_pieces_map(piece, list(range(0, len(idx), PIECE))))
 
     def k_subset(self, q: Query, idx) -> np.ndarray:
         """Kernel k (per the mode) between ``q`` and configs ``idx``."""

@@ -44,6 +44,10 @@ PICKED = -1.0
 #: above this fraction of the pool, evaluate every row in place rather than gather the
 #: candidates' rows (a gather copies them)
 FULL_PASS = 0.3
+#: design points with a table of lower bounds between them (CELL_CAP² float32 at most)
+CELL_CAP = 4096
+#: additions between recomputations of the cells' Psi bounds
+REFRESH = 32
 
 
 @dataclass
@@ -176,35 +180,82 @@ class MaxMinState:
     :meth:`add_pool` / :meth:`add_given` add a design point (a pool candidate or a config
     of the given set) and lower Psi, evaluating only the candidates that the triangle
     inequality cannot rule out (see the module docstring).
+
+    The candidates nearest to one design point form its cell, with an upper bound on their
+    Psi (the largest Psi given to a member when the cell was made, refreshed every
+    :data:`REFRESH` additions: Psi only ever decreases, so a stale bound stays valid). A
+    new point s whose own nearest design point is n_s is at least
+    ``L_j = D(n_s, n_j) - D(s, n_s)`` from design point n_j; when ``L_j² >= 4 max Psi_j``
+    (with rounding margins) no member of cell j can change and D(s, n_j) is not computed.
+    ``D(n_s, n_j)`` comes from a table of certified lower bounds on the distances between
+    design points (float32, rounded down; at most :data:`CELL_CAP` points).
     """
 
     def __init__(self, kd: KernelData, given: KernelData | None = None) -> None:
         self.kd, self.given = kd, given
         self.eps = _eps(kd, given)
+        self._sqeps = float(np.sqrt(self.eps))
         self.psi = np.full(kd.n, np.inf)
         self.nearest = np.zeros(kd.n, dtype=np.int64)
-        self._pool_ids: list[int] = []  # centre id of each pool centre
-        self._pool_idx: list[int] = []
-        self._given_ids: list[int] = []
-        self._given_idx: list[int] = []
+        self._src = np.zeros(0, dtype=np.int64)  # per design point: pool or given index
+        self._is_pool = np.zeros(0, dtype=bool)
+        self._cell_max = np.zeros(0)  # per design point: upper bound of its cell's Psi
+        self._lower = np.zeros((0, 0), dtype=np.float32)  # lower bounds of D between them
         self.n_centres = 0
         self.evaluated = 0
+        self.centres_evaluated = 0
         self.adds = 0
 
-    def _centre_d2(self, q) -> np.ndarray:
-        dc = np.empty(self.n_centres)
-        if self._pool_idx:
-            dc[self._pool_ids] = self.kd.d2_subset(q, self._pool_idx)
-        if self._given_idx:
-            dc[self._given_ids] = self.given.d2_subset(q, self._given_idx)
+    def _grow(self) -> None:
+        k = self.n_centres
+        if k < len(self._src):
+            return
+        cap = max(16, 2 * k)
+        for name in ("_src", "_is_pool", "_cell_max"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[:k] = old[:k]
+            setattr(self, name, new)
+        if k < CELL_CAP:
+            m = min(cap, CELL_CAP)
+            low = np.zeros((m, m), dtype=np.float32)
+            low[:k, :k] = self._lower[:k, :k]
+            self._lower = low
+
+    def _centre_d2(self, q, near: int | None, psi_q: float) -> np.ndarray:
+        """D² from ``q`` to every design point whose cell it may change (+inf for the
+        others), and the new point's row of the lower-bound table."""
+        k = self.n_centres
+        need = np.ones(k, dtype=bool)
+        bound = None
+        if near is not None and k <= CELL_CAP:
+            bound = self._lower[near, :k] - (np.sqrt(max(psi_q, 0.0)) + self._sqeps)
+            skip = (bound >= 0) & (bound * bound >= 4.0 * self._cell_max[:k] + 6.0 * self.eps)
+            skip[near] = False
+            need = ~skip
+        dc = np.full(k, np.inf)
+        for pool, kd in ((True, self.kd), (False, self.given)):
+            ids = np.flatnonzero(need & (self._is_pool[:k] == pool))
+            if len(ids):
+                dc[ids] = kd.d2_subset(q, self._src[ids])
+        self.centres_evaluated += int(need.sum())
+        if k < CELL_CAP:
+            low = np.sqrt(np.where(need, dc, 0.0)) - self._sqeps
+            if bound is not None:
+                low = np.where(need, low, bound)
+            low = np.maximum(low, 0.0)
+            low32 = low.astype(np.float32)
+            low32 = np.where(low32 > low, np.nextafter(low32, np.float32(0)), low32)
+            self._lower[k, :k] = low32
+            self._lower[:k, k] = low32
         return dc
 
-    def _add(self, q) -> None:
+    def _add(self, q, near: int | None = None, psi_q: float = np.inf) -> None:
         psi = self.psi
         if self.n_centres == 0:
             cand = np.flatnonzero(psi >= 0)
         else:
-            dc = self._centre_d2(q)
+            dc = self._centre_d2(q, near, psi_q)
             cand = np.flatnonzero(dc[self.nearest] < 4.0 * psi + 5.0 * self.eps)
         if len(cand) > FULL_PASS * self.kd.n:  # most of the pool: one contiguous pass
             d2 = self.kd.d2_range(q, 0, self.kd.n)[cand]
@@ -214,24 +265,36 @@ class MaxMinState:
         hit = cand[upd]
         psi[hit] = d2[upd]
         self.nearest[hit] = self.n_centres
+        self._cell_max[self.n_centres] = float(d2[upd].max(initial=0.0))
         self.evaluated += len(cand)
         self.adds += 1
+        if self.adds % REFRESH == 0:  # tighten the stale cell bounds: one O(N) pass
+            live = psi >= 0
+            cm = np.zeros(len(self._cell_max))
+            np.maximum.at(cm, self.nearest[live], psi[live])
+            self._cell_max = cm
+
+    def _added(self, src: int, pool: bool) -> None:
+        self._src[self.n_centres] = src
+        self._is_pool[self.n_centres] = pool
+        self.n_centres += 1
 
     def add_pool(self, i: int, exclude: bool = True) -> None:
         """Add pool candidate ``i`` to the design (``exclude``: never pick it again)."""
+        self._grow()
+        live = self.n_centres and 0 <= self.psi[i] < np.inf
+        near = int(self.nearest[i]) if live else None
+        psi_q = float(self.psi[i])
         if exclude:
             self.psi[i] = PICKED
-        self._add(self.kd.query(i))
-        self._pool_ids.append(self.n_centres)
-        self._pool_idx.append(i)
-        self.n_centres += 1
+        self._add(self.kd.query(i), near, psi_q)
+        self._added(i, True)
 
     def add_given(self, j: int) -> None:
         """Add config ``j`` of the given set as a design point."""
+        self._grow()
         self._add(self.given.query(j))
-        self._given_ids.append(self.n_centres)
-        self._given_idx.append(j)
-        self.n_centres += 1
+        self._added(j, False)
 
 
 def maxmin(
@@ -282,7 +345,7 @@ def maxmin(
         st.evaluated,
         kd.n,
         how,
-        {"adds": st.adds, "eps": st.eps},
+        {"adds": st.adds, "eps": st.eps, "centres_evaluated": st.centres_evaluated},
     )
 
 

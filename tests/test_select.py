@@ -81,6 +81,26 @@ def test_fast_equals_reference_on_zr_store(zr, mode):
     )
 
 
+def test_pieces_threads_and_cells_are_exact(monkeypatch):
+    """Pools larger than a piece, on 1-3 threads: the reference's picks, the same Psi bits
+    whatever the number of threads, and most design points' cells skipped by the bound."""
+    rng = np.random.default_rng(8)
+    kd = K.gaussian(rng.normal(0, 0.5, (3 * K.PIECE + 17, 3)), 2.0)
+    g = rng.normal(0.8, 0.3, (40, 3))
+    given = K.KernelData([kd.terms[0].like(g)], np.ones(len(g)), normalize=False)
+    ref = maxmin_reference(kd, 250)
+    cond = maxmin_reference(kd, 100, given=given)
+    runs = []
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("MLPDESIGN_THREADS", threads)
+        runs.append((maxmin(kd, 250), maxmin(kd, 100, given=given)))
+    for r, c in runs:
+        assert np.array_equal(r.index, ref.index) and np.array_equal(c.index, cond.index)
+        assert np.array_equal(r.psi, runs[0][0].psi) and np.array_equal(c.psi, runs[0][1].psi)
+    all_pairs = 250 * 249 // 2
+    assert 0 < runs[0][0].stats["centres_evaluated"] < all_pairs / 2
+
+
 def test_appendix_b_grid_starts_at_the_corners():
     x1, x2 = np.mgrid[-1:1.05:0.05, -1:1.05:0.05]
     X = np.vstack((x1.ravel(), x2.ravel())).T
