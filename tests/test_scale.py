@@ -266,3 +266,83 @@ def _same_metrics(a, b, where="") -> None:
         assert a == pytest.approx(b, rel=1e-6, abs=1e-9), where
     else:
         assert a == b, where
+
+
+# ---------------------------------------------------------------------------- SLURM examples
+
+SLURM = ROOT / "examples" / "slurm"
+
+
+def test_slurm_scripts_parse_and_declare_resources():
+    for name in ("describe_array.sbatch", "select_mpi.sbatch"):
+        text = (SLURM / name).read_text()
+        assert text.startswith("#!/bin/bash\n")
+        assert subprocess.run(["bash", "-n", str(SLURM / name)]).returncode == 0
+        directives = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
+        assert any("--time=" in d for d in directives)
+        assert all(d.split()[1].startswith("--") for d in directives), directives
+    assert "--array=" in (SLURM / "describe_array.sbatch").read_text()
+
+
+def test_describe_array_task_runs_locally(pool, store, tmp_path):
+    env = dict(
+        os.environ,
+        POOL=str(pool),
+        PARTS=str(tmp_path / "parts"),
+        GAP=SMALL_GAP,
+        MLPDESIGN=str(MLPDESIGN),
+        SLURM_ARRAY_TASK_COUNT="2",
+    )
+    for task in ("1", "2"):
+        env["SLURM_ARRAY_TASK_ID"] = task
+        res = subprocess.run(
+            ["bash", str(SLURM / "describe_array.sbatch")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+    merged = tmp_path / "m.h5"
+    res = run(
+        "merge", tmp_path / "parts/part-1.h5", tmp_path / "parts/part-2.h5", "-o", merged, "-q"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert stores_equal(store, merged) == []
+    env.pop("SLURM_ARRAY_TASK_ID")
+    res = subprocess.run(
+        ["bash", str(SLURM / "describe_array.sbatch")], env=env, capture_output=True, text=True
+    )
+    assert res.returncode != 0 and "SLURM_ARRAY_TASK_ID" in res.stderr
+
+
+def test_slurm_makefile_pipeline_locally(pool, serial, tmp_path):
+    """The Makefile in MODE=local: array tasks with SLURM_ARRAY_TASK_ID, merge, MPI select
+    (mpiexec -n 2 when MPI is here, else one process), write and report; a second make is
+    a no-op, and a touched pool re-runs everything after it."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    shutil.copy(pool, tmp_path / "pool.xyz")
+    launch = "" if _mpi_missing() else f"{_mpiexec()} -n 2"
+    args = [
+        "make",
+        "-f",
+        str(SLURM / "Makefile"),
+        "MODE=local",
+        f"MLPDESIGN={MLPDESIGN}",
+        "NSHARDS=3",
+        "PICKS=30",
+        f"GAP={SMALL_GAP}",
+        f"LAUNCH={launch}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
+    res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "generate" not in res.stdout  # pool.xyz was there: not remade
+    for f in ("parts/part-3.h5", "pool.h5", "selection.h5", "train.xyz", "report/metrics.json"):
+        assert (tmp_path / f).exists(), f
+    from mlpdesign.selection import load_selection
+
+    assert load_selection(tmp_path / "selection.h5").index.tolist() == serial["index"]
+    again = subprocess.run([*args, "-q"], cwd=tmp_path, env=env)
+    assert again.returncode == 0  # everything up to date
