@@ -31,6 +31,7 @@ Library API (all arrays numpy; configs are indexed 0..n-1 in store order)::
         .d2_range(q: Query, c0, c1) -> (c1-c0,) D² from q to configs c0..c1-1 (a contiguous
                                           block: no copy, the unit of streaming)
         .d2_subset(q: Query, idx) -> (len(idx),) D² from q to configs idx
+        .d2_below(q: Query, idx, psi) -> D² where it may be below psi, else a lower bound
         .d2_row(i) -> (n,) D² from config i to every config
         .k_block(idx_a, idx_b) -> (len a, len b) kernel k (normalised per the mode)
         .d2_block(idx_a, idx_b) -> (len a, len b) D²
@@ -677,6 +678,53 @@ class KernelData:
             return self._d2(self._terms_subset(q, sub), sub, q)
 
         return np.concatenate(_pieces_map(piece, list(range(0, len(idx), PIECE))))
+
+    def _cheap_first(self) -> list[int]:
+        """Terms in order of cost per config (rows per config x dimension)."""
+        cost = [t.rows.shape[0] / max(1, t.n) * t.dim for t in self.terms]
+        return sorted(range(len(self.terms)), key=lambda t: (cost[t], t))
+
+    def d2_below(self, q: Query, idx, psi) -> np.ndarray:
+        """D² from ``q`` to configs ``idx`` wherever it may be below ``psi`` (per config);
+        elsewhere a certified lower bound that is at least ``psi``.
+
+        The cheapest term is computed first; each other term is bounded by Cauchy-Schwarz,
+        ``|K_t(p, q)| <= sqrt(K_t(p, p) K_t(q, q))``, which bounds D² from below. Configs
+        whose bound exceeds ``psi + 2 eps`` cannot come below ``psi`` in the full
+        computation (``eps`` bounds the rounding of both), so the costly terms are computed
+        only for the others: with the paper's kernel the pair term is 5x cheaper than SOAP
+        and carries almost all of D², so most SOAP rows are never read.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        psi = np.asarray(psi, dtype=np.float64)
+        order = self._cheap_first()
+        if len(self.terms) == 1 or len(idx) == 0:
+            return self.d2_subset(q, idx)
+        first, rest = order[0], order[1:]
+
+        def piece(a: int) -> np.ndarray:
+            sub, lim = idx[a : a + PIECE], psi[a : a + PIECE] + 2.0 * self.eps
+            Kt: list = [None] * len(self.terms)
+            rows, counts = _rows_of(self.terms[first].offsets, sub)
+            Kt[first] = self.terms[first].values(
+                q.rows[first], q.aux[first], q.weights[first], rows, counts
+            )
+            for t in rest:
+                Kt[t] = np.sqrt(self.diag_t[t, sub] * q.diag_t[t])
+            d2 = self._d2(Kt, sub, q)
+            need = np.flatnonzero(d2 < lim)
+            if len(need):
+                keep = [k[need] for k in Kt]
+                sel = sub[need]
+                for t in rest:
+                    rows, counts = _rows_of(self.terms[t].offsets, sel)
+                    term = self.terms[t]
+                    keep[t] = term.values(q.rows[t], q.aux[t], q.weights[t], rows, counts)
+                d2[need] = self._d2(keep, sel, q)
+            return d2
+
+        starts = list(range(0, len(idx), PIECE))
+        return np.concatenate(_pieces_map(piece, starts))
 
     def k_subset(self, q: Query, idx) -> np.ndarray:
         """Kernel k (per the mode) between ``q`` and configs ``idx``."""

@@ -11,8 +11,14 @@ the new point. Any prefix of the result is itself a max-min design. Two implemen
   cannot lower Psi_i when ``D²(s, n_i) >= 4 Psi_i + 5 eps``, with ``eps`` a provable bound
   on the rounding error of any computed D² (:attr:`mlpdesign.kernels.KernelData.eps`).
   Such candidates are skipped without evaluating their rows; a skipped row provably would
-  not have changed Psi, so the picks are those of the full loop. The D² from the new point
-  to the design points costs one small gathered product per pick.
+  not have changed Psi, so the picks are those of the full loop. Two more exact bounds cut
+  the rest: whole cells (the candidates nearest to one design point) are ruled out from
+  a table of lower bounds on the distances between design points, so D² from the new
+  point to most design points is never computed; and for the candidates left, the cheap
+  pair term is computed first and SOAP's term bounded by Cauchy-Schwarz
+  (:meth:`mlpdesign.kernels.KernelData.d2_below`), so SOAP rows are read only where D²
+  may come below Psi. D² is computed in fixed pieces on a thread pool
+  (``MLPDESIGN_THREADS``), with the same bits for any number of threads.
 
 Library API::
 
@@ -237,7 +243,8 @@ class MaxMinState:
         for pool, kd in ((True, self.kd), (False, self.given)):
             ids = np.flatnonzero(need & (self._is_pool[:k] == pool))
             if len(ids):
-                dc[ids] = kd.d2_subset(q, self._src[ids])
+                lim = 4.0 * self._cell_max[ids] + 5.0 * self.eps  # below: a bound only
+                dc[ids] = kd.d2_below(q, self._src[ids], lim)
         self.centres_evaluated += int(need.sum())
         if k < CELL_CAP:
             low = np.sqrt(np.where(need, dc, 0.0)) - self._sqeps
@@ -260,7 +267,7 @@ class MaxMinState:
         if len(cand) > FULL_PASS * self.kd.n:  # most of the pool: one contiguous pass
             d2 = self.kd.d2_range(q, 0, self.kd.n)[cand]
         else:
-            d2 = self.kd.d2_subset(q, cand)
+            d2 = self.kd.d2_below(q, cand, psi[cand])
         upd = d2 < psi[cand]
         hit = cand[upd]
         psi[hit] = d2[upd]
