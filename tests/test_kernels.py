@@ -132,6 +132,20 @@ def test_range_subset_and_row_agree():
     assert np.allclose(kd.d2_subset(q, idx), full[idx], rtol=0, atol=kd.eps)
 
 
+@pytest.mark.parametrize(
+    "mode", [{}, {"balance": True}, {"normalize": False}, {"normalize": False, "per_atom": True}]
+)
+def test_d2_below_is_exact_below_psi_and_a_bound_above(mode):
+    kd = _two_term(**mode)
+    for i in range(kd.n):
+        full = kd.d2_row(i)
+        for psi in (np.full(kd.n, np.quantile(full, 0.3)), np.full(kd.n, np.median(full))):
+            got = kd.d2_below(kd.query(i), np.arange(kd.n), psi)
+            low = full < psi
+            assert np.allclose(got[low], full[low], rtol=0, atol=kd.eps)
+            assert np.all(got[~low] >= psi[~low]) and np.all(got <= full + kd.eps)
+
+
 def test_float32_error_is_within_the_bound():
     k64, k32 = _two_term("float64"), _two_term("float32")
     assert k32.eps > k64.eps
