@@ -10,7 +10,9 @@ In one process, on the same data:
 * how much ``--balance`` changes the picks (overlap of the first 100 / 1000),
 
 and prints seconds, ratios, GB/s against this machine's streaming read bandwidth, the
-fraction of rows evaluated per pick, and peak memory against the descriptor bytes.
+fraction of rows evaluated per pick (and of SOAP rows, after the Cauchy-Schwarz bound),
+and peak memory against the descriptor bytes. ``MLPDESIGN_THREADS`` sets the threads
+(default: the CPUs this process may use).
 
 The pool (generate + describe with the paper's defaults; several minutes for 10^5) is
 cached outside the repository, in ``--cache`` (default /tmp/mlpdesign-bench/).
@@ -112,7 +114,10 @@ def main() -> None:
     print(
         f"fast max-min float64 (default): {args.n} picks in {t_fast:.2f} s "
         f"({args.n / t_fast:.0f} picks/s)"
-        f"; rows evaluated per pick {100 * frac:.1f}% of the pool; "
+        f"; rows evaluated per pick {100 * frac:.1f}% of the pool (SOAP rows "
+        f"{100 * fast.stats['costly_evaluated'] / fast.stats['adds'] / kd.n:.2f}%, "
+        f"D² to {100 * fast.stats['centres_evaluated'] / max(1, args.n * (args.n - 1) / 2):.0f}%"
+        f" of the design points); "
         f"{touched / t_fast / 1e9:.1f} GB/s of rows ({100 * touched / t_fast / 1e9 / bw:.0f}% "
         f"of streaming read); last psi {fast.psi[-1]:.4g}"
     )

@@ -521,6 +521,7 @@ class KernelData:
                     "use --no-normalize"
                 )
         self._stats = [t.err_stats() for t in self.terms]
+        self.costly_evaluated = 0  # configs whose costly terms d2_below had to compute
         self._norm = self._norm_factors()
         self.eps = self.eps_with(self)
 
@@ -699,6 +700,7 @@ class KernelData:
         psi = np.asarray(psi, dtype=np.float64)
         order = self._cheap_first()
         if len(self.terms) == 1 or len(idx) == 0:
+            self.costly_evaluated += len(idx)
             return self.d2_subset(q, idx)
         first, rest = order[0], order[1:]
 
@@ -721,10 +723,11 @@ class KernelData:
                     term = self.terms[t]
                     keep[t] = term.values(q.rows[t], q.aux[t], q.weights[t], rows, counts)
                 d2[need] = self._d2(keep, sel, q)
-            return d2
+            return d2, len(need)
 
-        starts = list(range(0, len(idx), PIECE))
-        return np.concatenate(_pieces_map(piece, starts))
+        out = _pieces_map(piece, list(range(0, len(idx), PIECE)))
+        self.costly_evaluated += sum(k for _, k in out)
+        return np.concatenate([d for d, _ in out])
 
     def k_subset(self, q: Query, idx) -> np.ndarray:
         """Kernel k (per the mode) between ``q`` and configs ``idx``."""

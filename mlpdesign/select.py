@@ -319,6 +319,7 @@ def maxmin(
     :func:`mlpdesign.progress.progress`).
     """
     _check(kd, n, given)
+    costly0 = kd.costly_evaluated
     st = MaxMinState(kd, given)
     if given is not None:
         for j in range(given.n):
@@ -352,7 +353,12 @@ def maxmin(
         st.evaluated,
         kd.n,
         how,
-        {"adds": st.adds, "eps": st.eps, "centres_evaluated": st.centres_evaluated},
+        {
+            "adds": st.adds,
+            "eps": st.eps,
+            "centres_evaluated": st.centres_evaluated,
+            "costly_evaluated": kd.costly_evaluated - costly0,
+        },
     )
 
 
