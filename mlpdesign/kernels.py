@@ -126,12 +126,20 @@ def _one_blas_thread():
 #: (never by the number of threads), and each piece is one product on one BLAS thread, so
 #: every computed D² has the same bits whatever the number of threads.
 PIECE = 2048
-_EXECUTOR: list = [None, 0]
+_EXECUTOR: list = [None, 0, None]  # pool, its threads, set_threads override
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads for D² evaluation (None: back to the default of :func:`n_threads`)."""
+    _EXECUTOR[2] = None if n is None else max(1, int(n))
 
 
 def n_threads() -> int:
-    """Threads for D² evaluation: ``MLPDESIGN_THREADS``, else the CPUs this process may
-    use (its affinity mask: what SLURM or taskset gave it), at most 8."""
+    """Threads for D² evaluation: :func:`set_threads`, else ``MLPDESIGN_THREADS``, else
+    the CPUs this process may use (its affinity mask: what SLURM or taskset gave it), at
+    most 8."""
+    if _EXECUTOR[2] is not None:
+        return _EXECUTOR[2]
     env = os.environ.get("MLPDESIGN_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)

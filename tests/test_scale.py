@@ -346,3 +346,17 @@ def test_slurm_makefile_pipeline_locally(pool, serial, tmp_path):
     assert load_selection(tmp_path / "selection.h5").index.tolist() == serial["index"]
     again = subprocess.run([*args, "-q"], cwd=tmp_path, env=env)
     assert again.returncode == 0  # everything up to date
+
+
+def test_covering_streamed_equals_in_memory(store, serial):
+    from mlpdesign.report import covering_curves, store_oracle
+    from mlpdesign.scale import covering_streamed
+    from mlpdesign.store import open_store
+
+    designs = [np.array(serial["index"]), np.arange(0, 120, 7)]
+    opts = {"dtype": "float64"}
+    got = covering_streamed(store, designs, opts, memory_limit="700K", block_rows=8)
+    with open_store(store) as s:
+        want = covering_curves(store_oracle(s, opts), designs)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)

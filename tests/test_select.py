@@ -184,11 +184,13 @@ def test_cli_exact_picks_and_formats(zr, tmp_path):
         assert t.candidate_id.tolist() == ZR_PICKS
         assert np.array_equal(t.psi, s.psi)
     assert json.loads((tmp_path / "s.json").read_text())["psi"][0] is None
-    # same seed, same bytes
-    run("select", zr / "pool.h5", "-n", 12, "-o", tmp_path / "again.txt", "-q")
-    a = (tmp_path / "again.txt").read_text().splitlines()
+    # same seed, same bytes, whatever the number of threads
     b = (tmp_path / "s.txt").read_text().splitlines()
-    assert [x for x in a if "command" not in x] == [x for x in b if "command" not in x]
+    for threads in ("1", "3"):
+        out = tmp_path / f"again{threads}.txt"
+        run("select", zr / "pool.h5", "-n", 12, "-o", out, "-q", "--threads", threads)
+        a = out.read_text().splitlines()
+        assert [x for x in a if "command" not in x] == [x for x in b if "command" not in x]
 
 
 def test_cli_continue_equals_one_run(zr, tmp_path):

@@ -50,3 +50,21 @@ shard_option = click.option(
     callback=lambda c, p, v: shard_type(v) if v else None,
     help="Do only part i of n (1-based), e.g. --shard $SLURM_ARRAY_TASK_ID/16.",
 )
+
+
+def _set_threads(ctx, param, value):
+    from ..kernels import set_threads
+
+    set_threads(value)  # None: the default
+    return value
+
+
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    expose_value=False,
+    callback=_set_threads,
+    help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else the CPUs this "
+    "process may use, at most 8). Results are the same bits for any number.",
+)

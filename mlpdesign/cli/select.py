@@ -8,7 +8,7 @@ import warnings
 
 import click
 
-from .options import force_option, output_option, quiet_option, seed_option
+from .options import force_option, output_option, quiet_option, seed_option, threads_option
 
 
 def _first_type(text: str | None):
@@ -92,6 +92,7 @@ def _first_type(text: str | None):
     "Psi then bitwise equal for any limit and any number of MPI ranks.",
 )
 @click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)
+@threads_option
 @force_option
 @quiet_option
 def command(
