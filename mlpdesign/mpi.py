@@ -65,6 +65,7 @@ def world():
         _WORLD = comm if (comm.Get_size() > 1 or force == "1") else None
         if _WORLD is not None and comm.Get_size() > 1:
             _abort_on_crash(comm)
+            _share_cpus(comm)
     _CHECKED = True
     return _WORLD
 
@@ -83,6 +84,31 @@ def _abort_on_crash(comm) -> None:
         comm.Abort(1)
 
     sys.excepthook = hook
+
+
+def _share_cpus(comm) -> None:
+    """Ranks on one node share its CPUs: unless ``--threads`` or ``MLPDESIGN_THREADS`` says
+    otherwise, each uses its share of the CPUs it may run on for kernel distances (srun
+    gives each task its own CPUs; mpiexec without binding gives every rank all of them)."""
+    from . import kernels
+
+    if os.environ.get("MLPDESIGN_THREADS", "").strip() or not hasattr(kernels, "set_threads"):
+        return
+    if getattr(kernels, "_EXECUTOR", [None, 0, None])[2] is not None:  # --threads given
+        return
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        ranks_here = local.Get_size()
+    finally:
+        local.Free()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    if cpus >= (os.cpu_count() or cpus) and ranks_here > 1:  # not bound: share the node
+        kernels.set_threads(max(1, cpus // ranks_here))
 
 
 def rank_size() -> tuple[int, int]:
