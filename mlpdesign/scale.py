@@ -12,7 +12,7 @@ candidates survives the nearest-design-point bound of :class:`mlpdesign.select.M
 * ``--memory-limit``: the first blocks that fit the limit stay cached, the others are
   re-read from HDF5 in order each time a pick needs them (sequential reads).
 * MPI (``mpiexec -n P``, detected by :func:`mlpdesign.mpi.world`): rank r holds a contiguous
-  run of blocks (its shard of Psi); a step is a local argmax, one ``allgather`` of
+  run of blocks (its shard of Psi); a step is a local argmax, one ``allreduce`` (MAXLOC) of
   ``(Psi, index)`` (ties: lowest global index) and one ``bcast`` of the winner's rows from
   its owner; rank 0 writes the file.
 
@@ -166,6 +166,16 @@ class _Comm:
 
     def sum(self, x):
         return x if self.comm is None else self.comm.allreduce(x)
+
+    def maxloc(self, value: float, index: int) -> tuple[float, int]:
+        """The largest ``value`` over the ranks and its ``index``; ties: the lowest index
+        (MPI's MAXLOC rule)."""
+        if self.comm is None:
+            return value, index
+        from mpi4py import MPI
+
+        v, i = self.comm.allreduce((value, index), op=MPI.MAXLOC)
+        return float(v), int(i)
 
     def agree(self, fn, /, *args, **kw):
         from .mpi import agree
@@ -578,15 +588,11 @@ class StreamedState:
         """Largest Psi over all ranks and its global index (ties: lowest index)."""
         sh = self.shard
         if self.shard.local_n:
-            j = int(np.argmax(self.psi))
+            j = int(np.argmax(self.psi))  # the first of equal maxima: the lowest index
             mine = (float(self.psi[j]), sh.c0 + j)
         else:
             mine = (-math.inf, sh.n)
-        best = mine
-        for v, i in sh.c.allgather(mine):
-            if v > best[0] or (v == best[0] and i < best[1]):
-                best = (v, i)
-        return best
+        return sh.c.maxloc(*mine)  # one allreduce
 
     def count_above(self, x: float) -> int:
         return int(self.shard.c.sum(int(np.count_nonzero(self.psi > x))))
@@ -601,11 +607,7 @@ class StreamedState:
             j = int(np.argmax(d))
             if d[j] > best[0]:
                 best = (float(d[j]), sh.blocks[i][0] + j)
-        out = best
-        for v, i in sh.c.allgather(best):
-            if v > out[0] or (v == out[0] and i < out[1]):
-                out = (v, i)
-        return out[1]
+        return sh.c.maxloc(*best)[1]
 
 
 def reference_kernel(store, options: dict, c: _Comm):
