@@ -217,9 +217,14 @@ def command(
         )
     if not quiet:
         last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
+        costly = design.stats.get("costly_evaluated")
+        soap = ""
+        if costly is not None and design.n_pool and costly < design.evaluated:
+            frac = costly / max(1, design.stats.get("adds", 1)) / design.n_pool
+            soap = f" ({100 * frac:.1f}% in full)"
         click.echo(
             f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}; "
-            f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick, "
+            f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "
             f"{time.monotonic() - t0:.1f} s) -> {output}",
             err=True,
         )
