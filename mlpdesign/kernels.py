@@ -836,13 +836,21 @@ def pair_embedding(
     width = int(math.ceil(14 * theta / h)) + 3
     j0 = np.clip(np.floor((r - 7 * theta - grid[0]) / h).astype(np.int64) - 1, 0, G - width)
     ar = np.arange(width)
-    for a in range(0, len(r), block):
-        b = min(len(r), a + block)
+    # blocks of about ``block`` pairs that start on a config's first pair: each block
+    # writes its own rows of ``out``, so blocks run on threads (exp releases the GIL)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, len(r), block), "right") - 1])
+    bounds = list(zip(cuts.tolist(), cuts[1:].tolist() + [len(r)], strict=True))
+
+    def one(ab: tuple[int, int]) -> None:
+        a, b = ab
         j = j0[a:b, None] + ar
         e = np.exp(-(((grid[j] - r[a:b, None]) / theta) ** 2)) * (c * w[a:b, None])
         o0, o1 = int(owner[a]), int(owner[b - 1]) + 1
         flat = ((owner[a:b, None] - o0) * G + j).ravel()
         out[o0:o1] += np.bincount(flat, e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
+
+    _pieces_map(one, bounds)
     return out
 
 

@@ -54,6 +54,20 @@ def test_pair_embedding_matches_double_sum_on_random_cells():
     assert worst < 1e-8
 
 
+def test_pair_embedding_same_bits_for_any_block_and_threads(monkeypatch):
+    rng = np.random.default_rng(0)
+    counts = np.array([5, 1, 300, 2, 0, 7, 400])
+    off = np.r_[0, np.cumsum(counts)]
+    r = np.concatenate([np.sort(rng.uniform(2, 6, c)) for c in counts])
+    w = rng.uniform(0.5, 1, len(r))
+    grid = K.pair_grid(7.0, 0.3)
+    ref = K.pair_embedding(r, w, off, 0.3, grid)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("MLPDESIGN_THREADS", threads)
+        for block in (1, 3, 299, 301):
+            assert np.array_equal(K.pair_embedding(r, w, off, 0.3, grid, block=block), ref)
+
+
 def test_pair_grid_default_spacing_and_range():
     g = K.pair_grid(7.0, 0.3)
     assert np.allclose(np.diff(g), 0.1)
