@@ -47,6 +47,7 @@ def worker(a) -> None:
 
         out = Path(a.cache) / "bench_scale_memory.json"
         _, d = select_store(a.store, a.picks, out, dtype="float32", force=True)
+        out.unlink()
     else:
         from mlpdesign.scale import select_streamed
 
