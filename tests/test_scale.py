@@ -212,19 +212,16 @@ def test_mpi_error_is_one_line_no_hang(store, tmp_path):
 
 @needs_mpi
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_mpi_describe_equals_serial(pool, store, tmp_path, ranks):
+def test_mpi_describe_equals_serial(small_pool, small_store, tmp_path, ranks):
     out = tmp_path / "pool.h5"
-    mpirun(ranks, "describe", pool, "-o", out, "--gap", SMALL_GAP, "-q")
-    assert stores_equal(store, out) == []
+    mpirun(ranks, "describe", small_pool, "-o", out, "--gap", SMALL_GAP, "-q")
+    assert stores_equal(small_store, out) == []
     assert not list(tmp_path.glob(".pool.h5.mpi-*"))  # parts removed after the merge
+    if ranks == 3:
+        return
     # refused: an MPI launch and --shard together
-    res = mpirun(2, "describe", pool, "-o", tmp_path / "x.h5", "--shard", "1/2", check=False)
+    res = mpirun(2, "describe", small_pool, "-o", tmp_path / "x.h5", "--shard", "1/2", check=False)
     assert res.returncode == 2 and "--shard and an MPI launch" in res.stderr
-
-
-def _report_json(res) -> dict:
-    assert res.returncode == 0 if hasattr(res, "returncode") else res.exit_code == 0
-    return json.loads(res.stdout)
 
 
 def test_report_covering_streamed_and_mpi(store, serial, tmp_path):
@@ -284,10 +281,10 @@ def test_slurm_scripts_parse_and_declare_resources():
     assert "--array=" in (SLURM / "describe_array.sbatch").read_text()
 
 
-def test_describe_array_task_runs_locally(pool, store, tmp_path):
+def test_describe_array_task_runs_locally(small_pool, small_store, tmp_path):
     env = dict(
         os.environ,
-        POOL=str(pool),
+        POOL=str(small_pool),
         PARTS=str(tmp_path / "parts"),
         GAP=SMALL_GAP,
         MLPDESIGN=str(MLPDESIGN),
@@ -308,7 +305,7 @@ def test_describe_array_task_runs_locally(pool, store, tmp_path):
         "merge", tmp_path / "parts/part-1.h5", tmp_path / "parts/part-2.h5", "-o", merged, "-q"
     )
     assert res.exit_code == 0, res.stderr
-    assert stores_equal(store, merged) == []
+    assert stores_equal(small_store, merged) == []
     env.pop("SLURM_ARRAY_TASK_ID")
     res = subprocess.run(
         ["bash", str(SLURM / "describe_array.sbatch")], env=env, capture_output=True, text=True
@@ -316,36 +313,42 @@ def test_describe_array_task_runs_locally(pool, store, tmp_path):
     assert res.returncode != 0 and "SLURM_ARRAY_TASK_ID" in res.stderr
 
 
-def test_slurm_makefile_pipeline_locally(pool, serial, tmp_path):
-    """The Makefile in MODE=local: array tasks with SLURM_ARRAY_TASK_ID, merge, MPI select
-    (mpiexec -n 2 when MPI is here, else one process), write and report; a second make is
-    a no-op, and a touched pool re-runs everything after it."""
+def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
+    """The Makefile in MODE=local: generate, array tasks with SLURM_ARRAY_TASK_ID, merge,
+    MPI select (mpiexec -n 2 when MPI is here, else one process), write and report; the
+    merged store equals a serial describe, the picks a serial select; a second make has
+    nothing to do, and a newer pool makes everything after it out of date."""
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
-    shutil.copy(pool, tmp_path / "pool.xyz")
+    from mlpdesign.select import select_store
+    from mlpdesign.selection import load_selection
+
     launch = "" if _mpi_missing() else f"{_mpiexec()} -n 2"
     args = [
         "make",
+        "-j2",
         "-f",
         str(SLURM / "Makefile"),
         "MODE=local",
         f"MLPDESIGN={MLPDESIGN}",
-        "NSHARDS=3",
-        "PICKS=30",
+        "N_POOL=40",
+        "SEED=7",
+        "NSHARDS=2",
+        "PICKS=12",
         f"GAP={SMALL_GAP}",
         f"LAUNCH={launch}",
     ]
     env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
     res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "generate" not in res.stdout  # pool.xyz was there: not remade
-    for f in ("parts/part-3.h5", "pool.h5", "selection.h5", "train.xyz", "report/metrics.json"):
+    for f in ("parts/part-2.h5", "pool.h5", "selection.h5", "train.xyz", "report/metrics.json"):
         assert (tmp_path / f).exists(), f
-    from mlpdesign.selection import load_selection
-
-    assert load_selection(tmp_path / "selection.h5").index.tolist() == serial["index"]
-    again = subprocess.run([*args, "-q"], cwd=tmp_path, env=env)
-    assert again.returncode == 0  # everything up to date
+    assert stores_equal(small_store, tmp_path / "pool.h5", ("command", "pool_path")) == []
+    sel, _ = select_store(tmp_path / "pool.h5", 12, tmp_path / "serial.json")
+    assert load_selection(tmp_path / "selection.h5").index.tolist() == sel.index.tolist()
+    assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 0  # up to date
+    os.utime(tmp_path / "pool.xyz")
+    assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 1  # out of date
 
 
 def test_covering_streamed_equals_in_memory(store, serial):
