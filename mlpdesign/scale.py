@@ -33,6 +33,14 @@ Library API::
                                                   -> (Selection, Design)  # the CLI's work
     covering_streamed(store_path, designs, options, *, memory_limit=None, comm=None,
                       block_rows=BLOCK_ROWS, progress=None) -> list[np.ndarray]
+    report_scaled(store_path, selections, output, *, memory_limit, comm, ...)
+                                                  -> report.ReportData (rank 0) | None
+    describe_mpi(pool, output, *, comm, gap=None, jobs=1, ...) -> Path  # = a serial store
+
+Blocks out of the cache are built from HDF5 once, then their centred rows live in a scratch
+file (``$MLPDESIGN_SCRATCH``, else ``$TMPDIR``) that later passes map and read in order: no
+rebuilding, the same bits, and page-cache speed (measured 1.04x the in-memory path per byte
+at 10^6 x 606 float32 under a 1G limit).
 """
 
 from __future__ import annotations
