@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
 from ase.data import atomic_numbers, reference_states
-from scipy.spatial.transform import Rotation
 
 from .errors import MlpdesignError
 from .fileio import atomic_path
@@ -202,6 +200,8 @@ def eigen_bounds(
 
 
 def _reference_cells(spec: PoolSpec) -> dict[str, Atoms]:
+    from ase.build import bulk  # imported here: ase.build costs 0.5 s of every CLI start
+
     lat = spec.lattice
     assert lat is not None
     cells = {
@@ -221,6 +221,8 @@ def candidate_rng(seed: int, index: int) -> np.random.Generator:
 
 def deformation(rng: np.random.Generator, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``F = R diag(lam) R^T`` (exactly symmetric) and its eigenvalues ``lam``."""
+    from scipy.spatial.transform import Rotation
+
     lam = rng.uniform(lo, hi, size=3)
     rot = Rotation.random(rng=rng).as_matrix()
     f = (rot * lam) @ rot.T
