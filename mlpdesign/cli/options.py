@@ -68,3 +68,13 @@ threads_option = click.option(
     help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else the CPUs this "
     "process may use, at most 8). Results are the same bits for any number.",
 )
+
+
+def memory_limit_option(help: str) -> callable:
+    """``--memory-limit SIZE`` plus the hidden ``--block-rows`` of the streamed paths."""
+
+    def deco(f):
+        f = click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)(f)
+        return click.option("--memory-limit", default=None, metavar="SIZE", help=help)(f)
+
+    return deco

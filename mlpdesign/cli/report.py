@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import force_option, output_option, quiet_option, seed_option
+from .options import force_option, memory_limit_option, output_option, quiet_option, seed_option
 
 
 def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -84,15 +84,11 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     show_default=True,
     help="What to print on stdout: a table, the metrics JSON, or nothing.",
 )
-@click.option(
-    "--memory-limit",
-    default=None,
-    metavar="SIZE",
-    help="Stream the pool from the store in blocks for the covering radius, keeping the "
+@memory_limit_option(
+    "Stream the pool from the store in blocks for the covering radius, keeping the "
     "kernel data of each process under SIZE (512M, 4G). Under mpiexec/srun the pool is "
-    "split over the ranks either way; rank 0 writes the report.",
+    "split over the ranks either way; rank 0 writes the report."
 )
-@click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)
 @force_option
 @quiet_option
 def command(

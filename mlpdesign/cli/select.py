@@ -8,7 +8,14 @@ import warnings
 
 import click
 
-from .options import force_option, output_option, quiet_option, seed_option, threads_option
+from .options import (
+    force_option,
+    memory_limit_option,
+    output_option,
+    quiet_option,
+    seed_option,
+    threads_option,
+)
 
 
 def _first_type(text: str | None):
@@ -83,15 +90,11 @@ def _first_type(text: str | None):
     default=None,
     help="Output format (default: from the suffix of -o, else h5).",
 )
-@click.option(
-    "--memory-limit",
-    default=None,
-    metavar="SIZE",
-    help="Stream the store from HDF5 in blocks instead of loading it, keeping the kernel "
+@memory_limit_option(
+    "Stream the store from HDF5 in blocks instead of loading it, keeping the kernel "
     "data and O(N) state of each process under SIZE (512M, 1.5G, 4G; bytes). Same picks; "
-    "Psi then bitwise equal for any limit and any number of MPI ranks.",
+    "Psi then bitwise equal for any limit and any number of MPI ranks."
 )
-@click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)
 @threads_option
 @force_option
 @quiet_option
@@ -161,6 +164,20 @@ def command(
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
+        common = dict(
+            method="random" if random_ else "maxmin",
+            given=given,
+            first=first,
+            seed=seed,
+            normalize=not no_normalize,
+            per_atom=per_atom,
+            balance=balance,
+            dtype=dtype,
+            fmt=fmt,
+            force=force,
+            command=" ".join(["mlpdesign"] + sys.argv[1:]),
+            progress_factory=factory,
+        )
         if scaled:
             from ..scale import BLOCK_ROWS, select_store_scaled
 
@@ -168,41 +185,13 @@ def command(
                 store,
                 n,
                 output,
-                method="random" if random_ else "maxmin",
-                given=given,
-                first=first,
-                seed=seed,
-                normalize=not no_normalize,
-                per_atom=per_atom,
-                balance=balance,
-                dtype=dtype,
-                fmt=fmt,
-                force=force,
-                command=" ".join(["mlpdesign"] + sys.argv[1:]),
                 memory_limit=memory_limit,
                 comm=comm,
                 block_rows=block_rows or BLOCK_ROWS,
-                progress_factory=factory,
+                **common,
             )
         else:
-            sel, design = select_store(
-                store,
-                n,
-                output,
-                method="random" if random_ else "maxmin",
-                given=given,
-                continue_from=continue_from,
-                first=first,
-                seed=seed,
-                normalize=not no_normalize,
-                per_atom=per_atom,
-                balance=balance,
-                dtype=dtype,
-                fmt=fmt,
-                force=force,
-                command=" ".join(["mlpdesign"] + sys.argv[1:]),
-                progress_factory=factory,
-            )
+            sel, design = select_store(store, n, output, continue_from=continue_from, **common)
     if comm is not None and comm.Get_rank() != 0:
         return
     for w in caught:
