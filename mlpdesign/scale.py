@@ -829,6 +829,7 @@ def select_store_scaled(
     """:func:`mlpdesign.select.select_store` streamed and/or over MPI: the same file layout
     and attributes; rank 0 writes it. ``first``: None, a candidate_id or ``"random"``."""
     from .fileio import check_output
+    from .select import selection_attrs
     from .selection import Selection, write_selection
     from .store import open_store
 
@@ -868,37 +869,18 @@ def select_store_scaled(
         finally:
             if bar is not None:
                 bar.close()
-        how = design.first
-        if first not in (None, "random") and method == "maxmin":
-            how = f"candidate_id:{int(first)}"
-        kd = shard.ref
-        attrs = {
-            "method": method,
-            "pool_sha256": store.pool_sha256,
-            "store_path": str(store_path),
-            "gap": store.gap,
-            "kernel": {
-                **kd.options,
-                "terms": [
-                    {
-                        "name": t.name,
-                        "kind": t.kind,
-                        "delta": t.delta,
-                        "zeta": t.zeta,
-                        "length": t.length,
-                        **({"embedding": t.meta} if t.meta else {}),
-                    }
-                    for t in kd.terms
-                ],
-            },
-            "seed": int(seed),
-            "first": how,
-            "n_requested": int(n),
-            "stopped_early": bool(design.stopped_early),
-            "given": [ginfo] if ginfo is not None else [],
-            "distance": "D2",
-            "command": command,
-        }
+        attrs = selection_attrs(
+            store,
+            store_path,
+            shard.ref,
+            design,
+            method=method,
+            first=first,
+            seed=seed,
+            n=n,
+            given=[ginfo] if ginfo is not None else [],
+            command=command,
+        )
         cids = np.asarray(store.candidate_id)
         sel = Selection(cids[design.index], design.index, design.psi, attrs)
     c.agree(lambda: write_selection(output, sel, fmt, force) if c.rank == 0 else None)

@@ -567,36 +567,53 @@ def select_store(
                     f"{continue_from} is not reproduced by this store and "
                     "options (was it made from another store?)"
                 )
-        how = design.first
-        if first not in (None, "random") and method == "maxmin":
-            how = f"candidate_id:{int(first)}"
-        attrs = {
-            "method": method,
-            "pool_sha256": store.pool_sha256,
-            "store_path": str(store_path),
-            "gap": store.gap,
-            "kernel": {
-                **kd.options,
-                "terms": [
-                    {
-                        "name": t.name,
-                        "kind": t.kind,
-                        "delta": t.delta,
-                        "zeta": t.zeta,
-                        "length": t.length,
-                        **({"embedding": t.meta} if t.meta else {}),
-                    }
-                    for t in kd.terms
-                ],
-            },
-            "seed": int(seed),
-            "first": how,
-            "n_requested": int(n),
-            "stopped_early": bool(design.stopped_early),
-            "given": given_info,
-            "distance": "D2",
-            "command": command,
-        }
+        attrs = selection_attrs(
+            store,
+            store_path,
+            kd,
+            design,
+            method=method,
+            first=first,
+            seed=seed,
+            n=n,
+            given=given_info,
+            command=command,
+        )
         sel = Selection(cids[design.index], design.index, design.psi, attrs)
     write_selection(output, sel, fmt, force)
     return sel, design
+
+
+def selection_attrs(
+    store, store_path, kd: KernelData, design: Design, *, method, first, seed, n, given, command
+) -> dict:
+    """The attributes a selection file records: method, pool checksum, gap string, kernel
+    (options and terms), seed, first pick, request, given sets and command line."""
+    how = design.first
+    if first not in (None, "random") and method == "maxmin":
+        how = f"candidate_id:{int(first)}"
+    terms = [
+        {
+            "name": t.name,
+            "kind": t.kind,
+            "delta": t.delta,
+            "zeta": t.zeta,
+            "length": t.length,
+            **({"embedding": t.meta} if t.meta else {}),
+        }
+        for t in kd.terms
+    ]
+    return {
+        "method": method,
+        "pool_sha256": store.pool_sha256,
+        "store_path": str(store_path),
+        "gap": store.gap,
+        "kernel": {**kd.options, "terms": terms},
+        "seed": int(seed),
+        "first": how,
+        "n_requested": int(n),
+        "stopped_early": bool(design.stopped_early),
+        "given": given,
+        "distance": "D2",
+        "command": command,
+    }
