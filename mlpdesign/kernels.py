@@ -134,15 +134,20 @@ def set_threads(n: int | None) -> None:
     _EXECUTOR[2] = None if n is None else max(1, int(n))
 
 
-def n_threads() -> int:
-    """Threads for D² evaluation: :func:`set_threads`, else ``MLPDESIGN_THREADS``, else
-    the CPUs this process may use (its affinity mask: what SLURM or taskset gave it), at
-    most 8."""
+def n_threads(default: int | None = None) -> int:
+    """Threads: :func:`set_threads`, else ``MLPDESIGN_THREADS``, else ``default``, else the
+    CPUs this process may use (its affinity mask: what SLURM or taskset gave it), at most 8.
+
+    D² evaluation defaults to one thread: its pieces are small (a pick evaluates ~2 % of
+    the pool), and on this project's 2-core machine a second thread made the 1000-of-100 000
+    selection slower (3.9 s vs 3.1 s); the pair embedding of a store load uses every CPU."""
     if _EXECUTOR[2] is not None:
         return _EXECUTOR[2]
     env = os.environ.get("MLPDESIGN_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
+    if default is not None:
+        return default
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -150,10 +155,10 @@ def n_threads() -> int:
     return max(1, min(8, cpus))
 
 
-def _pieces_map(fn, pieces: list) -> list:
+def _pieces_map(fn, pieces: list, default_threads: int | None = 1) -> list:
     """``[fn(p) for p in pieces]``, on a thread pool when there are several pieces and
     threads (numpy's gathers and BLAS release the GIL), BLAS pinned to one thread."""
-    threads = n_threads()
+    threads = n_threads(default_threads)
     if len(pieces) == 1:
         return [fn(pieces[0])]
     with _one_blas_thread():
@@ -850,7 +855,7 @@ def pair_embedding(
         flat = ((owner[a:b, None] - o0) * G + j).ravel()
         out[o0:o1] += np.bincount(flat, e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
 
-    _pieces_map(one, bounds)
+    _pieces_map(one, bounds, default_threads=None)
     return out
 
 

@@ -65,8 +65,8 @@ threads_option = click.option(
     default=None,
     expose_value=False,
     callback=_set_threads,
-    help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else the CPUs this "
-    "process may use, at most 8). Results are the same bits for any number.",
+    help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else 1, which was "
+    "fastest on 2 cores; loading the store uses every CPU). Same bits for any number.",
 )
 
 
