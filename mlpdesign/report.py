@@ -761,12 +761,7 @@ def report(
             structure=store.structure,
             F=store.F,
             progress=bar,
-            pool={
-                "store": str(store_path),
-                "pool_sha256": store.pool_sha256,
-                "gap": store.gap,
-                "kernel": opts,
-            },
+            pool=pool_info(store, store_path, opts),
         )
         bar.close()
     if output is not None:
@@ -774,3 +769,13 @@ def report(
             data.metrics["figures"] = write_figures(data, tmp, bins)
             (tmp / "metrics.json").write_text(json_dumps(data.metrics))
     return data
+
+
+def pool_info(store, store_path, opts: dict) -> dict:
+    """The ``pool`` block of metrics.json: store path, pool checksum, gap string, kernel."""
+    return {
+        "store": str(store_path),
+        "pool_sha256": store.pool_sha256,
+        "gap": store.gap,
+        "kernel": opts,
+    }

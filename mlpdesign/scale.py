@@ -1088,12 +1088,7 @@ def report_scaled(
                 structure=store.structure,
                 F=store.F,
                 covering=covering,
-                pool={
-                    "store": str(store_path),
-                    "pool_sha256": store.pool_sha256,
-                    "gap": store.gap,
-                    "kernel": opts,
-                },
+                pool=rp.pool_info(store, store_path, opts),
             )
 
         data = c.agree(finish)
