@@ -592,15 +592,33 @@ class StreamedState:
         if sh.c0 <= s < sh.c1:
             self.psi[s - sh.c0] = PICKED
 
-    def argmax(self) -> tuple[float, int]:
-        """Largest Psi over all ranks and its global index (ties: lowest index)."""
+    def argmax(self, members: np.ndarray | None = None) -> tuple[float, int]:
+        """Largest Psi over all ranks and its global index (ties: lowest index);
+        ``members``: only these (sorted global indices; a stratum)."""
         sh = self.shard
-        if self.shard.local_n:
-            j = int(np.argmax(self.psi))  # the first of equal maxima: the lowest index
+        local = np.arange(sh.local_n)
+        if members is not None:
+            lo, hi = np.searchsorted(members, [sh.c0, sh.c1])
+            local = members[lo:hi] - sh.c0
+        if len(local):
+            j = int(local[np.argmax(self.psi[local])])  # first of equal maxima: lowest index
             mine = (float(self.psi[j]), sh.c0 + j)
         else:
             mine = (-math.inf, sh.n)
         return sh.c.maxloc(*mine)  # one allreduce
+
+    def next_pick(self, eps: float, strata) -> tuple[float, int] | None:
+        """(Psi, index) of the next max-min pick, within the stratum whose turn it is
+        (:class:`mlpdesign.select.Strata`); None when no candidate is left above eps."""
+        if strata is None:
+            psi_s, s = self.argmax()
+            return (psi_s, s) if psi_s > eps else None
+        for h in strata.order():
+            psi_s, s = self.argmax(strata.members[h])
+            if psi_s > eps:
+                return psi_s, s
+            strata.open[h] = False
+        return None
 
     def count_above(self, x: float) -> int:
         return int(self.shard.c.sum(int(np.count_nonzero(self.psi > x))))
@@ -654,8 +672,9 @@ def _run(
     comm,
     block_rows: int,
     progress,
+    strata=None,
 ):
-    from .select import Design, _left_msg
+    from .select import Design, _left_msg, _strata, _strata_stats
 
     c = _Comm(comm)
     if n < 1:
@@ -687,6 +706,7 @@ def _run(
             left = st.count_above(eps)
             if n > left:
                 raise MlpdesignError(_left_msg(n, store.n_configs, left))
+        quota = _strata(strata, store.n_configs)
         S, P = [], []
         how = "random" if method == "random" else "conditional"
         stopped = False
@@ -720,13 +740,16 @@ def _run(
                 if gk is not None and psi_s <= eps:
                     raise MlpdesignError(f"first candidate {s} duplicates the given set")
             else:
-                psi_s, s = st.argmax()
-                if psi_s <= eps:
+                nxt = st.next_pick(eps, quota)
+                if nxt is None:
                     stopped = True
                     break
+                psi_s, s = nxt
                 q = st.fetch(s)[1]
             S.append(s)
             P.append(psi_s)
+            if quota is not None:
+                quota.take(s)
             st.exclude(s)
             st.add(q)
             if progress is not None:
@@ -744,6 +767,7 @@ def _run(
         stats[key] = int(c.sum(stats[key]))
     stats["peak_cache_bytes"] = int(max(c.allgather(stats["peak_cache_bytes"])))
     stats.update(adds=st.adds, eps=eps, wall_s=time.monotonic() - t0)
+    _strata_stats(stats, quota)
     design = Design(
         np.array(S, dtype=np.int64),
         np.array(P, dtype=np.float64),
@@ -818,6 +842,7 @@ def select_store_scaled(
     per_atom: bool = False,
     balance: bool = False,
     dtype: str = "float64",
+    stratify: bool = False,
     fmt: str | None = None,
     force: bool = False,
     command: str = "",
@@ -829,7 +854,7 @@ def select_store_scaled(
     """:func:`mlpdesign.select.select_store` streamed and/or over MPI: the same file layout
     and attributes; rank 0 writes it. ``first``: None, a candidate_id or ``"random"``."""
     from .fileio import check_output
-    from .select import selection_attrs
+    from .select import selection_attrs, strata_labels
     from .selection import Selection, write_selection
     from .store import open_store
 
@@ -850,6 +875,9 @@ def select_store_scaled(
             return int(hit[0])
 
         first_idx = c.agree(first_index)
+        labels = None
+        if stratify and method == "maxmin":
+            labels = c.agree(strata_labels, store, store_path)
         bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
         try:
             design, shard, gk, ginfo = c.agree(
@@ -865,6 +893,7 @@ def select_store_scaled(
                 comm=comm,
                 block_rows=block_rows,
                 progress=bar,
+                strata=labels,
             )
         finally:
             if bar is not None:
@@ -880,6 +909,7 @@ def select_store_scaled(
             n=n,
             given=[ginfo] if ginfo is not None else [],
             command=command,
+            stratify=labels is not None,
         )
         cids = np.asarray(store.candidate_id)
         sel = Selection(cids[design.index], design.index, design.psi, attrs)

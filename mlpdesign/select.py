@@ -37,6 +37,7 @@ the same kernel (``StoreKernel(given_store, like=pool_kd)``).
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 
@@ -129,15 +130,75 @@ def _warn_stop(k: int, n: int) -> None:
     )
 
 
+class Strata:
+    """Quotas of a stratified (sliced) max-min design: one label per candidate.
+
+    Pick k goes to the stratum furthest behind its share of the pool (largest
+    ``(k + 1) * pool_h - picks_h * N``, exact integers; ties: the first label in sorted
+    order), and within it to the candidate of largest Psi. Psi still counts every design
+    point, so distances across strata condition the design as before. Every prefix keeps
+    each stratum within one pick of its share. A stratum with no candidate left above eps
+    is dropped. The first pick of an unconditional design is not constrained; it counts.
+    """
+
+    def __init__(self, labels) -> None:
+        labels = np.asarray(labels)
+        self.names, code = np.unique(labels, return_inverse=True)
+        self.code = code.astype(np.int64)
+        self.members = [np.flatnonzero(self.code == h) for h in range(len(self.names))]
+        self.pool = np.array([len(m) for m in self.members], dtype=np.int64)
+        self.picks = np.zeros(len(self.names), dtype=np.int64)
+        self.open = np.ones(len(self.names), dtype=bool)
+
+    def order(self) -> list[int]:
+        """Open strata, the one the next pick should come from first."""
+        k, n = int(self.picks.sum()), int(self.pool.sum())
+        deficit = (k + 1) * self.pool - self.picks * n
+        return [int(h) for h in np.argsort(-deficit, kind="stable") if self.open[h]]
+
+    def take(self, i: int) -> None:
+        self.picks[self.code[i]] += 1
+
+    def counts(self) -> dict:
+        """Picks per stratum label."""
+        return {_label(x): int(c) for x, c in zip(self.names, self.picks, strict=True)}
+
+
+def _label(x) -> str:
+    return (x.decode() if isinstance(x, bytes) else str(x)) or "?"
+
+
+def _argmax_psi(psi: np.ndarray, eps: float, strata: Strata | None) -> int | None:
+    """The next max-min pick: argmax Psi (ties: lowest index), within the stratum whose
+    turn it is; None when no candidate is left above eps."""
+    if strata is None:
+        s = int(np.argmax(psi))
+        return s if psi[s] > eps else None
+    for h in strata.order():
+        m = strata.members[h]
+        j = int(np.argmax(psi[m]))
+        if psi[m[j]] > eps:
+            return int(m[j])
+        strata.open[h] = False
+    return None
+
+
 # ---------------------------------------------------------------------------- reference
 
 
 def maxmin_reference(
-    kd: KernelData, n: int, *, first=None, seed: int = 1, given: KernelData | None = None
+    kd: KernelData,
+    n: int,
+    *,
+    first=None,
+    seed: int = 1,
+    given: KernelData | None = None,
+    strata=None,
 ) -> Design:
     """The textbook loop (appendix B): Psi = min(Psi, D²(new, all)); pick argmax Psi.
 
     One full kernel row per pick; kept as the reference the fast path is tested against.
+    ``strata``: a label per candidate for a stratified design (:class:`Strata`).
     """
     _check(kd, n, given)
     eps = _eps(kd, given)
@@ -148,6 +209,7 @@ def maxmin_reference(
         left = int(np.count_nonzero(psi > eps))
         if n > left:
             raise MlpdesignError(_left_msg(n, kd.n, left))
+    st = _strata(strata, kd.n)
     S, P = [], []
     how = "conditional"
     stopped = False
@@ -157,13 +219,15 @@ def maxmin_reference(
             if given is not None and psi[s] <= eps:
                 raise MlpdesignError(f"first candidate {s} duplicates the given set")
         else:
-            s = int(np.argmax(psi))
-            if psi[s] <= eps:
+            s = _argmax_psi(psi, eps, st)
+            if s is None:
                 stopped = True
                 _warn_stop(len(S), n)
                 break
         S.append(s)
         P.append(psi[s])
+        if st is not None:
+            st.take(s)
         psi = np.minimum(psi, kd.d2_row(s))
         psi[S] = PICKED
     return Design(
@@ -174,7 +238,22 @@ def maxmin_reference(
         kd.n * (len(S) + (given.n if given is not None else 0)),
         kd.n,
         how,
+        _strata_stats({}, st),
     )
+
+
+def _strata(labels, n: int) -> Strata | None:
+    if labels is None:
+        return None
+    if len(labels) != n:
+        raise MlpdesignError(f"{len(labels)} stratum labels for a pool of {n} candidates")
+    return Strata(labels)
+
+
+def _strata_stats(stats: dict, st: Strata | None) -> dict:
+    if st is not None:
+        stats["strata"] = st.counts()
+    return stats
 
 
 # ---------------------------------------------------------------------------- fast path
@@ -311,9 +390,12 @@ def maxmin(
     first=None,
     seed: int = 1,
     given: KernelData | None = None,
+    strata=None,
     progress=None,
 ) -> Design:
     """Fast exact greedy max-min: the picks of :func:`maxmin_reference`.
+
+    ``strata``: a label per candidate for a stratified design (:class:`Strata`).
 
     ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)`` (see
     :func:`mlpdesign.progress.progress`).
@@ -325,6 +407,7 @@ def maxmin(
         for j in range(given.n):
             st.add_given(j)
         _check_left(st, n)
+    quota = _strata(strata, kd.n)
     S, P = [], []
     how = "conditional"
     stopped = False
@@ -334,13 +417,15 @@ def maxmin(
             if given is not None and st.psi[s] <= st.eps:
                 raise MlpdesignError(f"first candidate {s} duplicates the given set")
         else:
-            s = int(np.argmax(st.psi))
-            if st.psi[s] <= st.eps:
+            s = _argmax_psi(st.psi, st.eps, quota)
+            if s is None:
                 stopped = True
                 _warn_stop(len(S), n)
                 break
         S.append(s)
         P.append(float(st.psi[s]))
+        if quota is not None:
+            quota.take(s)
         st.add_pool(s)
         if progress is not None:
             progress.set_postfix_str(f"psi={P[-1]:.4g}", refresh=False)
@@ -353,12 +438,15 @@ def maxmin(
         st.evaluated,
         kd.n,
         how,
-        {
-            "adds": st.adds,
-            "eps": st.eps,
-            "centres_evaluated": st.centres_evaluated,
-            "costly_evaluated": kd.costly_evaluated - costly0,
-        },
+        _strata_stats(
+            {
+                "adds": st.adds,
+                "eps": st.eps,
+                "centres_evaluated": st.centres_evaluated,
+                "costly_evaluated": kd.costly_evaluated - costly0,
+            },
+            quota,
+        ),
     )
 
 
@@ -463,6 +551,7 @@ def select_store(
     per_atom: bool = False,
     balance: bool = False,
     dtype: str = "float64",
+    stratify: bool = False,
     fmt: str | None = None,
     force: bool = False,
     command: str = "",
@@ -474,10 +563,10 @@ def select_store(
     (a store described with the same gap string, or an extxyz described here).
     ``continue_from``: a saved selection of this store; the run is extended to ``n``
     picks with its method, options and seed, and must reproduce it as its prefix.
-    ``first``: None (extreme), a candidate_id, or ``"random"``.
+    ``first``: None (extreme), a candidate_id, or ``"random"``. ``stratify``: a stratified
+    max-min design over the pool's ``structure`` labels (:class:`Strata`; max-min only).
     ``progress_factory(total, desc)`` makes a progress object. Returns (Selection, Design).
     """
-    import json
     import tempfile
 
     from .fileio import check_output
@@ -508,6 +597,7 @@ def select_store(
         per_atom = bool(kern.get("per_atom", per_atom))
         balance = bool(kern.get("balance", balance))
         dtype = str(kern.get("dtype", dtype))
+        stratify = bool(prev.attrs.get("stratify", ""))
         if n < prev.n:
             raise MlpdesignError(
                 f"-n {n} is smaller than the {prev.n} picks of "
@@ -534,6 +624,7 @@ def select_store(
                     f"--first {first}: no candidate with that candidate_id in {store_path}"
                 )
             first_idx = int(hit[0])
+        labels = strata_labels(store, store_path) if stratify and method == "maxmin" else None
         kd = StoreKernel(
             store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
         )
@@ -556,7 +647,9 @@ def select_store(
             if method == "random":
                 design = select_random(kd, n, seed=seed, given=gk, progress=bar)
             else:
-                design = maxmin(kd, n, first=first_idx, seed=seed, given=gk, progress=bar)
+                design = maxmin(
+                    kd, n, first=first_idx, seed=seed, given=gk, strata=labels, progress=bar
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -578,17 +671,40 @@ def select_store(
             n=n,
             given=given_info,
             command=command,
+            stratify=labels is not None,
         )
         sel = Selection(cids[design.index], design.index, design.psi, attrs)
     write_selection(output, sel, fmt, force)
     return sel, design
 
 
+def strata_labels(store, store_path) -> np.ndarray:
+    """The pool's ``structure`` labels, the strata of ``select --stratify``."""
+    labels = np.asarray(store.structure)
+    if not np.any(labels != labels[:0].dtype.type()):
+        raise MlpdesignError(
+            f"{store_path}: the pool has no structure labels to stratify by "
+            "(extxyz info key 'structure', as generate writes)"
+        )
+    return labels
+
+
 def selection_attrs(
-    store, store_path, kd: KernelData, design: Design, *, method, first, seed, n, given, command
+    store,
+    store_path,
+    kd: KernelData,
+    design: Design,
+    *,
+    method,
+    first,
+    seed,
+    n,
+    given,
+    command,
+    stratify: bool = False,
 ) -> dict:
     """The attributes a selection file records: method, pool checksum, gap string, kernel
-    (options and terms), seed, first pick, request, given sets and command line."""
+    (options and terms), seed, first pick, request, given sets, strata and command line."""
     how = design.first
     if first not in (None, "random") and method == "maxmin":
         how = f"candidate_id:{int(first)}"
@@ -616,4 +732,5 @@ def selection_attrs(
         "given": given,
         "distance": "D2",
         "command": command,
+        **({"stratify": "structure", "strata": design.stats.get("strata", {})} if stratify else {}),
     }

@@ -46,6 +46,8 @@ ATTR_KEYS = (
     "distance",
     "command",
 )
+#: attributes written only when a selection has them (after ATTR_KEYS)
+OPTIONAL_KEYS = ("stratify", "strata")
 _INT_KEYS = ("format_version", "seed", "n_requested")
 
 
@@ -131,13 +133,14 @@ def write_selection(
     p = Path(path)
     fmt = _fmt_of(p, fmt)
     attrs = _full_attrs(sel.attrs)
+    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if sel.attrs.get(k))]
     index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
     with atomic_path(p, force) as tmp:
         if fmt == "h5":
             import h5py
 
             with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
-                for k in ATTR_KEYS:
+                for k in keys:
                     v = attrs[k]
                     if isinstance(v, bool):
                         f.attrs[k] = np.bool_(v)
@@ -149,13 +152,13 @@ def write_selection(
                 f.create_dataset("index", data=index, dtype=np.int64)
                 f.create_dataset("psi", data=sel.psi, dtype=np.float64)
         elif fmt == "json":
-            doc = {k: attrs[k] for k in ATTR_KEYS}
+            doc = {k: attrs[k] for k in keys}
             doc["candidate_id"] = [int(x) for x in sel.candidate_id]
             doc["index"] = [int(x) for x in index]
             doc["psi"] = [None if not math.isfinite(x) else float(x) for x in sel.psi]
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
         else:
-            lines = [f"# {k}: {attrs[k]}" for k in ATTR_KEYS]
+            lines = [f"# {k}: {attrs[k]}" for k in keys]
             lines.append("# rank candidate_id psi")
             lines += [
                 f"{r} {int(c)} {float(s)!r}"
@@ -226,7 +229,7 @@ def load_selection(path: str | os.PathLike) -> Selection:
         for n, line in enumerate(text.splitlines(), 1):
             if line.startswith("#"):
                 key, sep, val = line[1:].strip().partition(": ")
-                if sep and key in ATTR_KEYS:
+                if sep and (key in ATTR_KEYS or key in OPTIONAL_KEYS):
                     attrs[key] = _typed_attr(key, val)
                 continue
             if not line.strip():

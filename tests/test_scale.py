@@ -363,3 +363,31 @@ def test_covering_streamed_equals_in_memory(store, serial):
         want = covering_curves(store_oracle(s, opts), designs)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+@needs_mpi
+def test_stratified_streamed_and_mpi_equal_in_memory(store, tmp_path):
+    mem = tmp_path / "mem.json"
+    assert run("select", store, "-n", 30, "--stratify", "-o", mem, "-q").exit_code == 0
+    ref = json.loads(mem.read_text())
+    ser = tmp_path / "ser.json"
+    res = run(
+        "select",
+        store,
+        "-n",
+        30,
+        "--stratify",
+        "-o",
+        ser,
+        "-q",
+        "--memory-limit",
+        "480K",
+        "--block-rows",
+        8,
+    )
+    assert res.exit_code == 0, res.stderr
+    out = tmp_path / "mpi.json"
+    mpirun(3, "select", store, "-n", 30, "--stratify", "-o", out, "-q", "--block-rows", 8)
+    for got in (json.loads(ser.read_text()), json.loads(out.read_text())):
+        assert got["index"] == ref["index"]
+        assert got["stratify"] == "structure" and got["strata"] == ref["strata"]

@@ -380,3 +380,116 @@ def test_warnings_module_is_clean():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         maxmin(kd, 20)
+
+
+# ---------------------------------------------------------------- stratified max-min
+
+
+def test_strata_quota_rule_exact_integers():
+    from mlpdesign.select import Strata
+
+    st = Strata(np.array([b"hcp"] * 6 + [b"bcc"] * 3 + [b"fcc"] * 3))
+    seq = []
+    for _ in range(12):
+        h = st.order()[0]
+        seq.append(h)
+        st.picks[h] += 1
+        # every prefix keeps each stratum within one pick of its share of the pool
+        k = st.picks.sum()
+        assert np.all(np.abs(st.picks - k * st.pool / st.pool.sum()) < 1 + 1e-12)
+    assert st.counts() == {"bcc": 3, "fcc": 3, "hcp": 6}
+    assert seq[:4] == [2, 0, 1, 2]  # hcp (largest share) first, then labels in sorted order
+
+
+@pytest.mark.parametrize(
+    "name,kd", list(_pools())[:3], ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_stratified_fast_equals_reference(name, kd):
+    labels = np.random.default_rng(1).choice(
+        np.array(["a", "b", "c"]), size=kd.n, p=[0.6, 0.3, 0.1]
+    )
+    a = maxmin(kd, 90, strata=labels)
+    b = maxmin_reference(kd, 90, strata=labels)
+    assert np.array_equal(a.index, b.index)
+    assert np.allclose(a.psi, b.psi, rtol=0, atol=2 * kd.eps)
+    share = {x: int(np.sum(labels == x)) / kd.n * 90 for x in "abc"}
+    assert all(abs(a.stats["strata"][x] - share[x]) <= 1 for x in "abc")
+    # each pick after the first is the argmax of the textbook Psi within its stratum
+    psi = np.minimum.reduce([kd.d2_row(int(s)) for s in a.index[:40]])
+    nxt = a.index[40]
+    same = labels == labels[nxt]
+    same[a.index[:40]] = False
+    assert np.isclose(psi[nxt], psi[same].max(), rtol=0, atol=2 * kd.eps)
+    # one stratum: the plain design
+    one = maxmin(kd, 40, strata=np.zeros(kd.n, dtype=int))
+    assert np.array_equal(one.index, maxmin(kd, 40).index)
+
+
+def test_stratified_given_and_exhausted_stratum():
+    rng = np.random.default_rng(3)
+    kd = K.gaussian(rng.normal(0, 0.5, (600, 2)), 1.0)
+    gk = K.KernelData([kd.terms[0].like(rng.normal(0, 0.5, (20, 2)))], np.ones(20), normalize=False)
+    labels = np.where(np.arange(600) < 5, "rare", "common")  # 5 rare: runs out of its quota
+    a = maxmin(kd, 200, given=gk, strata=labels)
+    b = maxmin_reference(kd, 200, given=gk, strata=labels)
+    assert np.array_equal(a.index, b.index)
+    assert a.stats["strata"]["rare"] == 2  # its share of 200 (5/600 * 200 = 1.7)
+    dup = np.repeat(rng.normal(0, 0.5, (1, 2)), 4, axis=0)  # a stratum of duplicates
+    kd2 = K.gaussian(np.vstack((rng.normal(0, 0.5, (36, 2)), dup)), 1.0)
+    lab2 = np.array(["x"] * 36 + ["dup"] * 4)
+    with pytest.warns(RuntimeWarning, match="stopped after"):
+        c = maxmin(kd2, 40, strata=lab2)
+    d = maxmin_reference(kd2, len(c.index), strata=lab2)
+    assert np.array_equal(c.index, d.index)
+    assert c.stats["strata"]["dup"] == 1 and c.stats["strata"]["x"] == 36
+
+
+def test_cli_stratify_zr(zr, tmp_path):
+    from mlpdesign.store import open_store
+
+    out = tmp_path / "st.json"
+    r = run("select", zr / "pool.h5", "-n", 30, "--stratify", "-o", out, "-q")
+    assert r.exit_code == 0, r.output
+    s = load_selection(out)
+    assert s.attrs["stratify"] == "structure"
+    with open_store(zr / "pool.h5") as st:
+        labels = st.structure
+        kd = K.StoreKernel(st)
+    assert np.array_equal(s.index, maxmin_reference(kd, 30, strata=labels).index)
+    got = json.loads(s.attrs["strata"])
+    names, counts = np.unique(labels, return_counts=True)
+    for x, c in zip(names, counts, strict=True):
+        assert abs(got[x.decode()] - 30 * c / len(labels)) <= 1
+    assert sum(got.values()) == 30
+    # continued runs keep the strata; txt and h5 files carry them too
+    r = run("select", zr / "pool.h5", "-n", 40, "--continue", out, "-o", tmp_path / "c.txt", "-q")
+    assert r.exit_code == 0, r.output
+    c = load_selection(tmp_path / "c.txt")
+    assert c.attrs["stratify"] == "structure"
+    assert np.array_equal(c.candidate_id[:30], s.candidate_id)
+    r = run("select", zr / "pool.h5", "-n", 40, "--stratify", "-o", tmp_path / "d.h5", "-q")
+    assert np.array_equal(load_selection(tmp_path / "d.h5").candidate_id, c.candidate_id)
+    # without --stratify no strata attributes are written (old files unchanged)
+    run("select", zr / "pool.h5", "-n", 5, "-o", tmp_path / "p.json", "-q")
+    assert "stratify" not in json.loads((tmp_path / "p.json").read_text())
+
+
+def test_cli_stratify_bad_inputs(zr, tmp_path):
+    import re
+
+    from clihelpers import one_line_error
+
+    from mlpdesign.descriptors import describe
+    from mlpdesign.pool import PoolSpec, generate
+
+    r = run("select", zr / "pool.h5", "-n", 5, "--stratify", "--random", "-o", tmp_path / "x.h5")
+    assert "do not combine it with --random" in one_line_error(r)
+    assert not (tmp_path / "x.h5").exists()
+    # a pool without structure labels
+    generate(tmp_path / "p.xyz", 12, PoolSpec(seed=2))
+    text = (tmp_path / "p.xyz").read_text()
+    (tmp_path / "q.xyz").write_text(re.sub(r" (structure|config_type)=\w+", "", text))
+    describe(tmp_path / "q.xyz", tmp_path / "q.h5", gap=GAP)
+    r = run("select", tmp_path / "q.h5", "-n", 5, "--stratify", "-o", tmp_path / "y.h5")
+    assert "no structure labels to stratify by" in one_line_error(r)
+    assert not (tmp_path / "y.h5").exists()

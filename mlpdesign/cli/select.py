@@ -70,6 +70,13 @@ def _first_type(text: str | None):
     "(else the 2-body term dominates the distance).",
 )
 @click.option(
+    "--stratify",
+    is_flag=True,
+    help="Stratified (sliced) max-min over the pool's structure labels: each pick goes "
+    "to the structure furthest behind its share of the pool, then to its largest Psi "
+    "(Psi still counts every design point).",
+)
+@click.option(
     "--per-atom",
     is_flag=True,
     help="Average instead of sum over atoms (matters only with --no-normalize).",
@@ -108,6 +115,7 @@ def command(
     first,
     seed,
     balance,
+    stratify,
     per_atom,
     no_normalize,
     dtype,
@@ -133,18 +141,20 @@ def command(
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
       mlpdesign select pool.h5 -n 1000 --random --seed 3 -o random.h5
       mlpdesign select pool.h5 -n 100 --balance --format json -o sel.json
+      mlpdesign select pool.h5 -n 1000 --stratify -o selection.h5    # hcp/fcc/bcc shares
       mlpdesign select pool.h5 -n 1000 --memory-limit 4G -o selection.h5
       mpiexec -n 4 mlpdesign select pool.h5 -n 1000 -o selection.h5   # or srun
 
     Under mpiexec/srun each rank holds (with --memory-limit: streams) a contiguous shard of
     the pool; rank 0 writes the file, the same bytes as a serial --memory-limit run.
     """
+    from ..errors import MlpdesignError
     from ..progress import progress
     from ..select import select_store
 
+    if stratify and random_:
+        raise MlpdesignError("--stratify is for max-min designs; do not combine it with --random")
     if continue_from is not None and (random_ or first is not None):
-        from ..errors import MlpdesignError
-
         raise MlpdesignError(
             "--continue takes method, --first and --seed from the saved "
             "selection; do not combine it with --random or --first"
@@ -158,8 +168,6 @@ def command(
     comm = world()
     scaled = memory_limit is not None or comm is not None or block_rows is not None
     if scaled and continue_from is not None:
-        from ..errors import MlpdesignError
-
         raise MlpdesignError("--continue is not supported with --memory-limit or under MPI")
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -173,6 +181,7 @@ def command(
             per_atom=per_atom,
             balance=balance,
             dtype=dtype,
+            stratify=stratify,
             fmt=fmt,
             force=force,
             command=" ".join(["mlpdesign"] + sys.argv[1:]),
