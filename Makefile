@@ -61,10 +61,12 @@ $(EAM):
 	  echo "warning: could not fetch $@ (apt-get download lammps-data); tests that need it are skipped"
 
 # The paper's cross-validation (section 4) with EAM labels: three seed pairs at the paper's
-# descriptors; QUICK=1 for the small setting (one pair). JOBS commands (fits) at once.
+# descriptors; QUICK=1 for the small setting (one pair). JOBS commands (fits) at once;
+# POOL=100000 for the paper's pool size; VARIANTS=default,balance,stratify for all designs.
 JOBS ?= 2
 paper-experiment: venv eam
-	$(BIN)/python benchmarks/paper_experiment.py $(if $(QUICK),--quick,) --jobs $(JOBS)
+	$(BIN)/python benchmarks/paper_experiment.py $(if $(QUICK),--quick,) --jobs $(JOBS) \
+	  $(if $(POOL),--pool $(POOL),) $(if $(VARIANTS),--variants $(VARIANTS),)
 
 lint: venv
 	$(BIN)/ruff check mlpdesign tests benchmarks examples

@@ -220,6 +220,9 @@ def command(
         if costly is not None and design.n_pool and costly < design.evaluated:
             frac = costly / max(1, design.stats.get("adds", 1)) / design.n_pool
             soap = f" ({100 * frac:.1f}% in full)"
+        strata = design.stats.get("strata")
+        if strata:
+            last += "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items())
         click.echo(
             f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}; "
             f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "
