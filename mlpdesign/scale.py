@@ -797,17 +797,21 @@ def select_streamed(
     dtype: str = "float64",
     block_rows: int = BLOCK_ROWS,
     progress=None,
+    stratify: bool | None = None,
 ):
     """Greedy max-min (or ``method="random"``) on a store, streamed and/or over MPI ranks.
 
     ``memory_limit``: bytes or text (``"1G"``) for the kernel data and O(N) state of this
     rank (not the interpreter); ``comm``: an mpi4py communicator (None: serial). ``first``:
     None (farthest from candidate 0), a pool position, or ``"random"``. ``given``: path of
-    an existing training set (store or extxyz). Returns a :class:`mlpdesign.select.Design`
+    an existing training set (store or extxyz). ``stratify``: as
+    :func:`mlpdesign.select.select_store` (None: stratified when the pool has two or more
+    structure labels). Returns a :class:`mlpdesign.select.Design`
     (the same on every rank) whose ``stats`` hold ``bytes_read``, ``blocks_read``,
     ``cache_hits``, ``blocks_skipped``, ``peak_cache_bytes``, ``blocks``,
     ``cached_blocks`` (this rank), ``ranks``, ``eps``, ``adds``, ``wall_s``.
     """
+    from .select import strata_labels
     from .store import open_store
 
     limit = parse_memory(memory_limit)
@@ -825,6 +829,7 @@ def select_streamed(
             comm=comm,
             block_rows=block_rows,
             progress=progress,
+            strata=strata_labels(store, store_path, stratify) if method == "maxmin" else None,
         )
     return design
 
@@ -842,7 +847,7 @@ def select_store_scaled(
     per_atom: bool = False,
     balance: bool = False,
     dtype: str = "float64",
-    stratify: bool = False,
+    stratify: bool | None = None,
     fmt: str | None = None,
     force: bool = False,
     command: str = "",
@@ -876,8 +881,8 @@ def select_store_scaled(
 
         first_idx = c.agree(first_index)
         labels = None
-        if stratify and method == "maxmin":
-            labels = c.agree(strata_labels, store, store_path)
+        if method == "maxmin":
+            labels = c.agree(strata_labels, store, store_path, stratify)
         bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
         try:
             design, shard, gk, ginfo = c.agree(

@@ -551,7 +551,7 @@ def select_store(
     per_atom: bool = False,
     balance: bool = False,
     dtype: str = "float64",
-    stratify: bool = False,
+    stratify: bool | None = None,
     fmt: str | None = None,
     force: bool = False,
     command: str = "",
@@ -564,7 +564,8 @@ def select_store(
     ``continue_from``: a saved selection of this store; the run is extended to ``n``
     picks with its method, options and seed, and must reproduce it as its prefix.
     ``first``: None (extreme), a candidate_id, or ``"random"``. ``stratify``: a stratified
-    max-min design over the pool's ``structure`` labels (:class:`Strata`; max-min only).
+    max-min design over the pool's ``structure`` labels (:class:`Strata`; max-min only);
+    None (default): stratified when the pool has two or more labels.
     ``progress_factory(total, desc)`` makes a progress object. Returns (Selection, Design).
     """
     import tempfile
@@ -597,7 +598,7 @@ def select_store(
         per_atom = bool(kern.get("per_atom", per_atom))
         balance = bool(kern.get("balance", balance))
         dtype = str(kern.get("dtype", dtype))
-        stratify = bool(prev.attrs.get("stratify", ""))
+        stratify = bool(prev.attrs.get("stratify", ""))  # files without it: plain
         if n < prev.n:
             raise MlpdesignError(
                 f"-n {n} is smaller than the {prev.n} picks of "
@@ -624,7 +625,7 @@ def select_store(
                     f"--first {first}: no candidate with that candidate_id in {store_path}"
                 )
             first_idx = int(hit[0])
-        labels = strata_labels(store, store_path) if stratify and method == "maxmin" else None
+        labels = strata_labels(store, store_path, stratify) if method == "maxmin" else None
         kd = StoreKernel(
             store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
         )
@@ -678,10 +679,16 @@ def select_store(
     return sel, design
 
 
-def strata_labels(store, store_path) -> np.ndarray:
-    """The pool's ``structure`` labels, the strata of ``select --stratify``."""
+def strata_labels(store, store_path, stratify: bool | None = None) -> np.ndarray | None:
+    """The pool's ``structure`` labels, the strata of ``select --stratify``, or None for a
+    plain design (``stratify`` False; or None and fewer than two distinct labels)."""
+    if stratify is False:
+        return None
     labels = np.asarray(store.structure)
-    if not np.any(labels != labels[:0].dtype.type()):
+    named = labels[labels != labels[:0].dtype.type()]
+    if stratify is None:
+        return labels if len(np.unique(named)) >= 2 else None
+    if len(named) == 0:
         raise MlpdesignError(
             f"{store_path}: the pool has no structure labels to stratify by "
             "(extxyz info key 'structure', as generate writes)"

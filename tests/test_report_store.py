@@ -22,10 +22,12 @@ F64 = '{"dtype": "float64"}'
 
 @pytest.fixture(scope="module")
 def sels(small_store, tmp_path_factory):
-    """A 12-pick max-min selection (h5 and txt) and a 12-pick random one of ``small_store``."""
+    """A 12-pick plain max-min selection (h5 and txt), a stratified one and a 12-pick random
+    one of ``small_store``."""
     d = tmp_path_factory.mktemp("sel")
-    select_store(small_store, 12, d / "opt.h5", dtype="float64")
-    select_store(small_store, 12, d / "opt.txt", dtype="float64")
+    select_store(small_store, 12, d / "opt.h5", dtype="float64", stratify=False)
+    select_store(small_store, 12, d / "opt.txt", dtype="float64", stratify=False)
+    select_store(small_store, 12, d / "str.h5", dtype="float64")
     select_store(small_store, 12, d / "rnd.h5", method="random", seed=5, dtype="float64")
     return d
 
@@ -142,6 +144,12 @@ def test_psi_is_the_covering_radius_of_the_previous_prefix(out, small_store):
     (ev,) = R.evaluate(kd, [sel.index])
     assert math.isinf(sel.psi[0])
     np.testing.assert_allclose(ev.covering[:-1], sel.psi[1:], rtol=1e-9, atol=1e-12)
+    # stratified: each pick is the farthest of its structure, so at most the covering radius
+    strat = load_selection(doc["designs"][0]["path"].replace("opt.h5", "str.h5"))
+    assert strat.attrs["stratify"] == "structure"
+    (ev,) = R.evaluate(kd, [strat.index])
+    assert np.all(strat.psi[1:] <= ev.covering[:-1] * (1 + 1e-9) + 1e-12)
+    assert np.any(strat.psi[1:] < ev.covering[:-1] * (1 - 1e-6))
 
 
 def test_optimised_design_beats_median_random_on_all_criteria(out):

@@ -164,8 +164,10 @@ def test_bad_n_and_first():
 
 # ---------------------------------------------------------------- Zr store and CLI
 
-#: picks of 'mlpdesign select pool.h5 -n 12' on the zr fixture (pool seed 11), pinned
-ZR_PICKS = [137, 59, 118, 49, 54, 51, 10, 143, 21, 7, 147, 128]
+#: picks of 'mlpdesign select pool.h5 -n 12' on the zr fixture (pool seed 11), pinned:
+#: the default (stratified by structure, 4 each) and --no-stratify (the paper's plain design)
+ZR_PICKS = [137, 136, 94, 110, 59, 57, 60, 51, 69, 31, 7, 54]
+ZR_PLAIN_PICKS = [137, 59, 118, 49, 54, 51, 10, 143, 21, 7, 147, 128]
 
 
 def test_cli_exact_picks_and_formats(zr, tmp_path):
@@ -173,7 +175,19 @@ def test_cli_exact_picks_and_formats(zr, tmp_path):
     assert r.exit_code == 0, r.output
     s = load_selection(tmp_path / "s.h5")
     assert s.candidate_id.tolist() == ZR_PICKS
-    assert np.isinf(s.psi[0]) and np.all(np.diff(s.psi[1:]) <= 0)
+    assert json.loads(s.attrs["strata"]) == {"bcc": 4, "fcc": 4, "hcp": 4}
+    r = run("select", zr / "pool.h5", "-n", 12, "--no-stratify", "-o", tmp_path / "p.h5", "-q")
+    assert r.exit_code == 0, r.output
+    plain = load_selection(tmp_path / "p.h5")
+    assert plain.candidate_id.tolist() == ZR_PLAIN_PICKS
+    assert "stratify" not in plain.attrs  # plain designs write no strata attributes
+    assert np.isinf(plain.psi[0]) and np.all(np.diff(plain.psi[1:]) <= 0)
+    # stratified: Psi at pick time never increases within a structure
+    with h5py.File(zr / "pool.h5") as f:
+        structure = f["structure"][:][s.index]
+    assert np.isinf(s.psi[0])
+    for x in np.unique(structure):
+        assert np.all(np.diff(s.psi[1:][structure[1:] == x]) <= 0)
     assert s.attrs["method"] == "maxmin" and s.attrs["distance"] == "D2"
     with h5py.File(zr / "pool.h5") as f:
         assert s.pool_sha256 == f.attrs["pool_sha256"]
@@ -469,9 +483,9 @@ def test_cli_stratify_zr(zr, tmp_path):
     assert np.array_equal(c.candidate_id[:30], s.candidate_id)
     r = run("select", zr / "pool.h5", "-n", 40, "--stratify", "-o", tmp_path / "d.h5", "-q")
     assert np.array_equal(load_selection(tmp_path / "d.h5").candidate_id, c.candidate_id)
-    # without --stratify no strata attributes are written (old files unchanged)
-    run("select", zr / "pool.h5", "-n", 5, "-o", tmp_path / "p.json", "-q")
-    assert "stratify" not in json.loads((tmp_path / "p.json").read_text())
+    # the default on a pool with structure labels: the same design
+    run("select", zr / "pool.h5", "-n", 40, "-o", tmp_path / "e.json", "-q")
+    assert np.array_equal(load_selection(tmp_path / "e.json").candidate_id, c.candidate_id)
 
 
 def test_cli_stratify_bad_inputs(zr, tmp_path):
@@ -493,3 +507,7 @@ def test_cli_stratify_bad_inputs(zr, tmp_path):
     r = run("select", tmp_path / "q.h5", "-n", 5, "--stratify", "-o", tmp_path / "y.h5")
     assert "no structure labels to stratify by" in one_line_error(r)
     assert not (tmp_path / "y.h5").exists()
+    # by default such a pool gets the plain design
+    r = run("select", tmp_path / "q.h5", "-n", 5, "-o", tmp_path / "z.json", "-q")
+    assert r.exit_code == 0, r.output
+    assert "stratify" not in load_selection(tmp_path / "z.json").attrs

@@ -70,11 +70,12 @@ def _first_type(text: str | None):
     "(else the 2-body term dominates the distance).",
 )
 @click.option(
-    "--stratify",
-    is_flag=True,
+    "--stratify/--no-stratify",
+    default=None,
     help="Stratified (sliced) max-min over the pool's structure labels: each pick goes "
     "to the structure furthest behind its share of the pool, then to its largest Psi "
-    "(Psi still counts every design point).",
+    "(Psi still counts every design point). Default: on when the pool has two or more "
+    "structure labels; --no-stratify gives the paper's plain max-min.",
 )
 @click.option(
     "--per-atom",
@@ -132,7 +133,9 @@ def command(
     k is GAP's energy kernel from the store's gap string (distance_2b ard_se + SOAP
     dot_product^zeta, summed over pairs and atoms), normalised so that D^2 is in [0, 2].
     The output is ordered: any prefix is itself a max-min design, and each pick carries its
-    Psi at pick time. Exact: the bounds that skip work never change a pick.
+    Psi at pick time. Exact: the bounds that skip work never change a pick. With structure
+    labels in the pool (hcp/fcc/bcc from generate) the design is stratified: each structure
+    gets its share of the pool, max-min within it (--no-stratify: the paper's plain design).
 
     \b
     Examples:
@@ -141,7 +144,7 @@ def command(
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
       mlpdesign select pool.h5 -n 1000 --random --seed 3 -o random.h5
       mlpdesign select pool.h5 -n 100 --balance --format json -o sel.json
-      mlpdesign select pool.h5 -n 1000 --stratify -o selection.h5    # hcp/fcc/bcc shares
+      mlpdesign select pool.h5 -n 1000 --no-stratify -o plain.h5   # the paper's design
       mlpdesign select pool.h5 -n 1000 --memory-limit 4G -o selection.h5
       mpiexec -n 4 mlpdesign select pool.h5 -n 1000 -o selection.h5   # or srun
 
@@ -152,7 +155,7 @@ def command(
     from ..progress import progress
     from ..select import select_store
 
-    if stratify and random_:
+    if stratify is True and random_:
         raise MlpdesignError("--stratify is for max-min designs; do not combine it with --random")
     if continue_from is not None and (random_ or first is not None):
         raise MlpdesignError(
