@@ -153,8 +153,8 @@ def design_curve(data: ReportData, path: Path) -> bool:
     fig.text(
         0.5,
         0.005,
-        "Ψ of pick m is its D² to the first m-1 points = the covering radius "
-        "of the first m-1; D² is the squared kernel distance (dimensionless)",
+        "Ψ of pick m: its D² to the first m-1 points (their covering radius for plain "
+        "max-min; at most that when stratified); D² is the squared kernel distance",
         ha="center",
         fontsize=8,
     )
