@@ -62,7 +62,7 @@ $(EAM):
 
 # The paper's cross-validation (section 4) with EAM labels: three seed pairs at the paper's
 # descriptors; QUICK=1 for the small setting (one pair). JOBS commands (fits) at once;
-# POOL=100000 for the paper's pool size; VARIANTS=default,balance,stratify for all designs.
+# POOL=100000 for the paper's pool size; VARIANTS=stratify,maxmin,balance (the default: all three).
 JOBS ?= 2
 paper-experiment: venv eam
 	$(BIN)/python benchmarks/paper_experiment.py $(if $(QUICK),--quick,) --jobs $(JOBS) \

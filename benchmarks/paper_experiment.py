@@ -348,7 +348,7 @@ def main() -> None:
     summary["sigma"] = a.sigma
     ratios = {v: [r["results"][v]["ratio"] for r in runs] for v in a.variants}
     summary["ratios"] = ratios
-    print("\nworst(OPT)/worst(RND) over seed pairs (below 1: the design beats random):")
+    print("\nworst(design)/worst(RND) over seed pairs (below 1: the design beats random):")
     for v in a.variants:
         print(f"  {v:8s} {spread(ratios[v])}")
     if len(a.variants) >= 2:
