@@ -18,11 +18,12 @@ the ``mlpdesign`` CLI, as a user would run it.
     python benchmarks/paper_experiment.py --quick --pairs 1:2,3:4,5:6 --variants stratify
 
 The work folder keeps every intermediate (pools, stores, selections, labelled sets, models);
-a second run reuses them (fits by their input hash, cross-validations by their models'
-hashes), so an interrupted run continues where it stopped and a finished one reprints in
-seconds. The RND fits are shared by all designs. Per pair, ``result.json`` (and
-``summary.json`` for the run) hold the matrices, the ratios, each model's off-sample 0.99
-quantile by structure with its training-set composition, and the stage times.
+a second run reuses them (files by their command and inputs, fits by their input hash,
+cross-validations by their models' hashes), so an interrupted run continues where it
+stopped and a finished one reprints in seconds; a changed option reruns what it touches.
+The RND fits are shared by all designs. Per pair, ``result.json`` (and ``summary.json`` for
+the run) hold the matrices, the ratios, each model's off-sample 0.99 quantile by structure
+with its training-set composition, and the stage times.
 """
 
 from __future__ import annotations
@@ -79,12 +80,32 @@ def mlpdesign(*args: str, log: Path | None = None) -> None:
 _LOG_LOCK = threading.Lock()
 
 
+def _key(out: Path, args) -> str:
+    """A step's cache key: its arguments, each input file with its size and mtime."""
+    lines = []
+    for a in map(str, args):
+        lines.append(a)
+        p = Path(a)
+        if p != out and p.is_file():
+            st = p.stat()
+            lines.append(f"  {st.st_size} {st.st_mtime_ns}")
+    return "\n".join(lines) + "\n"
+
+
 def step(out: Path, *args: str, log: Path) -> float:
-    """Run a command that writes ``out`` unless ``out`` already exists; return seconds."""
-    if out.exists():
+    """Run a command that writes ``out`` unless ``out`` exists from the same arguments and
+    inputs (``<out>.key``); return seconds. A step rerun upstream gives its output a new
+    mtime, so what depends on it reruns too. An output from before keys is kept (and keyed)."""
+    stamp = out.with_name(out.name + ".key")
+    key = _key(out, args)
+    if out.exists() and (not stamp.is_file() or stamp.read_text() == key):
+        if not stamp.is_file():
+            stamp.write_text(key)
         return 0.0
+    out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     mlpdesign(*args, log=log)
+    stamp.write_text(_key(out, args))
     return time.perf_counter() - t0
 
 

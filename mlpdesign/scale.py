@@ -596,15 +596,17 @@ class StreamedState:
         """Largest Psi over all ranks and its global index (ties: lowest index);
         ``members``: only these (sorted global indices; a stratum)."""
         sh = self.shard
-        local = np.arange(sh.local_n)
-        if members is not None:
+        mine = (-math.inf, sh.n)
+        if members is None:  # the plain design: no gather on the hot path
+            if sh.local_n:
+                j = int(np.argmax(self.psi))  # the first of equal maxima: the lowest index
+                mine = (float(self.psi[j]), sh.c0 + j)
+        else:
             lo, hi = np.searchsorted(members, [sh.c0, sh.c1])
             local = members[lo:hi] - sh.c0
-        if len(local):
-            j = int(local[np.argmax(self.psi[local])])  # first of equal maxima: lowest index
-            mine = (float(self.psi[j]), sh.c0 + j)
-        else:
-            mine = (-math.inf, sh.n)
+            if len(local):
+                j = int(local[np.argmax(self.psi[local])])
+                mine = (float(self.psi[j]), sh.c0 + j)
         return sh.c.maxloc(*mine)  # one allreduce
 
     def next_pick(self, eps: float, strata) -> tuple[float, int] | None:

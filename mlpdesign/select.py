@@ -209,7 +209,7 @@ def maxmin_reference(
         left = int(np.count_nonzero(psi > eps))
         if n > left:
             raise MlpdesignError(_left_msg(n, kd.n, left))
-    st = _strata(strata, kd.n)
+    quota = _strata(strata, kd.n)
     S, P = [], []
     how = "conditional"
     stopped = False
@@ -219,15 +219,15 @@ def maxmin_reference(
             if given is not None and psi[s] <= eps:
                 raise MlpdesignError(f"first candidate {s} duplicates the given set")
         else:
-            s = _argmax_psi(psi, eps, st)
+            s = _argmax_psi(psi, eps, quota)
             if s is None:
                 stopped = True
                 _warn_stop(len(S), n)
                 break
         S.append(s)
         P.append(psi[s])
-        if st is not None:
-            st.take(s)
+        if quota is not None:
+            quota.take(s)
         psi = np.minimum(psi, kd.d2_row(s))
         psi[S] = PICKED
     return Design(
@@ -238,7 +238,7 @@ def maxmin_reference(
         kd.n * (len(S) + (given.n if given is not None else 0)),
         kd.n,
         how,
-        _strata_stats({}, st),
+        _strata_stats({}, quota),
     )
 
 

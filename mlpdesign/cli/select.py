@@ -224,10 +224,9 @@ def command(
             frac = costly / max(1, design.stats.get("adds", 1)) / design.n_pool
             soap = f" ({100 * frac:.1f}% in full)"
         strata = design.stats.get("strata")
-        if strata:
-            last += "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items())
+        by = "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
         click.echo(
-            f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}; "
+            f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}{by}; "
             f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "
             f"{time.monotonic() - t0:.1f} s) -> {output}",
             err=True,
