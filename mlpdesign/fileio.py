@@ -13,22 +13,50 @@ from pathlib import Path
 from .errors import MlpdesignError
 
 
-def check_output(path: str | os.PathLike, force: bool = False) -> Path:
-    """Refuse an existing output unless ``force``; check the folder is writable.
-
-    Call this before any long work, so a run is refused at once rather than at the end.
-    """
-    p = Path(path)
-    if p.exists() and not force:
-        raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+def _writable_parent(p: Path) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise MlpdesignError(f"cannot write {p}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise MlpdesignError(f"cannot write {p}: folder {parent} is not writable")
-    if p.is_dir() and not force:
-        raise MlpdesignError(f"{p} is a folder")
+
+
+def check_output(path: str | os.PathLike, force: bool = False) -> Path:
+    """Refuse an existing output file unless ``force``, and a folder always.
+
+    ``--force`` replaces files, never a folder (it may hold results).  Call this before any
+    long work, so a run is refused at once rather than at the end.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise MlpdesignError(f"{p} is a folder; --force replaces files, never a folder")
+    if p.exists() and not force:
+        raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+    _writable_parent(p)
     return p
+
+
+def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
+    """Refuse an existing output folder unless ``force``, and an existing non-folder always."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise MlpdesignError(f"{p} exists and is not a folder")
+    if p.exists() and not force:
+        raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+    _writable_parent(p)
+    return p
+
+
+def umask() -> int:
+    """The process umask (read without changing it for good)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike, mode: int = 0o777) -> None:
+    """Give a folder made by :func:`tempfile.mkdtemp` (always 0700) the umask's permissions."""
+    os.chmod(path, mode & ~umask())
 
 
 def _tmp_name(p: Path) -> Path:
@@ -48,8 +76,6 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise MlpdesignError(f"internal error: nothing was written for {p}")
-        if p.is_dir():
-            shutil.rmtree(p)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -62,21 +88,44 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Like :func:`atomic_path` for an output folder: built in a temporary folder, then renamed."""
-    p = check_output(path, force)
+    """Like :func:`atomic_path` for an output folder: built in a temporary folder.
+
+    A new folder is renamed into place whole.  An existing one (``force``) is never deleted:
+    each file built is moved into it, replacing a file of the same name, and anything else
+    in it stays.
+    """
+    p = check_output_dir(path, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.tmp-", dir=p.parent if str(p.parent) else "."))
     try:
+        honour_umask(tmp)
         yield tmp
         if p.exists():
-            old = _tmp_name(p).with_suffix(".old")
-            os.replace(p, old)
-            os.replace(tmp, p)
-            shutil.rmtree(old, ignore_errors=True)
+            merge_into(tmp, p)
+            tmp.rmdir()
         else:
             os.replace(tmp, p)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def merge_into(src: Path, dest: Path) -> None:
+    """Move every file below ``src`` to the same place below ``dest`` (files replaced, folders
+    kept); a file in ``dest`` where ``src`` has a folder, or the reverse, is an error."""
+    for entry in sorted(src.iterdir()):
+        target = dest / entry.name
+        if entry.is_dir():
+            if target.exists() and not target.is_dir():
+                raise MlpdesignError(f"{target} is a file; expected a folder")
+            if not target.exists():
+                os.replace(entry, target)
+                continue
+            merge_into(entry, target)
+            entry.rmdir()
+        else:
+            if target.is_dir():
+                raise MlpdesignError(f"{target} is a folder; --force replaces files only")
+            os.replace(entry, target)
 
 
 def file_sha256(path: str | os.PathLike, bufsize: int = 1 << 22) -> str:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import MlpdesignError
-from .fileio import atomic_dir, check_output, file_sha256
+from .fileio import atomic_dir, check_output_dir, file_sha256
 from .gapstring import DEFAULT_GAP, DescriptorSpec, parse_gap, render_gap, soap_species
 from .label import GAP_FIT_KEY_ARGS, read_labelled
 
@@ -280,7 +280,7 @@ def fit(
                 command=info.get("command", []),
             )
         force = True
-    check_output(out, force)
+    check_output_dir(out, force)
     failed_log = out.with_name(out.name + ".gap_fit.log")
     with atomic_dir(out, force) as tmp:
         shutil.copyfile(labelled, tmp / "train.xyz")

@@ -725,7 +725,7 @@ def report(
     optimised. The output folder is written atomically (nothing half-written on failure);
     ``output=None`` only computes (no files, no figures).
     """
-    from .fileio import atomic_dir, check_output
+    from .fileio import atomic_dir, check_output_dir
     from .progress import progress
     from .report_figures import write_figures
     from .store import open_store
@@ -740,7 +740,7 @@ def report(
     if bins < 1:
         raise MlpdesignError(f"--bins must be >= 1, got {bins}")
     if output is not None:
-        check_output(output, force)
+        check_output_dir(output, force)
     sels = [load_selection(p) for p in selection_paths]
     with open_store(store_path) as store:
         names = _names(selection_paths)

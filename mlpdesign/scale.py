@@ -1035,7 +1035,7 @@ def report_scaled(
     Rank 0 computes the metrics and writes the folder; it returns the ReportData (None on
     the other ranks)."""
     from . import report as rp
-    from .fileio import atomic_dir, check_output
+    from .fileio import atomic_dir, check_output_dir
     from .progress import progress
     from .selection import load_selection
     from .store import open_store
@@ -1053,7 +1053,7 @@ def report_scaled(
         if n_random < 0:
             raise MlpdesignError(f"--random must be >= 0, got {n_random}")
         if output is not None:
-            check_output(output, force)
+            check_output_dir(output, force)
 
     c.agree(check)
     sels = c.agree(lambda: [load_selection(p) for p in selection_paths])

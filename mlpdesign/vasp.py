@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from .errors import MlpdesignError
-from .fileio import atomic_dir, check_output, require_file
+from .fileio import atomic_dir, check_output_dir, require_file
 
 #: INCAR presets. ``paper``: single point with stress at the paper's settings
 #: (600 eV cut-off, Methfessel-Paxton smearing), tight electronic convergence.
@@ -45,6 +45,22 @@ PRESETS: dict[str, dict[str, str]] = {
 KPOINTS_LENGTH = {"paper": 60}
 
 RUN_LIST = "runs.txt"
+# Files VASP writes: a run folder holding any of them has results and is never rewritten.
+VASP_OUTPUTS = (
+    "OUTCAR",
+    "vasprun.xml",
+    "OSZICAR",
+    "CONTCAR",
+    "EIGENVAL",
+    "DOSCAR",
+    "IBZKPT",
+    "PCDAT",
+    "XDATCAR",
+    "CHGCAR",
+    "CHG",
+    "WAVECAR",
+    "vasp.out",
+)
 INPUT_XYZ = "input.xyz"
 SORT_FILE = "ase-sort.dat"
 
@@ -221,6 +237,10 @@ set -eu
 cd "${{SLURM_SUBMIT_DIR:-.}}"
 run=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {runs})
 cd "$run"
+# A run that already has results is never started again (its outputs would be overwritten).
+for f in OUTCAR vasprun.xml OSZICAR; do
+  [ -e "$f" ] && {{ echo "$run: $f exists, not rerun"; exit 0; }}
+done
 ${{VASP_COMMAND:-srun vasp_std}} > vasp.out 2>&1
 """
 
@@ -234,6 +254,7 @@ class VaspInputs:
     kpoints_length: int
     potcar: bool
     warnings: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
 
 
 def write_run(
@@ -289,7 +310,7 @@ def write_vasp_inputs(
     import ase.io
 
     src = require_file(source, "configuration file")
-    check_output(output, force)
+    check_output_dir(output, force)
     overrides, warnings = parse_incar_overrides(incar)
     settings = incar_settings(preset, overrides)
     length = KPOINTS_LENGTH.get(preset, 60) if kpoints_length is None else kpoints_length
@@ -310,9 +331,12 @@ def write_vasp_inputs(
             raise MlpdesignError(f"{src}: frame {k} is not a periodic 3-D cell")
     names = run_names(frames, str(src))
     potcar = _potcar_writer(pp, setups)
+    out = Path(output)
+    kept = [n for n in names if has_results(out / n)] if out.is_dir() else []
     with atomic_dir(output, force) as tmp:
         for atoms, name in zip(frames, names, strict=True):
-            write_run(tmp / name, atoms, name, settings, length, potcar)
+            if name not in kept:
+                write_run(tmp / name, atoms, name, settings, length, potcar)
             if progress is not None:
                 progress.update(1)
         (tmp / RUN_LIST).write_text("".join(f"{n}\n" for n in names))
@@ -323,4 +347,10 @@ def write_vasp_inputs(
         kpoints_length=length,
         potcar=potcar is not None,
         warnings=warnings,
+        kept=kept,
     )
+
+
+def has_results(run: Path) -> bool:
+    """True when a run folder holds any VASP output: such a run is never rewritten."""
+    return run.is_dir() and any((run / f).exists() for f in VASP_OUTPUTS)

@@ -52,7 +52,11 @@ def command(configs, output, preset, incar, kpoints_length, pp, setups, force, q
     ase-sort.dat maps back), INCAR, KPOINTS and input.xyz (the configuration with all its
     info, read back by collect). POTCAR is assembled by ASE only when VASP_PP_PATH is
     set. The folder also gets runs.txt (one directory per line) and submit.slurm, an
-    example SLURM array script over it.
+    example SLURM array script over it (it skips runs that already have results).
+
+    With --force on an existing folder, runs without results get fresh inputs and runs
+    holding any VASP output (OUTCAR, vasprun.xml, OSZICAR, ...) are kept as they are and
+    listed; nothing is deleted.
 
     \b
     Examples:
@@ -73,6 +77,11 @@ def command(configs, output, preset, incar, kpoints_length, pp, setups, force, q
         setups=setups,
         force=force,
     )
+    if res.kept:
+        shown = ", ".join(res.kept[:10]) + (" ..." if len(res.kept) > 10 else "")
+        click.echo(
+            f"mlpdesign: kept {len(res.kept)} runs that already have results: {shown}", err=True
+        )
     for w in res.warnings:
         click.echo(f"mlpdesign: warning: {w}", err=True)
     if not quiet:
