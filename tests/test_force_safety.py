@@ -1,4 +1,4 @@
-"""``--force`` replaces files, never a folder or a VASP run holding results (issue: never lose work)."""
+"""``--force`` replaces files, never a folder or a VASP run holding results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import ase.io
 import pytest
-
 from clihelpers import one_line_error, run
 
 
