@@ -28,9 +28,9 @@ def main() -> None:
     from ase.io import read
     from quippy.descriptors import Descriptor
 
-    from mlpdesign.descriptors import describe
-    from mlpdesign.gapstring import DEFAULT_GAP, parse_gap
-    from mlpdesign.pool import PoolSpec, generate
+    from mlpdesign.describe.runner import describe
+    from mlpdesign.gap.strings import DEFAULT_GAP, parse_gap
+    from mlpdesign.generate.pool import PoolSpec, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         pool = Path(tmp) / "pool.xyz"

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from mlpdesign.pool import PoolSpec, generate, iter_candidates, write_frames
+from mlpdesign.generate.pool import PoolSpec, generate, iter_candidates, write_frames
 
 
 def main() -> None:

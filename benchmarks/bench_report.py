@@ -21,7 +21,8 @@ import tracemalloc
 
 import numpy as np
 
-from mlpdesign import kernels, report
+from mlpdesign.kernels import core as kernels
+from mlpdesign.report import metrics as report
 
 
 def main(n_pool: int = 100_000, dim: int = 600, n: int = 100, n_random: int = 5) -> None:

@@ -43,13 +43,13 @@ def worker(a) -> None:
     rank, size = rank_size()
     t = time.perf_counter()
     if a.mode == "memory":
-        from mlpdesign.select import select_store
+        from mlpdesign.select.greedy import select_store
 
         out = Path(a.cache) / "bench_scale_memory.json"
         _, d = select_store(a.store, a.picks, out, dtype="float32", force=True)
         out.unlink()
     else:
-        from mlpdesign.scale import select_streamed
+        from mlpdesign.select.scaled import select_streamed
 
         d = select_streamed(
             a.store, a.picks, memory_limit=a.memory_limit, comm=comm, dtype="float32"

@@ -2,7 +2,7 @@
 
 In one process, on the same data:
 
-* the fast exact max-min (:func:`mlpdesign.select.maxmin`, float32 and float64),
+* the fast exact max-min (:func:`mlpdesign.select.greedy.maxmin`, float32 and float64),
 * (a) the textbook loop of appendix B on the same kernel rows (:func:`maxmin_reference`),
 * (b) scikit-matter's ``FPS`` on the equivalent feature matrix (per-config summed SOAP,
   row-normalised: a normalised linear kernel, D² = |x - y|² = 2 - 2 cos), against our fast
@@ -35,8 +35,8 @@ import numpy as np
 
 def pool_store(cache: Path, n: int) -> Path:
     """The cached store of an n-candidate paper-default Zr pool (made on first use)."""
-    from mlpdesign.descriptors import describe
-    from mlpdesign.pool import PoolSpec, generate
+    from mlpdesign.describe.runner import describe
+    from mlpdesign.generate.pool import PoolSpec, generate
 
     cache.mkdir(parents=True, exist_ok=True)
     xyz, h5 = cache / f"pool{n}.xyz", cache / f"pool{n}.h5"
@@ -80,9 +80,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip float64 and --balance runs")
     args = ap.parse_args()
 
-    from mlpdesign import kernels as K
-    from mlpdesign.select import maxmin, maxmin_reference
-    from mlpdesign.store import open_store
+    from mlpdesign.io.store import open_store
+    from mlpdesign.kernels import core as K
+    from mlpdesign.select.greedy import maxmin, maxmin_reference
 
     path = args.store or pool_store(args.cache, args.pool_size)
     print(f"store {path}")

@@ -1,6 +1,6 @@
 """Benchmark `write`: picking frames out of a large pool, streamed text scan vs. ASE.
 
-The fast path (`mlpdesign.writeout.pool_frames`) reads only each frame's comment line and
+The fast path (`mlpdesign.io.write.pool_frames`) reads only each frame's comment line and
 parses the chosen frames; the reference (`pool_frames_ase`) parses every frame with ASE's
 extxyz reader. Both return the same frames (tests/test_write.py checks the bytes).
 
@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from mlpdesign.pool import PoolSpec, generate
-from mlpdesign.writeout import pool_frames, pool_frames_ase
+from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.write import pool_frames, pool_frames_ase
 
 
 def main() -> None:

@@ -53,9 +53,9 @@ def write_synthetic_store(
     path: str | os.PathLike, n: int, seed: int = 1, block: int = 1 << 16, force: bool = False
 ) -> Path:
     """Write an ``n``-candidate synthetic store (float32 rows) atomically."""
-    from mlpdesign.fileio import atomic_path
-    from mlpdesign.gapstring import parse_gap
-    from mlpdesign.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
+    from mlpdesign.gap.strings import parse_gap
+    from mlpdesign.io.atomic import atomic_path
+    from mlpdesign.io.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
 
     specs = parse_gap(SOAP_GAP)
     specs[0].dim = DIM

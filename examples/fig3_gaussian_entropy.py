@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpdesign import kernels, report, select
+from mlpdesign.kernels import core as kernels
+from mlpdesign.report import metrics as report
+from mlpdesign.select import greedy as select
 
 JITTER = report.DEFAULT_JITTER
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpdesign import kernels, report, select
+from mlpdesign.kernels import core as kernels
+from mlpdesign.report import metrics as report
+from mlpdesign.select import greedy as select
 
 
 def grid(seed: int = 0) -> np.ndarray:

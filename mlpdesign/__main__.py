@@ -1,6 +1,6 @@
 """``python -m mlpdesign``: the same as the ``mlpdesign`` command."""
 
-from .cli import cli
+from mlpdesign.cli import cli
 
 if __name__ == "__main__":
     cli(prog_name="mlpdesign")

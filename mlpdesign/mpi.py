@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 #: launcher variables holding the number of ranks (MPICH/Hydra and PMI-2 under srun,
 #: Open MPI, PMIx, Slurm's srun step)
@@ -90,7 +90,7 @@ def _share_cpus(comm) -> None:
     """Ranks on one node share its CPUs: unless ``--threads`` or ``MLPDESIGN_THREADS`` says
     otherwise, each uses its share of the CPUs it may run on for kernel distances (srun
     gives each task its own CPUs; mpiexec without binding gives every rank all of them)."""
-    from . import kernels
+    from mlpdesign.kernels import core as kernels
 
     if os.environ.get("MLPDESIGN_THREADS", "").strip() or not hasattr(kernels, "set_threads"):
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpdesign.pool import PoolSpec, generate
+from mlpdesign.generate.pool import PoolSpec, generate
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ SMALL_GAP = (
 @pytest.fixture(scope="session")
 def small_store(small_pool, tmp_path_factory) -> Path:
     """``small_pool`` described with ``SMALL_GAP`` (distance_2b + SOAP l_max=n_max=4)."""
-    from mlpdesign.descriptors import describe
+    from mlpdesign.describe.runner import describe
 
     path = tmp_path_factory.mktemp("store") / "pool.h5"
     describe(small_pool, path, gap=SMALL_GAP)

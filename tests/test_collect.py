@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from test_vasp_fakerun import fake_vasp_outcar, fake_vasp_run, lj_calculator, make_selection
 
 from mlpdesign.cli import cli
+from mlpdesign.dft.collect import collect, collect_runs, find_runs
+from mlpdesign.dft.vasp import write_vasp_inputs
 from mlpdesign.errors import MlpdesignError, PartialFailure
-from mlpdesign.label import read_labelled
-from mlpdesign.vasp import write_vasp_inputs
-from mlpdesign.vaspout import collect, collect_runs, find_runs
+from mlpdesign.gap.label import read_labelled
 
 IDS = [17, 3, 38, 0, 25, 9, 31, 12]
 
@@ -25,7 +25,7 @@ IDS = [17, 3, 38, 0, 25, 9, 31, 12]
 @pytest.fixture
 def runs(tmp_path, small_pool) -> Path:
     """write -> vasp for 8 picks of the small pool: the run folder and the train file."""
-    from mlpdesign.writeout import write_selection
+    from mlpdesign.io.write import write_selection
 
     sel = make_selection(tmp_path / "sel.h5", small_pool, IDS)
     write_selection(small_pool, sel, tmp_path / "train.xyz")
@@ -189,7 +189,7 @@ def _unreadable(monkeypatch, path: Path) -> None:
     making the permission check report what it would for another user."""
     os.chmod(path, 0)
     if os.geteuid() == 0:
-        import mlpdesign.vaspout as vo
+        import mlpdesign.dft.collect as vo
 
         real = os.access
         monkeypatch.setattr(

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from clihelpers import one_line_error, run
 
-from mlpdesign.crossval import error_stats, parse_sets, worst_off_sample
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.label import eam_calculator, label, read_labelled, write_labelled
-from mlpdesign.pool import PoolSpec, generate
+from mlpdesign.gap.crossval import error_stats, parse_sets, worst_off_sample
+from mlpdesign.gap.label import eam_calculator, label, read_labelled, write_labelled
+from mlpdesign.generate.pool import PoolSpec, generate
 
 TINY_GAP = (
     "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from conftest import SMALL_GAP
 
 from mlpdesign.cli import cli
-from mlpdesign.descriptors import DescriptorCalculator, describe, distance_2b_direct
+from mlpdesign.describe.runner import DescriptorCalculator, describe, distance_2b_direct
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gapstring import parse_gap
-from mlpdesign.pool import PoolSpec, iter_candidates
-from mlpdesign.store import open_store, stores_equal
+from mlpdesign.gap.strings import parse_gap
+from mlpdesign.generate.pool import PoolSpec, iter_candidates
+from mlpdesign.io.store import open_store, stores_equal
 
 
 def _sha(p):
@@ -289,7 +289,7 @@ def test_library_refuses_bad_options(small_pool, tmp_path):
 def test_a_dead_worker_keeps_the_finished_chunks(small_pool, small_store, tmp_path, monkeypatch):
     import os
 
-    import mlpdesign.descriptors as D
+    import mlpdesign.describe.runner as D
 
     real = D._run_chunk
 

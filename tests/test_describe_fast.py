@@ -9,7 +9,7 @@ from ase.io import write
 from ase.io.extxyz import key_val_str_to_dict
 from conftest import SMALL_GAP
 
-from mlpdesign.descriptors import (
+from mlpdesign.describe.runner import (
     DamagedChunk,
     DescriptorCalculator,
     Frame,
@@ -19,9 +19,9 @@ from mlpdesign.descriptors import (
     read_frames,
     read_frames_ase,
 )
-from mlpdesign.gapstring import parse_gap
-from mlpdesign.pool import PoolSpec, iter_candidates
-from mlpdesign.store import stores_equal
+from mlpdesign.gap.strings import parse_gap
+from mlpdesign.generate.pool import PoolSpec, iter_candidates
+from mlpdesign.io.store import stores_equal
 
 LATTICE = 'Lattice="3.2 0 0 0 3.2 0 0.1 0 5.1"'
 
@@ -147,7 +147,7 @@ def test_damaged_chunks_are_recomputed(small_pool, small_store, tmp_path):
 
     def interrupted() -> list:
         """A partial with every chunk saved, as if killed just before assembling."""
-        import mlpdesign.descriptors as D
+        import mlpdesign.describe.runner as D
 
         real = D.assemble
         D.assemble = lambda *a, **k: (_ for _ in ()).throw(D.WorkerDied("stop"))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from mlpdesign.pool import PoolSpec, generate
+from mlpdesign.generate.pool import PoolSpec, generate
 
 CMD = [
     sys.executable,

@@ -9,9 +9,9 @@ import pytest
 from clihelpers import one_line_error, run
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
-from mlpdesign.gapstring import DEFAULT_GAP, render_gap
-from mlpdesign.label import eam_calculator, label
+from mlpdesign.gap.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
+from mlpdesign.gap.label import eam_calculator, label
+from mlpdesign.gap.strings import DEFAULT_GAP, render_gap
 
 TINY_GAP = (
     "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "

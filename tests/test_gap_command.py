@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from test_vasp_fakerun import fake_vasp_run
 
 from mlpdesign.cli import cli
+from mlpdesign.dft.collect import collect
+from mlpdesign.dft.vasp import write_vasp_inputs
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gapcommand import gap_fit_args, gap_fit_command
-from mlpdesign.gapstring import DEFAULT_GAP
-from mlpdesign.pool import PoolSpec, generate
-from mlpdesign.store import write_store_arrays
-from mlpdesign.vasp import write_vasp_inputs
-from mlpdesign.vaspout import collect
+from mlpdesign.gap.command import gap_fit_args, gap_fit_command
+from mlpdesign.gap.strings import DEFAULT_GAP
+from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.store import write_store_arrays
 
 TINY_GAP = (
     "distance_2b cutoff=5.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
@@ -87,7 +87,7 @@ def test_sparse_points_capped_by_training_set_and_kept_when_given(tmp_path, labe
 
 
 def _train(path):
-    from mlpdesign.gapcommand import read_training_set
+    from mlpdesign.gap.command import read_training_set
 
     return read_training_set(path)
 
@@ -113,7 +113,7 @@ def test_gap_fit_runs_the_printed_command(tmp_path, labelled):
     the labels, virials included (a wrong virial sign could not be fitted this well)."""
     from quippy.potential import Potential
 
-    from mlpdesign.fit import gap_fit_binary
+    from mlpdesign.gap.fit import gap_fit_binary
 
     store = make_store(tmp_path / "pool.h5", TINY_GAP)
     r = CliRunner().invoke(

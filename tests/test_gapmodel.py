@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.fit import FitOptions, fit
-from mlpdesign.gapmodel import DescriptorCalculator, load_gap, predict_energies
-from mlpdesign.label import eam_calculator, label, read_labelled
-from mlpdesign.pool import PoolSpec, generate
+from mlpdesign.gap.fit import FitOptions, fit
+from mlpdesign.gap.label import eam_calculator, label, read_labelled
+from mlpdesign.gap.model import DescriptorCalculator, load_gap, predict_energies
+from mlpdesign.generate.pool import PoolSpec, generate
 
 #: Small but complete: the paper's two terms, a small SOAP.
 TINY_GAP = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gapstring import (
+from mlpdesign.gap.strings import (
     DEFAULT_GAP,
     gap_fit_argument,
     parse_gap,

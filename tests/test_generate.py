@@ -12,7 +12,7 @@ from ase.io import read
 from clihelpers import run
 from scipy import stats
 
-from mlpdesign.pool import (
+from mlpdesign.generate.pool import (
     PoolSpec,
     deformation_of,
     format_candidates,
@@ -213,7 +213,7 @@ def test_unwritable_output(tmp_path):
 
 
 def test_no_temporary_left_after_failure(tmp_path, monkeypatch):
-    import mlpdesign.pool as pool
+    import mlpdesign.generate.pool as pool
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

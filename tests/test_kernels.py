@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from mlpdesign import kernels as K
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.kernels import core as K
 
 
 def _random_cells(n: int, seed: int = 0) -> list[Atoms]:

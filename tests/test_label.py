@@ -12,7 +12,7 @@ from clihelpers import one_line_error
 
 from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.label import (
+from mlpdesign.gap.label import (
     ENERGY_KEY,
     FORCES_KEY,
     VIRIAL_KEY,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from mlpdesign import kernels
-from mlpdesign import report as R
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.report_figures import write_figures
+from mlpdesign.kernels import core as kernels
+from mlpdesign.report import metrics as R
+from mlpdesign.report.figures import write_figures
 
 
 class BruteOracle:

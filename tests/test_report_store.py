@@ -11,11 +11,11 @@ import pytest
 from ase.io import read
 from click.testing import CliRunner
 
-from mlpdesign import report as R
 from mlpdesign.cli import cli
-from mlpdesign.pool import deformation_of
-from mlpdesign.select import select_store
-from mlpdesign.store import open_store
+from mlpdesign.generate.pool import deformation_of
+from mlpdesign.io.store import open_store
+from mlpdesign.report import metrics as R
+from mlpdesign.select.greedy import select_store
 
 F64 = '{"dtype": "float64"}'
 
@@ -105,7 +105,7 @@ def test_metrics_match_brute_force_kernel(out, brute, small_store, small_pool):
     _, _, doc = out
     with open_store(small_store) as st:
         row = {int(c): i for i, c in enumerate(st.candidate_id)}
-    from mlpdesign.selection import load_selection
+    from mlpdesign.io.selection import load_selection
 
     for d in doc["designs"]:
         sel = load_selection(d["path"])
@@ -134,8 +134,8 @@ def test_metrics_match_brute_force_kernel(out, brute, small_store, small_pool):
 
 
 def test_psi_is_the_covering_radius_of_the_previous_prefix(out, small_store):
-    from mlpdesign.kernels import StoreKernel
-    from mlpdesign.selection import load_selection
+    from mlpdesign.io.selection import load_selection
+    from mlpdesign.kernels.core import StoreKernel
 
     doc = out[2]
     sel = load_selection(doc["designs"][0]["path"])
@@ -254,7 +254,7 @@ def test_existing_output_refused_then_forced(small_store, sels, tmp_path):
 
 
 def test_selection_of_another_pool_is_refused(small_store, sels, tmp_path):
-    from mlpdesign.selection import load_selection, write_selection
+    from mlpdesign.io.selection import load_selection, write_selection
 
     sel = load_selection(sels / "opt.h5")
     sel.attrs["pool_sha256"] = "0" * 64
@@ -277,7 +277,7 @@ def test_missing_inputs_are_one_line(small_store, sels, tmp_path):
 @pytest.mark.parametrize("opts", [{}, {"per_atom": True, "normalize": False}, {"balance": True}])
 def test_blocked_rows_equal_the_kernels_own_rows(small_store, dtype, opts):
     """The report's block path (one product per term) = KernelData.d2_range row by row."""
-    from mlpdesign.kernels import StoreKernel
+    from mlpdesign.kernels.core import StoreKernel
 
     with open_store(small_store) as st:
         kd = StoreKernel(st, dtype=dtype, **opts)
@@ -296,7 +296,7 @@ def test_blocked_rows_equal_the_kernels_own_rows(small_store, dtype, opts):
 
 
 def test_blocked_rows_split_into_groups_within_budget(small_store):
-    from mlpdesign.kernels import StoreKernel
+    from mlpdesign.kernels.core import StoreKernel
 
     with open_store(small_store) as st:
         kd = StoreKernel(st, dtype="float64")

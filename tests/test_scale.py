@@ -22,9 +22,9 @@ from clihelpers import one_line_error, run
 from conftest import SMALL_GAP
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.pool import PoolSpec, generate
-from mlpdesign.scale import parse_memory, select_streamed
-from mlpdesign.store import stores_equal
+from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.store import stores_equal
+from mlpdesign.select.scaled import parse_memory, select_streamed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,7 +70,7 @@ def pool(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def store(pool) -> Path:
-    from mlpdesign.descriptors import describe
+    from mlpdesign.describe.runner import describe
 
     path = pool.with_name("pool.h5")
     describe(pool, path, gap=SMALL_GAP)
@@ -155,7 +155,7 @@ def test_memory_limit_too_small_is_one_line(store, tmp_path):
 
 
 def test_streamed_given_and_random(store, tmp_path):
-    from mlpdesign.select import select_store
+    from mlpdesign.select.greedy import select_store
 
     base = tmp_path / "given.h5"
     given_sel = tmp_path / "g.json"
@@ -163,7 +163,7 @@ def test_streamed_given_and_random(store, tmp_path):
     # a given set: the first 10 configs as their own store
     from ase.io import read, write
 
-    from mlpdesign.descriptors import describe
+    from mlpdesign.describe.runner import describe
 
     frames = read(str(store.with_name("pool.xyz")), ":10")
     write(tmp_path / "given.xyz", frames, format="extxyz")
@@ -320,8 +320,8 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
     nothing to do, and a newer pool makes everything after it out of date."""
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
-    from mlpdesign.select import select_store
-    from mlpdesign.selection import load_selection
+    from mlpdesign.io.selection import load_selection
+    from mlpdesign.select.greedy import select_store
 
     launch = "" if _mpi_missing() else f"{_mpiexec()} -n 2"
     args = [
@@ -352,9 +352,9 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
 
 
 def test_covering_streamed_equals_in_memory(store, serial):
-    from mlpdesign.report import covering_curves, store_oracle
-    from mlpdesign.scale import covering_streamed
-    from mlpdesign.store import open_store
+    from mlpdesign.io.store import open_store
+    from mlpdesign.report.metrics import covering_curves, store_oracle
+    from mlpdesign.select.scaled import covering_streamed
 
     designs = [np.array(serial["index"]), np.arange(0, 120, 7)]
     opts = {"dtype": "float64"}

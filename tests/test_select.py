@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from clihelpers import run
 
-from mlpdesign import kernels as K
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.select import maxmin, maxmin_reference, select_random
-from mlpdesign.selection import load_selection
+from mlpdesign.io.selection import load_selection
+from mlpdesign.kernels import core as K
+from mlpdesign.select.greedy import maxmin, maxmin_reference, select_random
 
 GAP = (
     "distance_2b cutoff=5.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
@@ -26,8 +26,8 @@ GAP = (
 @pytest.fixture(scope="module")
 def zr(tmp_path_factory):
     """A 150-candidate Zr pool (seed 11) and its store (small SOAP)."""
-    from mlpdesign.descriptors import describe
-    from mlpdesign.pool import PoolSpec, generate
+    from mlpdesign.describe.runner import describe
+    from mlpdesign.generate.pool import PoolSpec, generate
 
     d = tmp_path_factory.mktemp("zr")
     generate(d / "pool.xyz", 150, PoolSpec(seed=11))
@@ -68,7 +68,7 @@ def test_fast_equals_reference_on_toy_pools(name, kd):
     ],
 )
 def test_fast_equals_reference_on_zr_store(zr, mode):
-    from mlpdesign.store import open_store
+    from mlpdesign.io.store import open_store
 
     with open_store(zr / "pool.h5") as st:
         kd = K.StoreKernel(st, **mode)
@@ -265,7 +265,7 @@ def test_cli_given_extxyz_and_store(zr, tmp_path):
     assert not set(s.candidate_id.tolist()) & set(range(20))  # nothing of the given set
     assert np.isfinite(s.psi[0])
     assert json.loads(s.attrs["given"])[0]["n_configs"] == 20
-    from mlpdesign.descriptors import describe
+    from mlpdesign.describe.runner import describe
 
     describe(tmp_path / "given.xyz", tmp_path / "given.h5", gap=GAP)
     r = run(
@@ -284,7 +284,7 @@ def test_cli_given_extxyz_and_store(zr, tmp_path):
 
 
 def test_cli_bad_inputs_leave_no_output(zr, tmp_path):
-    from mlpdesign.store import write_store_arrays
+    from mlpdesign.io.store import write_store_arrays
 
     out = tmp_path / "out.h5"
 
@@ -304,7 +304,7 @@ def test_cli_bad_inputs_leave_no_output(zr, tmp_path):
     ase.io.write(tmp_path / "all.xyz", ase.io.read(zr / "pool.xyz", ":"))
     bad(zr / "pool.h5", "-n", 140, "--given", tmp_path / "all.xyz", match="less the given")
     other = GAP.replace("theta_uniform=0.3", "theta_uniform=0.5")
-    from mlpdesign.descriptors import describe
+    from mlpdesign.describe.runner import describe
 
     ase.io.write(tmp_path / "few.xyz", ase.io.read(zr / "pool.xyz", ":5"))
     describe(tmp_path / "few.xyz", tmp_path / "other.h5", gap=other)
@@ -337,7 +337,7 @@ def test_cli_bad_inputs_leave_no_output(zr, tmp_path):
 
 
 def test_cli_duplicates_warn(tmp_path):
-    from mlpdesign.store import write_store_arrays
+    from mlpdesign.io.store import write_store_arrays
 
     base = np.abs(np.random.default_rng(4).normal(size=(4, 5))) + 0.1
     lin = (
@@ -400,7 +400,7 @@ def test_warnings_module_is_clean():
 
 
 def test_strata_quota_rule_exact_integers():
-    from mlpdesign.select import Strata
+    from mlpdesign.select.greedy import Strata
 
     st = Strata(np.array([b"hcp"] * 6 + [b"bcc"] * 3 + [b"fcc"] * 3))
     seq = []
@@ -459,7 +459,7 @@ def test_stratified_given_and_exhausted_stratum():
 
 
 def test_cli_stratify_zr(zr, tmp_path):
-    from mlpdesign.store import open_store
+    from mlpdesign.io.store import open_store
 
     out = tmp_path / "st.json"
     r = run("select", zr / "pool.h5", "-n", 30, "--stratify", "-o", out, "-q")
@@ -493,8 +493,8 @@ def test_cli_stratify_bad_inputs(zr, tmp_path):
 
     from clihelpers import one_line_error
 
-    from mlpdesign.descriptors import describe
-    from mlpdesign.pool import PoolSpec, generate
+    from mlpdesign.describe.runner import describe
+    from mlpdesign.generate.pool import PoolSpec, generate
 
     r = run("select", zr / "pool.h5", "-n", 5, "--stratify", "--random", "-o", tmp_path / "x.h5")
     assert "do not combine it with --random" in one_line_error(r)

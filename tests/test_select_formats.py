@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.selection import Selection, load_selection, write_selection
+from mlpdesign.io.selection import Selection, load_selection, write_selection
 
 
 def _sel() -> Selection:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gapstring import DEFAULT_GAP
-from mlpdesign.store import open_store, stores_equal, verify_pool, write_store_arrays
+from mlpdesign.gap.strings import DEFAULT_GAP
+from mlpdesign.io.store import open_store, stores_equal, verify_pool, write_store_arrays
 
 
 def _synthetic(path, seed=0, **kw):
@@ -90,7 +90,7 @@ def test_float32_and_empty_descriptor(tmp_path):
 def test_verify_pool(tmp_path):
     pool = tmp_path / "pool.xyz"
     pool.write_text("x")
-    from mlpdesign.fileio import file_sha256
+    from mlpdesign.io.atomic import file_sha256
 
     _synthetic(tmp_path / "s.h5", pool_sha256=file_sha256(pool), pool_path=str(pool))
     with open_store(tmp_path / "s.h5") as s:

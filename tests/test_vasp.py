@@ -12,8 +12,7 @@ from ase.build import bulk
 from click.testing import CliRunner
 
 from mlpdesign.cli import cli
-from mlpdesign.errors import MlpdesignError
-from mlpdesign.vasp import (
+from mlpdesign.dft.vasp import (
     PRESETS,
     incar_settings,
     parse_incar_overrides,
@@ -21,6 +20,7 @@ from mlpdesign.vasp import (
     species_sort,
     write_vasp_inputs,
 )
+from mlpdesign.errors import MlpdesignError
 
 
 def read_incar(path: Path) -> dict[str, str]:

@@ -300,7 +300,7 @@ def fake_vasp_outcar(run: Path, calc=None, converged: bool = True, finished: boo
 def run_dir(tmp_path) -> Path:
     from ase.build import bulk
 
-    from mlpdesign.vasp import incar_settings, write_run
+    from mlpdesign.dft.vasp import incar_settings, write_run
 
     atoms = bulk("Zr", "hcp", a=3.232, c=5.147)
     atoms.set_cell(
@@ -335,8 +335,8 @@ def make_selection(
     path: Path, pool: Path | None, ids, psi=None, pool_sha256: str | None = None
 ) -> Path:
     """A selection file written by the select stage's writer (format from the suffix)."""
-    from mlpdesign.fileio import file_sha256
-    from mlpdesign.selection import Selection, write_selection
+    from mlpdesign.io.atomic import file_sha256
+    from mlpdesign.io.selection import Selection, write_selection
 
     ids = np.asarray(ids, dtype=np.int64)
     if psi is None:

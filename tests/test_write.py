@@ -13,8 +13,8 @@ from test_vasp_fakerun import make_selection
 
 from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.pool import PoolSpec, generate
-from mlpdesign.writeout import pool_frames, pool_frames_ase, write_extxyz, write_selection
+from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.write import pool_frames, pool_frames_ase, write_extxyz, write_selection
 
 IDS = [17, 3, 38, 0, 25, 9]
 

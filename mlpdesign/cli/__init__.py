@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import MlpdesignError
+from mlpdesign import __version__
+from mlpdesign.errors import MlpdesignError
 
 #: Subcommand modules, in the order ``--help`` lists them (pipeline order).
 COMMANDS = [
@@ -42,7 +42,7 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:  # noqa: D102 - click API
-        from ..mpi import rank_size
+        from mlpdesign.mpi import rank_size
 
         if rank_size()[0] == 0:  # under MPI every rank fails alike: one line, from rank 0
             click.echo(f"mlpdesign: error: {self.format_message()}", err=True)

@@ -44,9 +44,9 @@ def command(runs, output, allow_failed, energy, force, quiet) -> None:
       mlpdesign collect runs/ -o labelled.xyz --allow-failed
       mlpdesign collect runs-a/ runs-b/ -o labelled.xyz --energy sigma0
     """
-    from ..fileio import check_output
-    from ..progress import progress
-    from ..vaspout import collect_runs, find_runs, write_collected
+    from mlpdesign.dft.collect import collect_runs, find_runs, write_collected
+    from mlpdesign.io.atomic import check_output
+    from mlpdesign.progress import progress
 
     check_output(output, force)
     bar = progress(len(find_runs(list(runs))), "collect", unit="run", enabled=not quiet)

@@ -59,8 +59,8 @@ def command(
           --store pool.h5 -o cv/
       mlpdesign crossval OPT=opt.xyz RND=rnd.xyz --store pool.h5 --n-sparse soap=200 -o cv/
     """
-    from ..crossval import crossval, parse_sets
-    from ..progress import progress
+    from mlpdesign.gap.crossval import crossval, parse_sets
+    from mlpdesign.progress import progress
 
     named = parse_sets(sets)
     options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)

@@ -84,14 +84,14 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
       mpiexec -n 4 mlpdesign describe pool.xyz -o pool.h5        # or srun: one store
       mlpdesign info pool.h5
     """
-    from ..descriptors import describe
-    from ..progress import progress
+    from mlpdesign.describe.runner import describe
+    from mlpdesign.progress import progress
 
     def log(msg: str) -> None:
         if not quiet:
             click.echo(msg, err=True)
 
-    from ..mpi import world
+    from mlpdesign.mpi import world
 
     comm = world()
     cmd = _command_line(pool, output, gap, shard, chunk_size, dtype)
@@ -109,8 +109,8 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
         ),
     )
     if comm is not None:
-        from ..errors import MlpdesignError
-        from ..scale import describe_mpi
+        from mlpdesign.errors import MlpdesignError
+        from mlpdesign.select.scaled import describe_mpi
 
         if shard:
             raise MlpdesignError(
@@ -123,7 +123,7 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
     else:
         out = describe(pool, output, shard=shard, **kwargs)
     if not quiet:
-        from ..store import open_store
+        from mlpdesign.io.store import open_store
 
         with open_store(out) as s:
             rows = ", ".join(

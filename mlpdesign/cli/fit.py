@@ -68,7 +68,7 @@ def fit_options(f):
 
 def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed):
     """FitOptions from the shared click options."""
-    from ..fit import FitOptions, gap_of, parse_assignments, parse_sigma
+    from mlpdesign.gap.fit import FitOptions, gap_of, parse_assignments, parse_sigma
 
     return FitOptions(
         gap=gap_of(store, gap),
@@ -129,7 +129,7 @@ def command(
       mlpdesign fit labelled.xyz -o model/ \\
           --gap "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3"
     """
-    from ..fit import fit
+    from mlpdesign.gap.fit import fit
 
     options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
     echo = (lambda line: click.echo(f"gap_fit: {line}", err=True)) if verbose else None

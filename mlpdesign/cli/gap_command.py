@@ -55,7 +55,7 @@ def command(store, at_file, gp_file, default_sigma, seed) -> None:
       mlpdesign gap-command pool.h5 --at-file labelled.xyz --default-sigma '0.001 0.1 0.05 0'
       eval "$(mlpdesign gap-command pool.h5 --at-file labelled.xyz)"   # run it
     """
-    from ..gapcommand import gap_fit_command
+    from mlpdesign.gap.command import gap_fit_command
 
     cmd, notes = gap_fit_command(
         store, at_file=at_file, gp_file=gp_file, sigma=default_sigma, seed=seed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..pool import (
+from mlpdesign.generate.pool import (
     PoolSpec,
     eigen_bounds,
     generate,
@@ -13,7 +13,8 @@ from ..pool import (
     parse_supercell,
     shard_range,
 )
-from ..progress import progress
+from mlpdesign.progress import progress
+
 from .options import force_option, output_option, quiet_option, seed_option, shard_option
 
 
@@ -116,7 +117,7 @@ def command(
       mlpdesign generate -n 5000 --structures hcp:2,fcc:1,bcc:1 --max-strain 0.05 -o pool.xyz
       mlpdesign generate -n 100000 --shard $SLURM_ARRAY_TASK_ID/16 -o pool-$SLURM_ARRAY_TASK_ID.xyz
     """
-    from ..errors import MlpdesignError
+    from mlpdesign.errors import MlpdesignError
 
     if n <= 0:
         raise MlpdesignError(f"-n must be a positive number of candidates, got {n}")

@@ -16,7 +16,7 @@ def _size(n: float) -> str:
 
 
 def format_summary(s: dict) -> str:
-    """The summary of :meth:`mlpdesign.store.Store.summary` in words."""
+    """The summary of :meth:`mlpdesign.io.store.Store.summary` in words."""
     lines = [
         f"{s['path']}: mlpdesign descriptor store (format {s['format_version']}), "
         f"{_size(s['file_bytes'])}"
@@ -64,7 +64,7 @@ def command(store, as_json) -> None:
       mlpdesign info pool.h5
       mlpdesign info pool.h5 --json | python -m json.tool
     """
-    from ..store import open_store
+    from mlpdesign.io.store import open_store
 
     with open_store(store) as s:
         summary = s.summary()

@@ -57,9 +57,9 @@ def command(
       mlpdesign label train.xyz --calculator ase.calculators.lj:LennardJones \\
           --calc-arg sigma=2.9 --calc-arg epsilon=0.3 -o labelled.xyz
     """
-    from ..errors import MlpdesignError
-    from ..label import calculator_from_spec, eam_calculator, label, parse_calc_args
-    from ..progress import progress
+    from mlpdesign.errors import MlpdesignError
+    from mlpdesign.gap.label import calculator_from_spec, eam_calculator, label, parse_calc_args
+    from mlpdesign.progress import progress
 
     if (eam is None) == (calculator is None):
         raise MlpdesignError("give exactly one of --eam FILE or --calculator MODULE:CLASS")

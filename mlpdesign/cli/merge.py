@@ -26,8 +26,8 @@ def command(stores, output, force, quiet) -> None:
       mlpdesign merge part-*.h5 -o pool.h5
       mlpdesign merge part-1.h5 part-2.h5 part-3.h5 -o pool.h5 --force
     """
-    from ..progress import progress
-    from ..store import merge_stores
+    from mlpdesign.io.store import merge_stores
+    from mlpdesign.progress import progress
 
     cmd = " ".join(shlex.quote(p) for p in ["mlpdesign", "merge", *stores, "-o", output])
     out = merge_stores(

@@ -53,7 +53,7 @@ shard_option = click.option(
 
 
 def _set_threads(ctx, param, value):
-    from ..kernels import set_threads
+    from mlpdesign.kernels.core import set_threads
 
     set_threads(value)  # None: the default
     return value

@@ -132,8 +132,8 @@ def command(
       mlpdesign report pool.h5 selection.h5 --memory-limit 4G -o report/
       mpiexec -n 4 mlpdesign report pool.h5 selection.h5 -o report/     # or srun
     """
-    from ..mpi import world
-    from ..report import format_text, json_dumps, report
+    from mlpdesign.mpi import world
+    from mlpdesign.report.metrics import format_text, json_dumps, report
 
     if output is None and fmt == "none":
         raise click.UsageError("nothing to do: give -o/--output or a --format to print")
@@ -149,7 +149,7 @@ def command(
         show_progress=not quiet,
     )
     if memory_limit is not None or comm is not None or block_rows is not None:
-        from ..scale import BLOCK_ROWS, report_scaled
+        from mlpdesign.select.scaled import BLOCK_ROWS, report_scaled
 
         data = report_scaled(
             store,

@@ -151,9 +151,9 @@ def command(
     Under mpiexec/srun each rank holds (with --memory-limit: streams) a contiguous shard of
     the pool; rank 0 writes the file, the same bytes as a serial --memory-limit run.
     """
-    from ..errors import MlpdesignError
-    from ..progress import progress
-    from ..select import select_store
+    from mlpdesign.errors import MlpdesignError
+    from mlpdesign.progress import progress
+    from mlpdesign.select.greedy import select_store
 
     if stratify is True and random_:
         raise MlpdesignError("--stratify is for max-min designs; do not combine it with --random")
@@ -166,7 +166,7 @@ def command(
     def factory(total, desc="select"):
         return progress(total, desc, unit="pick", enabled=not quiet)
 
-    from ..mpi import world
+    from mlpdesign.mpi import world
 
     comm = world()
     scaled = memory_limit is not None or comm is not None or block_rows is not None
@@ -191,7 +191,7 @@ def command(
             progress_factory=factory,
         )
         if scaled:
-            from ..scale import BLOCK_ROWS, select_store_scaled
+            from mlpdesign.select.scaled import BLOCK_ROWS, select_store_scaled
 
             sel, design = select_store_scaled(
                 store,

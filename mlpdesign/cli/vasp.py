@@ -65,7 +65,7 @@ def command(configs, output, preset, incar, kpoints_length, pp, setups, force, q
       VASP_PP_PATH=$HOME/vasp/pp mlpdesign vasp train.xyz -o runs/ --kpoints-length 40
       cd runs && sbatch --array=1-$(wc -l < runs.txt)%50 submit.slurm
     """
-    from ..vasp import write_vasp_inputs
+    from mlpdesign.dft.vasp import write_vasp_inputs
 
     res = write_vasp_inputs(
         configs,

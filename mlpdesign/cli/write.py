@@ -36,7 +36,7 @@ def command(pool, selection, output, n, force, quiet) -> None:
       mlpdesign write pool.xyz selection.h5 -n 500 -o train-500.xyz
       mlpdesign write pool.xyz selection.json -o train.xyz --force
     """
-    from ..writeout import write_selection
+    from mlpdesign.io.write import write_selection
 
     res = write_selection(pool, selection, output, n=n, force=force)
     if not quiet:

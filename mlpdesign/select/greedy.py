@@ -9,14 +9,14 @@ the new point. Any prefix of the result is itself a max-min design. Two implemen
   nearest design point ``n_i`` (``Psi_i = D²(i, n_i)``). D is a metric (the RKHS distance
   of a positive-definite kernel), so ``D(s, i) >= D(s, n_i) - D(n_i, i)``: a new point s
   cannot lower Psi_i when ``D²(s, n_i) >= 4 Psi_i + 5 eps``, with ``eps`` a provable bound
-  on the rounding error of any computed D² (:attr:`mlpdesign.kernels.KernelData.eps`).
+  on the rounding error of any computed D² (:attr:`mlpdesign.kernels.core.KernelData.eps`).
   Such candidates are skipped without evaluating their rows; a skipped row provably would
   not have changed Psi, so the picks are those of the full loop. Two more exact bounds cut
   the rest: whole cells (the candidates nearest to one design point) are ruled out from
   a table of lower bounds on the distances between design points, so D² from the new
   point to most design points is never computed; and for the candidates left, the cheap
   pair term is computed first and SOAP's term bounded by Cauchy-Schwarz
-  (:meth:`mlpdesign.kernels.KernelData.d2_below`), so SOAP rows are read only where D²
+  (:meth:`mlpdesign.kernels.core.KernelData.d2_below`), so SOAP rows are read only where D²
   may come below Psi. D² is computed in fixed pieces on a thread pool
   (``MLPDESIGN_THREADS``), with the same bits for any number of threads.
 
@@ -27,11 +27,11 @@ Library API::
     select_random(kd, n, *, seed=1, given=None, progress=None) -> Design
     MaxMinState(kd, given=None): .psi, .add_pool(i), .add_given(j), .evaluated
     select_store(store_path, n, *, method, ..., output, ...) -> Selection   # the CLI's work
-    load_selection(path) -> Selection      (re-exported from mlpdesign.selection)
+    load_selection(path) -> Selection      (re-exported from mlpdesign.io.selection)
 
 ``first``: ``None`` (the candidate farthest from candidate 0, one kernel row),
 an index (0-based position in the pool), or ``"random"`` (drawn with ``seed``).
-``given``: a :class:`~mlpdesign.kernels.KernelData` of an existing training set made with
+``given``: a :class:`~mlpdesign.kernels.core.KernelData` of an existing training set made with
 the same kernel (``StoreKernel(given_store, like=pool_kd)``).
 """
 
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import MlpdesignError
-from .kernels import KernelData
-from .selection import Selection, load_selection  # noqa: F401  (re-exported)
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.selection import Selection, load_selection  # noqa: F401  (re-exported)
+from mlpdesign.kernels.core import KernelData
 
 PICKED = -1.0
 #: above this fraction of the pool, evaluate every row in place rather than gather the
@@ -503,9 +503,9 @@ def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=Non
     """A KernelData for ``--given``: a store (same gap string) or an extxyz described now."""
     from pathlib import Path
 
-    from .fileio import file_sha256, require_file
-    from .kernels import StoreKernel
-    from .store import open_store
+    from mlpdesign.io.atomic import file_sha256, require_file
+    from mlpdesign.io.store import open_store
+    from mlpdesign.kernels.core import StoreKernel
 
     p = require_file(path, "given set")
     with open(p, "rb") as f:
@@ -513,7 +513,7 @@ def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=Non
     if is_h5:
         gstore = open_store(p)
     else:
-        from .descriptors import describe
+        from mlpdesign.describe.runner import describe
 
         out = Path(tmpdir) / "given.h5"
         describe(p, out, gap=store.gap, progress=progress_factory)
@@ -570,10 +570,10 @@ def select_store(
     """
     import tempfile
 
-    from .fileio import check_output
-    from .kernels import StoreKernel
-    from .selection import write_selection
-    from .store import open_store
+    from mlpdesign.io.atomic import check_output
+    from mlpdesign.io.selection import write_selection
+    from mlpdesign.io.store import open_store
+    from mlpdesign.kernels.core import StoreKernel
 
     check_output(output, force)
     if method not in ("maxmin", "random"):

@@ -11,7 +11,7 @@ Three criteria, all on the squared kernel distance ``D2(p, q) = k(p,p) + k(q,q) 
 
 Everything here talks to the pool through a *kernel oracle*: any object with ``n`` (pool size),
 ``diag()`` (``k(i, i)`` for every candidate) and ``block(rows, cols)`` (the kernel matrix
-between two index arrays). A :class:`mlpdesign.kernels.KernelData` (a store's kernel, or the
+between two index arrays). A :class:`mlpdesign.kernels.core.KernelData` (a store's kernel, or the
 toy kernels ``kernels.linear`` / ``kernels.gaussian``) is accepted wherever an oracle is.
 
     kd = kernels.gaussian(X, 1.0)
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 #: Default jitter added to the diagonal of K before log det (K is PSD, often near-singular).
 #: Above the rounding noise of a float32 kernel; about a GAP energy noise sigma^2 / delta^2.
@@ -66,7 +66,7 @@ class KernelOracle(Protocol):
 
 
 class KernelDataOracle:
-    """A :class:`mlpdesign.kernels.KernelData` (a store's or a toy kernel) as an oracle.
+    """A :class:`mlpdesign.kernels.core.KernelData` (a store's or a toy kernel) as an oracle.
 
     The kernel is the one the selection optimised (normalised, per-atom or balanced as in
     ``kd.options``); ``diag`` is ``k(i, i)`` in that mode (1 when normalised or balanced).
@@ -158,13 +158,13 @@ def as_oracle(obj: Any) -> KernelOracle:
         return KernelDataOracle(obj)
     raise MlpdesignError(
         f"cannot measure designs on a {type(obj).__name__}: expected a "
-        "kernel (mlpdesign.kernels.KernelData) or an oracle"
+        "kernel (mlpdesign.kernels.core.KernelData) or an oracle"
     )
 
 
 def store_oracle(store: Any, options: dict | None = None) -> KernelDataOracle:
     """The kernel of a descriptor store with a selection's kernel options (normalize, ...)."""
-    from .kernels import StoreKernel
+    from mlpdesign.kernels.core import StoreKernel
 
     o = dict(options or {})
     known = {"normalize", "per_atom", "balance", "dtype", "terms", "grid_step"}
@@ -343,9 +343,9 @@ def evaluate(
     """Kernel matrix, pairwise D2, max-min and covering curves of each design.
 
     ``covering(designs) -> curves``: computes the covering curves instead of the in-memory
-    pass (``mlpdesign.scale``: streamed / over MPI ranks).
+    pass (``mlpdesign.select.scaled``: streamed / over MPI ranks).
 
-    ``oracle``: a :class:`mlpdesign.kernels.KernelData` or any :class:`KernelOracle`.
+    ``oracle``: a :class:`mlpdesign.kernels.core.KernelData` or any :class:`KernelOracle`.
     """
     oracle = as_oracle(oracle)
     designs = [np.asarray(d, dtype=np.int64) for d in designs]
@@ -725,15 +725,15 @@ def report(
     optimised. The output folder is written atomically (nothing half-written on failure);
     ``output=None`` only computes (no files, no figures).
     """
-    from .fileio import atomic_dir, check_output_dir
-    from .progress import progress
-    from .report_figures import write_figures
-    from .store import open_store
+    from mlpdesign.io.atomic import atomic_dir, check_output_dir
+    from mlpdesign.io.store import open_store
+    from mlpdesign.progress import progress
+    from mlpdesign.report.figures import write_figures
 
     try:
-        from .selection import load_selection
-    except ImportError:  # formats.md names mlpdesign.select as its home
-        from .select import load_selection
+        from mlpdesign.io.selection import load_selection
+    except ImportError:  # formats.md names mlpdesign.select.greedy as its home
+        from mlpdesign.select.greedy import load_selection
 
     if not selection_paths:
         raise MlpdesignError("give at least one selection file")

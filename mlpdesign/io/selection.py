@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, require_file
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import atomic_path, require_file
 
 FORMAT = "mlpdesign-selection"
 FORMAT_VERSION = 1

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, file_sha256, require_file
-from .gapstring import DescriptorSpec, parse_gap
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.strings import DescriptorSpec, parse_gap
+from mlpdesign.io.atomic import atomic_path, file_sha256, require_file
 
 FORMAT = "mlpdesign-store"
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ def package_versions() -> dict[str, str]:
 
     import h5py
 
-    from . import __version__
+    from mlpdesign import __version__
 
     out = {"mlpdesign": __version__, "python": sys.version.split()[0]}
     for pkg in ("quippy-ase", "numpy", "ase", "h5py", "matscipy"):
@@ -673,7 +673,7 @@ def merge_stores(
     for p in paths:
         if Path(p).resolve() == out.resolve():
             raise MlpdesignError(f"{out} is both an input and the output")
-    from .fileio import check_output
+    from mlpdesign.io.atomic import check_output
 
     check_output(out, force)
     stores = [open_store(p) for p in paths]

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 #: The paper's model (Barzdajn & Race 2024): a 2-body term plus SOAP on Zr.
 DEFAULT_GAP = (

@@ -1,6 +1,6 @@
 """Descriptors of a pool: QUIP through quippy, plus a direct path for ``distance_2b``.
 
-:func:`describe` turns an extxyz pool into a descriptor store (:mod:`mlpdesign.store`):
+:func:`describe` turns an extxyz pool into a descriptor store (:mod:`mlpdesign.io.store`):
 
 * The pool is indexed once (byte offset of every frame), so each worker reads only its
   own chunk of configs and a shard (``--shard i/n``) reads only its own part.
@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, check_output, file_sha256, require_file
-from .gapstring import (
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.strings import (
     DEFAULT_GAP,
     DescriptorSpec,
     parse_gap,
@@ -45,7 +44,8 @@ from .gapstring import (
     soap_species,
     with_species,
 )
-from .store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
+from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
 
 #: Keys that keep a distance_2b on the direct (neighbour-list) path.
 _FAST_2B_KEYS = {"cutoff", "cutoff_transition_width", "Z1", "Z2", "n_exponents", "exponents"}
@@ -762,7 +762,7 @@ def describe(
     with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
     that a run is resumed.
     """
-    from .pool import shard_range
+    from mlpdesign.generate.pool import shard_range
 
     out = check_output(output, force)
     if dtype not in ("float64", "float32"):

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, require_file
-from .fit import FitOptions, FitResult, fit
-from .label import ENERGY_KEY, read_labelled
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.fit import FitOptions, FitResult, fit
+from mlpdesign.gap.label import ENERGY_KEY, read_labelled
+from mlpdesign.io.atomic import atomic_path, require_file
 
 QUANTILE = 0.99
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -111,7 +111,7 @@ def crossval(
     matrix, predictions and figure are rewritten. Any other existing non-empty folder is
     refused unless ``force``.
     """
-    from .gapmodel import load_gap, predict_energies
+    from mlpdesign.gap.model import load_gap, predict_energies
 
     out = Path(output)
     if out.exists():
@@ -126,8 +126,8 @@ def crossval(
     mdir = Path(models_dir) if models_dir is not None else out / "models"
 
     data = {name: read_labelled(path) for name, path in sets.items()}
-    from .fit import check_species, fit_specs
-    from .gapstring import render_gap
+    from mlpdesign.gap.fit import check_species, fit_specs
+    from mlpdesign.gap.strings import render_gap
 
     specs = fit_specs(options)
     for name, frames in data.items():

@@ -2,7 +2,7 @@
 
 The descriptor and kernel keys come verbatim from the store's GAP string, so the model is
 fitted with the kernel the design was made with. The rest is what ``mlpdesign fit`` runs
-(:mod:`mlpdesign.fit` builds the arguments, so the two never disagree): per descriptor
+(:mod:`mlpdesign.gap.fit` builds the arguments, so the two never disagree): per descriptor
 ``n_sparse``/``sparse_method`` unless the string sets them (``distance_2b``: 20 points on a
 uniform grid; SOAP and other many-body descriptors: CUR on points), ``default_sigma``,
 ``e0_method=average`` (one element, no isolated-atom frame), ``sparse_jitter``,
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 #: Descriptors whose value is one distance: sparse points on a uniform grid, not capped.
 PAIR_DESCRIPTORS = ("distance_2b", "co_distance_2b", "as_distance_2b")
@@ -36,7 +36,7 @@ class TrainingSet:
 
 def read_training_set(path: str | os.PathLike) -> TrainingSet:
     """Read a labelled set (checking its labels) and count configurations and atoms."""
-    from .label import read_labelled
+    from mlpdesign.gap.label import read_labelled
 
     frames = read_labelled(path)
     return TrainingSet(n_configs=len(frames), n_atoms=sum(len(a) for a in frames), frames=frames)
@@ -51,9 +51,9 @@ def gap_fit_args(
     train: TrainingSet | None = None,
 ) -> list[str]:
     """The ``gap_fit`` argument list (without the program name) for GAP string ``gap``."""
-    from .fit import DEFAULT_SIGMA, FitOptions, check_species, fit_specs
-    from .fit import gap_fit_args as fit_args
-    from .gapstring import parse_gap
+    from mlpdesign.gap.fit import DEFAULT_SIGMA, FitOptions, check_species, fit_specs
+    from mlpdesign.gap.fit import gap_fit_args as fit_args
+    from mlpdesign.gap.strings import parse_gap
 
     sig = tuple(float(x) for x in (DEFAULT_SIGMA if sigma is None else sigma))
     if len(sig) != 4 or any(not x >= 0 for x in sig) or not sig[0] > 0:
@@ -78,7 +78,7 @@ def gap_fit_args(
 
 
 def _default_n_sparse(name: str) -> int:
-    from .fit import DEFAULT_N_SPARSE
+    from mlpdesign.gap.fit import DEFAULT_N_SPARSE
 
     return DEFAULT_N_SPARSE.get(name, 200)
 
@@ -96,7 +96,7 @@ def gap_fit_command(
     ``at_file`` is checked (labels, species) and caps the sparse sets when it exists;
     otherwise a note says the defaults assume a large training set.
     """
-    from .store import open_store
+    from mlpdesign.io.store import open_store
 
     with open_store(store) as st:
         gap = st.gap

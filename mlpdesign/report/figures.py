@@ -1,8 +1,9 @@
 """Figures of ``mlpdesign report`` (matplotlib, Agg backend, PNG): the paper's figs. 3, 4 and 8.
 
-Each function takes a :class:`mlpdesign.report.ReportData` and a target path, draws one figure
-a person can read at a glance (labelled axes with units, legends) and returns whether it wrote
-anything (a figure that does not apply to the data, e.g. strain without deformations, is skipped).
+Each function takes a :class:`mlpdesign.report.metrics.ReportData` and a target path, draws one
+figure a person can read at a glance (labelled axes with units, legends) and returns whether it
+wrote anything (a figure that does not apply to the data, e.g. strain without deformations, is
+skipped).
 PNG metadata carries no date or version, so the same data give the same bytes.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import ReportData
+from mlpdesign.report.metrics import ReportData
 
 #: Colours: designs take the default cycle; random designs grey; the pool light grey.
 RANDOM_COLOR = "0.45"

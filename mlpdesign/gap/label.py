@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, check_output, require_file
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import atomic_path, check_output, require_file
 
 #: Key names of the labelled-set format (shared with ``collect``).
 ENERGY_KEY = "dft_energy"

@@ -18,8 +18,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, reference_states
 
-from .errors import MlpdesignError
-from .fileio import atomic_path
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import atomic_path
 
 STRUCTURES = ("hcp", "fcc", "bcc")
 

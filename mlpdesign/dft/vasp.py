@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .errors import MlpdesignError
-from .fileio import atomic_dir, check_output_dir, require_file
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import atomic_dir, check_output_dir, require_file
 
 #: INCAR presets. ``paper``: single point with stress at the paper's settings
 #: (600 eV cut-off, Methfessel-Paxton smearing), tight electronic convergence.

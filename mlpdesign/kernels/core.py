@@ -21,7 +21,7 @@ once on a radial grid (:func:`pair_embedding`) and the term becomes one dot prod
 Rows are held centred (``x - mu``, ``mu`` a mean row) in the working dtype (float32 or
 float64); the products with ``mu`` are kept in float64. Centring makes the float32 dot
 products small, and :attr:`KernelData.eps` a provable bound on the rounding error of any
-computed D² (used by the exact bounds of :mod:`mlpdesign.select`).
+computed D² (used by the exact bounds of :mod:`mlpdesign.select.greedy`).
 
 Library API (all arrays numpy; configs are indexed 0..n-1 in store order)::
 
@@ -51,7 +51,7 @@ For example, fig. 3 of the paper (100 of 10^4 points from N(0, 0.5) under a unit
 Gaussian kernel)::
 
     X = np.random.default_rng(0).normal(0, 0.5, (10_000, 2))
-    sel = mlpdesign.select.maxmin(kernels.gaussian(X, 1.0), 100)
+    sel = mlpdesign.select.greedy.maxmin(kernels.gaussian(X, 1.0), 100)
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 DTYPES = ("float32", "float64")
 _U64 = float(np.finfo(np.float64).eps) / 2
@@ -767,8 +767,8 @@ class KernelData:
 
     def min_d2_to(self, idx) -> np.ndarray:
         """Min D² from every config to the configs ``idx`` (e.g. a design: the covering
-        radius is the max of this), with the exact bounds of :mod:`mlpdesign.select`."""
-        from .select import MaxMinState
+        radius is the max of this), with the exact bounds of :mod:`mlpdesign.select.greedy`."""
+        from mlpdesign.select.greedy import MaxMinState
 
         st = MaxMinState(self)
         for i in idx:
@@ -984,7 +984,7 @@ def term_plans(specs) -> list[dict]:
 
 
 class StoreKernel(KernelData):
-    """A :class:`KernelData` read from a descriptor store (``mlpdesign.store.Store``).
+    """A :class:`KernelData` read from a descriptor store (``mlpdesign.io.store.Store``).
 
     ``like``: another KernelData whose centring and pair grid to reuse (for a given set
     compared with a pool). Rows are read in config blocks (``store.config_ranges``).

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .errors import MlpdesignError
-from .fileio import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
 
 #: ``candidate_id=<int>`` as ASE's extxyz writer puts it on a frame's comment line.
 _CID = re.compile(r'(?:^|\s)candidate_id=(?:"\s*)?(-?\d+)(?:\s*")?(?=\s|$)')
@@ -31,9 +31,9 @@ _CID = re.compile(r'(?:^|\s)candidate_id=(?:"\s*)?(-?\d+)(?:\s*")?(?=\s|$)')
 def load_selection(path: str | os.PathLike):
     """The selection in ``path`` (any format of docs/formats.md), via the select stage's reader."""
     try:
-        from .selection import load_selection as _load
-    except ImportError:  # the contract in docs/formats.md names mlpdesign.select
-        from .select import load_selection as _load
+        from mlpdesign.io.selection import load_selection as _load
+    except ImportError:  # the contract in docs/formats.md names mlpdesign.select.greedy
+        from mlpdesign.select.greedy import load_selection as _load
     return _load(path)
 
 

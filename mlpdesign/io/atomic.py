@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 
 def _writable_parent(p: Path) -> None:

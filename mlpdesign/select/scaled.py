@@ -2,11 +2,11 @@
 
 The pool is cut into a fixed grid of contiguous config blocks (at most ``block_rows`` kernel
 rows per descriptor, chunk-aligned where the store's chunks allow; a pair term counts one
-embedded row per config). Each block is a :class:`mlpdesign.kernels.StoreKernel` over its
+embedded row per config). Each block is a :class:`mlpdesign.kernels.core.StoreKernel` over its
 configs with the whole store's centring and pair grid (``configs=`` / ``like=``). Only the
 O(N) state stays in memory: Psi and the nearest design point of every candidate; the design
 points' rows are kept (small). Per added design point, a block is skipped unless one of its
-candidates survives the nearest-design-point bound of :class:`mlpdesign.select.MaxMinState`
+candidates survives the nearest-design-point bound of :class:`mlpdesign.select.greedy.MaxMinState`
 (``D²(s, n_i) >= 4 Psi_i + 5 eps`` rules candidate i out), so later picks read little.
 
 * ``--memory-limit``: the first blocks that fit the limit stay cached, the others are
@@ -19,7 +19,7 @@ candidates survives the nearest-design-point bound of :class:`mlpdesign.select.M
 Every D² is computed on its block of the fixed grid, with one BLAS thread, by a rule that
 depends only on the (identical) state, so Psi is bitwise the same for any number of ranks,
 any memory limit and any cache state. BLAS results depend on a row's position inside a
-product, so Psi can differ from the in-memory :func:`mlpdesign.select.maxmin` in the last
+product, so Psi can differ from the in-memory :func:`mlpdesign.select.greedy.maxmin` in the last
 bits (within the rounding bound ``eps``); the picks are the same.
 
 Library API::
@@ -54,13 +54,13 @@ import warnings
 
 import numpy as np
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 #: Default kernel rows per block and descriptor: below kernels.SMALL_PRODUCT, so every
 #: product runs on one BLAS thread whatever the machine.
 BLOCK_ROWS = 1 << 15
 PICKED = -1.0
-FULL_PASS = 0.3  # as mlpdesign.select: above this fraction of a block, one pass in place
+FULL_PASS = 0.3  # as mlpdesign.select.greedy: above this fraction of a block, one pass in place
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -186,7 +186,7 @@ class _Comm:
         return float(v), int(i)
 
     def agree(self, fn, /, *args, **kw):
-        from .mpi import agree
+        from mlpdesign.mpi import agree
 
         return agree(self.comm, fn, *args, **kw)
 
@@ -213,7 +213,7 @@ class PoolShard:
         ref=None,
         spill: bool = True,
     ) -> None:
-        from .kernels import term_plans
+        from mlpdesign.kernels.core import term_plans
 
         self.store, self.options, self.c = store, dict(options), _Comm(comm)
         self.n = store.n_configs
@@ -336,7 +336,7 @@ class PoolShard:
             kd = self._unspill(i)
             self.stats["bytes_read"] += sum(t.rows.nbytes for t in kd.terms)
             return kd
-        from .kernels import StoreKernel
+        from mlpdesign.kernels.core import StoreKernel
 
         b0, b1 = self.blocks[i]
         kd = StoreKernel(self.store, configs=(b0, b1), like=self.ref, **self.options)
@@ -418,7 +418,7 @@ class PoolShard:
     def global_eps(self, given=None) -> float:
         """The rounding bound of the whole pool (and the given set): per-term maxima
         over every block and rank, put into the bound of
-        :meth:`mlpdesign.kernels.KernelData.eps_with`. Reads every block once (and
+        :meth:`mlpdesign.kernels.core.KernelData.eps_with`. Reads every block once (and
         fills the cache); a bad block fails on every rank alike."""
 
         def scan():
@@ -477,7 +477,7 @@ class DesignPoints:
         return sum(c.n for c in self.chunks)
 
     def _build(self, queries) -> object:
-        from .kernels import KernelData, Term
+        from mlpdesign.kernels.core import KernelData, Term
 
         terms = []
         for t, tmpl in enumerate(self.ref.terms):
@@ -527,7 +527,7 @@ class DesignPoints:
 
 
 class StreamedState:
-    """:class:`mlpdesign.select.MaxMinState` over a :class:`PoolShard`: Psi and the nearest
+    """:class:`mlpdesign.select.greedy.MaxMinState` over a :class:`PoolShard`: Psi and the nearest
     design point of this rank's candidates; design points added on every rank alike."""
 
     def __init__(self, shard: PoolShard, eps: float) -> None:
@@ -611,7 +611,7 @@ class StreamedState:
 
     def next_pick(self, eps: float, strata) -> tuple[float, int] | None:
         """(Psi, index) of the next max-min pick, within the stratum whose turn it is
-        (:class:`mlpdesign.select.Strata`); None when no candidate is left above eps."""
+        (:class:`mlpdesign.select.greedy.Strata`); None when no candidate is left above eps."""
         if strata is None:
             psi_s, s = self.argmax()
             return (psi_s, s) if psi_s > eps else None
@@ -641,7 +641,7 @@ class StreamedState:
 def reference_kernel(store, options: dict, c: _Comm):
     """Config 0 as a KernelData with the whole store's centring and pair grid: the
     template every block and the given set are built ``like``."""
-    from .kernels import StoreKernel
+    from mlpdesign.kernels.core import StoreKernel
 
     return c.agree(StoreKernel, store, configs=(0, 1), **options)
 
@@ -650,7 +650,7 @@ def _open_given(c: _Comm, ref, given, store):
     """The given set's KernelData (built on rank 0, sent to all) and its provenance."""
     import tempfile
 
-    from .select import _given_kernel
+    from mlpdesign.select.greedy import _given_kernel
 
     def build():
         if c.rank != 0:
@@ -676,7 +676,7 @@ def _run(
     progress,
     strata=None,
 ):
-    from .select import Design, _left_msg, _strata, _strata_stats
+    from mlpdesign.select.greedy import Design, _left_msg, _strata, _strata_stats
 
     c = _Comm(comm)
     if n < 1:
@@ -807,14 +807,14 @@ def select_streamed(
     rank (not the interpreter); ``comm``: an mpi4py communicator (None: serial). ``first``:
     None (farthest from candidate 0), a pool position, or ``"random"``. ``given``: path of
     an existing training set (store or extxyz). ``stratify``: as
-    :func:`mlpdesign.select.select_store` (None: stratified when the pool has two or more
-    structure labels). Returns a :class:`mlpdesign.select.Design`
+    :func:`mlpdesign.select.greedy.select_store` (None: stratified when the pool has two or more
+    structure labels). Returns a :class:`mlpdesign.select.greedy.Design`
     (the same on every rank) whose ``stats`` hold ``bytes_read``, ``blocks_read``,
     ``cache_hits``, ``blocks_skipped``, ``peak_cache_bytes``, ``blocks``,
     ``cached_blocks`` (this rank), ``ranks``, ``eps``, ``adds``, ``wall_s``.
     """
-    from .select import strata_labels
-    from .store import open_store
+    from mlpdesign.io.store import open_store
+    from mlpdesign.select.greedy import strata_labels
 
     limit = parse_memory(memory_limit)
     options = dict(normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype)
@@ -858,12 +858,12 @@ def select_store_scaled(
     block_rows: int = BLOCK_ROWS,
     progress_factory=None,
 ):
-    """:func:`mlpdesign.select.select_store` streamed and/or over MPI: the same file layout
+    """:func:`mlpdesign.select.greedy.select_store` streamed and/or over MPI: the same file layout
     and attributes; rank 0 writes it. ``first``: None, a candidate_id or ``"random"``."""
-    from .fileio import check_output
-    from .select import selection_attrs, strata_labels
-    from .selection import Selection, write_selection
-    from .store import open_store
+    from mlpdesign.io.atomic import check_output
+    from mlpdesign.io.selection import Selection, write_selection
+    from mlpdesign.io.store import open_store
+    from mlpdesign.select.greedy import selection_attrs, strata_labels
 
     c = _Comm(comm)
     limit = c.agree(parse_memory, memory_limit)
@@ -928,7 +928,7 @@ def select_store_scaled(
 
 
 def _report_options(options: dict) -> dict:
-    """StoreKernel options of a report's kernel (as :func:`mlpdesign.report.store_oracle`)."""
+    """StoreKernel options of a report's kernel (see report.metrics.store_oracle)."""
     o = dict(options or {})
     out = dict(
         normalize=bool(o.get("normalize", True)),
@@ -973,7 +973,7 @@ def covering_streamed(
     Each design's points are added to a :class:`StreamedState` without picking (the same
     bounds skip blocks); the prefix radius is the largest Psi over all ranks.
     """
-    from .store import open_store
+    from mlpdesign.io.store import open_store
 
     limit = parse_memory(memory_limit)
     designs = [np.asarray(d, dtype=np.int64) for d in designs]
@@ -1029,16 +1029,16 @@ def report_scaled(
     block_rows: int = BLOCK_ROWS,
     show_progress: bool = False,
 ):
-    """:func:`mlpdesign.report.report` with the pool streamed and/or split over MPI ranks:
+    """:func:`mlpdesign.report.metrics.report` with the pool streamed and/or split over MPI ranks:
     the covering radius (the only pass over the pool) runs on each rank's shard of blocks
     under ``memory_limit``; the design points' kernel (pairwise D², log det) is read once.
     Rank 0 computes the metrics and writes the folder; it returns the ReportData (None on
     the other ranks)."""
-    from . import report as rp
-    from .fileio import atomic_dir, check_output_dir
-    from .progress import progress
-    from .selection import load_selection
-    from .store import open_store
+    from mlpdesign.io.atomic import atomic_dir, check_output_dir
+    from mlpdesign.io.selection import load_selection
+    from mlpdesign.io.store import open_store
+    from mlpdesign.progress import progress
+    from mlpdesign.report import metrics as rp
 
     c = _Comm(comm)
     jitter = rp.DEFAULT_JITTER if jitter is None else jitter
@@ -1130,7 +1130,7 @@ def report_scaled(
 
         data = c.agree(finish)
     if output is not None:
-        from .report_figures import write_figures
+        from mlpdesign.report.figures import write_figures
 
         with atomic_dir(output, force) as tmp:
             data.metrics["figures"] = write_figures(data, tmp, bins)
@@ -1150,7 +1150,7 @@ def _part_path(out, rank: int, size: int):
 
 def _reusable_part(path, command: str, shard: str) -> bool:
     """A finished part of an earlier run of the same command (killed before the merge)."""
-    from .store import open_store
+    from mlpdesign.io.store import open_store
 
     if not path.is_file():
         return False
@@ -1176,15 +1176,15 @@ def describe_mpi(
     progress=None,
     log=None,
 ):
-    """:func:`mlpdesign.descriptors.describe` over the ranks of ``comm``: rank r describes
+    """:func:`mlpdesign.describe.runner.describe` over the ranks of ``comm``: rank r describes
     shard r+1 of P (contiguous, ``--shard`` rules) into a hidden part file beside ``output``
     (itself resumable), then rank 0 merges the parts into ``output`` with the serial run's
     ``command`` and removes them. The store equals a serial run's in every dataset and
     attribute. A killed run continues where it stopped (each part from its chunks)."""
-    from .descriptors import describe, index_pool
-    from .fileio import check_output
-    from .pool import shard_range
-    from .store import merge_stores
+    from mlpdesign.describe.runner import describe, index_pool
+    from mlpdesign.generate.pool import shard_range
+    from mlpdesign.io.atomic import check_output
+    from mlpdesign.io.store import merge_stores
 
     c = _Comm(comm)
     out = c.agree(check_output, output, force)

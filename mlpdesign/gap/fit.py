@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import MlpdesignError
-from .fileio import atomic_dir, check_output_dir, file_sha256
-from .gapstring import DEFAULT_GAP, DescriptorSpec, parse_gap, render_gap, soap_species
-from .label import GAP_FIT_KEY_ARGS, read_labelled
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.label import GAP_FIT_KEY_ARGS, read_labelled
+from mlpdesign.gap.strings import DEFAULT_GAP, DescriptorSpec, parse_gap, render_gap, soap_species
+from mlpdesign.io.atomic import atomic_dir, check_output_dir, file_sha256
 
 #: Sparse points per descriptor when neither the options nor the gap string set them
 #: (paper: 500 for SOAP; many-body counts are capped at the atoms of the training set).
@@ -369,7 +369,7 @@ def gap_of(store: str | os.PathLike | None, gap: str | None) -> str:
     if gap is not None:
         return gap
     if store is not None:
-        from .store import open_store
+        from mlpdesign.io.store import open_store
 
         with open_store(store) as st:
             return st.gap

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .errors import MlpdesignError
+from mlpdesign.errors import MlpdesignError
 
 _COVARIANCE = {"1": "ard_se", "2": "dot_product"}
 
@@ -197,9 +197,9 @@ def _plain_distance_2b(descriptor: str) -> tuple[float, float, int] | None:
 
     Such a descriptor is just the pair distances within the cutoff with QUIP's cutoff
     weights, which a neighbour list gives ~50x faster than quippy's per-pair unpacking
-    (:func:`mlpdesign.descriptors.distance_2b_direct`). Z is 0 when any species goes.
+    (:func:`mlpdesign.describe.runner.distance_2b_direct`). Z is 0 when any species goes.
     """
-    from .gapstring import KERNEL_KEYS
+    from mlpdesign.gap.strings import KERNEL_KEYS
 
     name = descriptor.split(None, 1)[0]
     if name != "distance_2b":
@@ -222,7 +222,7 @@ class DescriptorCalculator:
     """Descriptors for a set of descriptor strings, each initialised once.
 
     quippy computes them, except a plain ``distance_2b`` on a configuration of its one
-    species, which goes through the neighbour-list path of :mod:`mlpdesign.descriptors`
+    species, which goes through the neighbour-list path of :mod:`mlpdesign.describe.runner`
     (``fast=False`` sends everything through quippy: the reference path).
     """
 
@@ -241,7 +241,7 @@ class DescriptorCalculator:
         self._fast = {s: _plain_distance_2b(s) for s in self.strings} if fast else {}
 
     def __call__(self, atoms: Atoms) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        from .descriptors import distance_2b_direct
+        from mlpdesign.describe.runner import distance_2b_direct
 
         out = {}
         species = None

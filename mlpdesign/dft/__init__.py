@@ -1,0 +1,1 @@
+"""DFT: VASP inputs (vasp) and outputs (collect)."""

@@ -1,0 +1,1 @@
+"""GAP kernels between configurations: terms, KernelData and its block API."""

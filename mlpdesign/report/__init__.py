@@ -1,0 +1,1 @@
+"""The report stage: label-free quality of designs, metrics and figures."""

@@ -1,0 +1,1 @@
+"""The select stage: greedy designs over a pool's kernel."""
