@@ -24,7 +24,8 @@ from conftest import SMALL_GAP
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.generate.pool import PoolSpec, generate
 from mlpdesign.io.store import stores_equal
-from mlpdesign.select.scaled import parse_memory, select_streamed
+from mlpdesign.kernels.blocks import parse_memory
+from mlpdesign.select.scaled import select_streamed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -354,7 +355,7 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
 def test_covering_streamed_equals_in_memory(store, serial):
     from mlpdesign.io.store import open_store
     from mlpdesign.report.metrics import covering_curves, store_oracle
-    from mlpdesign.select.scaled import covering_streamed
+    from mlpdesign.report.streamed import covering_streamed
 
     designs = [np.array(serial["index"]), np.arange(0, 120, 7)]
     opts = {"dtype": "float64"}

@@ -109,8 +109,8 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
         ),
     )
     if comm is not None:
+        from mlpdesign.describe.mpi import describe_mpi
         from mlpdesign.errors import MlpdesignError
-        from mlpdesign.select.scaled import describe_mpi
 
         if shard:
             raise MlpdesignError(

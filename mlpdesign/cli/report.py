@@ -149,7 +149,8 @@ def command(
         show_progress=not quiet,
     )
     if memory_limit is not None or comm is not None or block_rows is not None:
-        from mlpdesign.select.scaled import BLOCK_ROWS, report_scaled
+        from mlpdesign.kernels.blocks import BLOCK_ROWS
+        from mlpdesign.report.streamed import report_scaled
 
         data = report_scaled(
             store,

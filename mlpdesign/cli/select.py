@@ -191,7 +191,8 @@ def command(
             progress_factory=factory,
         )
         if scaled:
-            from mlpdesign.select.scaled import BLOCK_ROWS, select_store_scaled
+            from mlpdesign.kernels.blocks import BLOCK_ROWS
+            from mlpdesign.select.scaled import select_store_scaled
 
             sel, design = select_store_scaled(
                 store,

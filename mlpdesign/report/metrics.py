@@ -343,7 +343,7 @@ def evaluate(
     """Kernel matrix, pairwise D2, max-min and covering curves of each design.
 
     ``covering(designs) -> curves``: computes the covering curves instead of the in-memory
-    pass (``mlpdesign.select.scaled``: streamed / over MPI ranks).
+    pass (``mlpdesign.report.streamed``: streamed / over MPI ranks).
 
     ``oracle``: a :class:`mlpdesign.kernels.core.KernelData` or any :class:`KernelOracle`.
     """
