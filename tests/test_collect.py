@@ -25,10 +25,10 @@ IDS = [17, 3, 38, 0, 25, 9, 31, 12]
 @pytest.fixture
 def runs(tmp_path, small_pool) -> Path:
     """write -> vasp for 8 picks of the small pool: the run folder and the train file."""
-    from mlpdesign.io.write import write_selection
+    from mlpdesign.io.write import write_training_set
 
     sel = make_selection(tmp_path / "sel.h5", small_pool, IDS)
-    write_selection(small_pool, sel, tmp_path / "train.xyz")
+    write_training_set(small_pool, sel, tmp_path / "train.xyz")
     write_vasp_inputs(tmp_path / "train.xyz", tmp_path / "runs")
     return tmp_path / "runs"
 

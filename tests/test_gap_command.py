@@ -16,7 +16,7 @@ from mlpdesign.cli import cli
 from mlpdesign.dft.collect import collect
 from mlpdesign.dft.vasp import write_vasp_inputs
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gap.command import gap_fit_args, gap_fit_command
+from mlpdesign.gap.command import command_args, gap_fit_command
 from mlpdesign.gap.strings import DEFAULT_GAP
 from mlpdesign.generate.pool import PoolSpec, generate
 from mlpdesign.io.store import write_store_arrays
@@ -78,10 +78,10 @@ def test_command_carries_the_store_kernel(tmp_path):
 
 def test_sparse_points_capped_by_training_set_and_kept_when_given(tmp_path, labelled):
     n_atoms = sum(len(a) for a in ase.io.read(labelled, index=":"))
-    args = gap_fit_args(TINY_GAP, str(labelled), train=_train(labelled))
+    args = command_args(TINY_GAP, str(labelled), train=_train(labelled))
     assert f"n_sparse={n_atoms} sparse_method=cur_points" in args[1]
     given = TINY_GAP.replace("delta=0.3", "delta=0.3 n_sparse=4 sparse_method=random")
-    args = gap_fit_args(given, str(labelled), train=_train(labelled))
+    args = command_args(given, str(labelled), train=_train(labelled))
     assert "n_sparse=4 sparse_method=random" in args[1]
     assert args[1].count("n_sparse=") == 2
 
@@ -94,10 +94,10 @@ def _train(path):
 
 def test_bad_inputs(tmp_path, labelled):
     with pytest.raises(MlpdesignError, match="default-sigma"):
-        gap_fit_args(TINY_GAP, "x.xyz", sigma=(0.0, 0.1, 0.1, 0.0))
+        command_args(TINY_GAP, "x.xyz", sigma=(0.0, 0.1, 0.1, 0.0))
     other = TINY_GAP.replace("Z={40}", "Z={22}")
     with pytest.raises(MlpdesignError, match="Z="):
-        gap_fit_args(other, str(labelled), train=_train(labelled))
+        command_args(other, str(labelled), train=_train(labelled))
     unlabelled = tmp_path / "raw.xyz"
     generate(unlabelled, 2, PoolSpec(seed=1))
     store = make_store(tmp_path / "s.h5", TINY_GAP)

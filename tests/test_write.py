@@ -14,7 +14,7 @@ from test_vasp_fakerun import make_selection
 from mlpdesign.cli import cli
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.generate.pool import PoolSpec, generate
-from mlpdesign.io.write import pool_frames, pool_frames_ase, write_extxyz, write_selection
+from mlpdesign.io.write import pool_frames, pool_frames_ase, write_extxyz, write_training_set
 
 IDS = [17, 3, 38, 0, 25, 9]
 
@@ -28,7 +28,7 @@ def selection(tmp_path, small_pool) -> Path:
 
 def test_write_keeps_order_info_rank_and_distance(tmp_path, small_pool, selection):
     out = tmp_path / "train.xyz"
-    res = write_selection(small_pool, selection, out)
+    res = write_training_set(small_pool, selection, out)
     assert (res.n_written, res.n_selection, res.pool_frames) == (6, 6, 40)
     assert res.checksum_checked
     got = ase.io.read(out, index=":", format="extxyz")
@@ -52,14 +52,14 @@ def test_every_selection_format(tmp_path, small_pool, selection, suffix):
     other = make_selection(
         tmp_path / f"sel{suffix}", small_pool, IDS, psi=[math.inf, 1.5, 0.9, 0.7, 0.4, 0.2]
     )
-    write_selection(small_pool, selection, tmp_path / "h5.xyz")
-    write_selection(small_pool, other, tmp_path / "other.xyz")
+    write_training_set(small_pool, selection, tmp_path / "h5.xyz")
+    write_training_set(small_pool, other, tmp_path / "other.xyz")
     assert (tmp_path / "h5.xyz").read_bytes() == (tmp_path / "other.xyz").read_bytes()
 
 
 def test_first_n_is_a_prefix(tmp_path, small_pool, selection):
-    write_selection(small_pool, selection, tmp_path / "all.xyz")
-    write_selection(small_pool, selection, tmp_path / "three.xyz", n=3)
+    write_training_set(small_pool, selection, tmp_path / "all.xyz")
+    write_training_set(small_pool, selection, tmp_path / "three.xyz", n=3)
     full = (tmp_path / "all.xyz").read_text().splitlines()
     three = (tmp_path / "three.xyz").read_text().splitlines()
     assert len(ase.io.read(tmp_path / "three.xyz", index=":")) == 3
@@ -84,27 +84,27 @@ def test_selection_from_another_pool_is_refused(tmp_path, small_pool):
     generate(other, 40, PoolSpec(seed=8))
     sel = make_selection(tmp_path / "sel.h5", other, [1, 2])
     with pytest.raises(MlpdesignError, match="different pool"):
-        write_selection(small_pool, sel, tmp_path / "out.xyz")
+        write_training_set(small_pool, sel, tmp_path / "out.xyz")
     assert not (tmp_path / "out.xyz").exists()
 
 
 def test_ids_missing_from_pool_are_refused_without_checksum(tmp_path, small_pool):
     sel = make_selection(tmp_path / "sel.h5", None, [5, 40, 77], pool_sha256="")
     with pytest.raises(MlpdesignError, match=r"2 selected candidate ids are not in .*\(40, 77\)"):
-        write_selection(small_pool, sel, tmp_path / "out.xyz")
+        write_training_set(small_pool, sel, tmp_path / "out.xyz")
     assert not (tmp_path / "out.xyz").exists()
 
 
 def test_bad_n_and_existing_output(tmp_path, small_pool, selection):
     with pytest.raises(MlpdesignError, match="holds only 6 picks"):
-        write_selection(small_pool, selection, tmp_path / "o.xyz", n=7)
+        write_training_set(small_pool, selection, tmp_path / "o.xyz", n=7)
     with pytest.raises(MlpdesignError, match="positive"):
-        write_selection(small_pool, selection, tmp_path / "o.xyz", n=0)
+        write_training_set(small_pool, selection, tmp_path / "o.xyz", n=0)
     (tmp_path / "o.xyz").write_text("keep")
     with pytest.raises(MlpdesignError, match="exists"):
-        write_selection(small_pool, selection, tmp_path / "o.xyz")
+        write_training_set(small_pool, selection, tmp_path / "o.xyz")
     assert (tmp_path / "o.xyz").read_text() == "keep"
-    write_selection(small_pool, selection, tmp_path / "o.xyz", force=True)
+    write_training_set(small_pool, selection, tmp_path / "o.xyz", force=True)
     assert len(ase.io.read(tmp_path / "o.xyz", index=":")) == 6
 
 
@@ -116,7 +116,7 @@ def test_pool_frame_without_candidate_id_is_refused(tmp_path, small_pool):
     ase.io.write(bare, frames, format="extxyz")
     sel = make_selection(tmp_path / "sel.h5", None, [1], pool_sha256="")
     with pytest.raises(MlpdesignError, match="no candidate_id"):
-        write_selection(bare, sel, tmp_path / "out.xyz")
+        write_training_set(bare, sel, tmp_path / "out.xyz")
 
 
 def test_cli_write_and_errors(tmp_path, small_pool, selection):
@@ -147,5 +147,5 @@ def test_cut_off_pool_frame_is_one_clear_line(tmp_path, small_pool):
     cut.write_text("".join(lines[:-1]))  # the last frame lost its last atom line
     sel = make_selection(tmp_path / "sel.h5", None, [39], pool_sha256="")
     with pytest.raises(MlpdesignError, match="frame of candidate_id 39 cannot be read"):
-        write_selection(cut, sel, tmp_path / "out.xyz")
+        write_training_set(cut, sel, tmp_path / "out.xyz")
     assert not (tmp_path / "out.xyz").exists()

@@ -36,9 +36,9 @@ def command(pool, selection, output, n, force, quiet) -> None:
       mlpdesign write pool.xyz selection.h5 -n 500 -o train-500.xyz
       mlpdesign write pool.xyz selection.json -o train.xyz --force
     """
-    from mlpdesign.io.write import write_selection
+    from mlpdesign.io.write import write_training_set
 
-    res = write_selection(pool, selection, output, n=n, force=force)
+    res = write_training_set(pool, selection, output, n=n, force=force)
     if not quiet:
         note = "" if res.checksum_checked else " (selection has no pool checksum: ids checked)"
         click.echo(

@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.fit import (
+    DEFAULT_SIGMA,
+    PAIR_DESCRIPTORS,
+    FitOptions,
+    check_species,
+    fit_specs,
+    gap_fit_args,
+)
+from mlpdesign.gap.strings import parse_gap
 
 #: Descriptors whose value is one distance: sparse points on a uniform grid, not capped.
-PAIR_DESCRIPTORS = ("distance_2b", "co_distance_2b", "as_distance_2b")
 
 
 @dataclass
@@ -42,7 +50,7 @@ def read_training_set(path: str | os.PathLike) -> TrainingSet:
     return TrainingSet(n_configs=len(frames), n_atoms=sum(len(a) for a in frames), frames=frames)
 
 
-def gap_fit_args(
+def command_args(
     gap: str,
     at_file: str,
     gp_file: str = "gap.xml",
@@ -51,9 +59,6 @@ def gap_fit_args(
     train: TrainingSet | None = None,
 ) -> list[str]:
     """The ``gap_fit`` argument list (without the program name) for GAP string ``gap``."""
-    from mlpdesign.gap.fit import DEFAULT_SIGMA, FitOptions, check_species, fit_specs
-    from mlpdesign.gap.fit import gap_fit_args as fit_args
-    from mlpdesign.gap.strings import parse_gap
 
     sig = tuple(float(x) for x in (DEFAULT_SIGMA if sigma is None else sigma))
     if len(sig) != 4 or any(not x >= 0 for x in sig) or not sig[0] > 0:
@@ -74,7 +79,7 @@ def gap_fit_args(
     specs = fit_specs(options)
     if train is not None:
         check_species(specs, train.frames, at_file)
-    return fit_args(specs, options, at_file=at_file, gp_file=gp_file)
+    return gap_fit_args(specs, options, at_file=at_file, gp_file=gp_file)
 
 
 def _default_n_sparse(name: str) -> int:
@@ -109,5 +114,5 @@ def gap_fit_command(
             f"{at_file} does not exist yet: n_sparse is not capped by its size "
             "(gap_fit lowers it, with a warning, if the set is smaller)"
         )
-    args = gap_fit_args(gap, at_file, gp_file, sigma, seed, train)
+    args = command_args(gap, at_file, gp_file, sigma, seed, train)
     return " ".join(shlex.quote(a) for a in [program, *args]), notes

@@ -23,23 +23,15 @@ from ase import Atoms
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.selection import load_selection
 
 #: ``candidate_id=<int>`` as ASE's extxyz writer puts it on a frame's comment line.
 _CID = re.compile(r'(?:^|\s)candidate_id=(?:"\s*)?(-?\d+)(?:\s*")?(?=\s|$)')
 
 
-def load_selection(path: str | os.PathLike):
-    """The selection in ``path`` (any format of docs/formats.md), via the select stage's reader."""
-    try:
-        from mlpdesign.io.selection import load_selection as _load
-    except ImportError:  # the contract in docs/formats.md names mlpdesign.select.greedy
-        from mlpdesign.select.greedy import load_selection as _load
-    return _load(path)
-
-
 @dataclass
 class WriteResult:
-    """What :func:`write_selection` wrote."""
+    """What :func:`write_training_set` wrote."""
 
     n_written: int
     n_selection: int
@@ -160,7 +152,7 @@ def write_extxyz(path: Path, frames: Iterable[Atoms]) -> None:
             write_xyz(fh, [atoms], write_results=False)
 
 
-def write_selection(
+def write_training_set(
     pool: str | os.PathLike,
     selection: str | os.PathLike,
     output: str | os.PathLike,
