@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gap.fit import FitOptions, FitResult, fit
+from mlpdesign.gap.fit import FitOptions, FitResult, check_species, fit, fit_specs
 from mlpdesign.gap.label import ENERGY_KEY, read_labelled
+from mlpdesign.gap.model import load_gap, predict_energies
+from mlpdesign.gap.strings import render_gap
 from mlpdesign.io.atomic import atomic_path, require_file
 
 QUANTILE = 0.99
@@ -92,6 +94,79 @@ class CrossvalResult:
     fits: dict
 
 
+def _check_output(out: Path, force: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise MlpdesignError(f"{out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+            raise MlpdesignError(
+                f"{out} exists and is not a crossval folder; use --force or another -o"
+            )
+    elif not out.parent.is_dir():
+        raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
+
+
+def fit_all(
+    sets: dict[str, Path],
+    mdir: Path,
+    options: FitOptions,
+    sizes: dict[str, int],
+    refit: bool = False,
+    force: bool = False,
+    echo: Callable[[str], None] | None = None,
+    jobs: int = 1,
+) -> dict[str, dict]:
+    """One fit per set under ``mdir`` (reused where inputs are unchanged); their summaries."""
+
+    def one(name: str) -> tuple[str, FitResult]:
+        if echo:
+            echo(f"model {name}: fitting on {sets[name]} ({sizes[name]} configurations)")
+        res = fit(sets[name], mdir / name, options, force=refit or force, reuse=not refit)
+        if echo:
+            how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
+            echo(f"model {name}: {how}")
+        return name, res
+
+    # each fit is a gap_fit process (one thread): ``jobs`` of them run side by side
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = dict(pool.map(one, sets))
+    return {
+        name: {
+            "folder": str(res.folder),
+            "reused": res.reused,
+            "wall_s": round(res.wall_s, 3),
+            "peak_rss_mib": res.peak_rss_mib,
+            "n_configs": res.n_configs,
+        }
+        for name, res in ((n, done[n]) for n in sets)
+    }
+
+
+def predict_matrix(
+    models: dict, data: dict[str, list], progress_factory=None
+) -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
+    """Every model on every set: per-set predictions and the error matrix (eV/atom)."""
+    names = list(models)
+    preds: dict[str, dict] = {}
+    matrix: dict[str, dict[str, dict]] = {m: {} for m in names}
+    for s, frames in data.items():
+        bar = progress_factory(len(frames), f"predict {s}") if progress_factory else None
+        e = predict_energies([models[m] for m in names], frames, bar)
+        if bar is not None:
+            bar.close()
+        nat = np.array([len(a) for a in frames], dtype=float)
+        ref = np.array([float(a.info[ENERGY_KEY]) for a in frames]) / nat
+        preds[s] = {
+            "candidate_id": [_int_or_none(a.info.get("candidate_id")) for a in frames],
+            "n_atoms": nat.astype(int).tolist(),
+            "reference": ref.tolist(),
+            "predicted": {m: (e[i] / nat).tolist() for i, m in enumerate(names)},
+        }
+        for i, m in enumerate(names):
+            matrix[m][s] = error_stats(e[i] / nat - ref)
+    return preds, matrix
+
+
 def crossval(
     sets: dict[str, Path],
     output: str | os.PathLike,
@@ -111,78 +186,23 @@ def crossval(
     matrix, predictions and figure are rewritten. Any other existing non-empty folder is
     refused unless ``force``.
     """
-    from mlpdesign.gap.model import load_gap, predict_energies
-
     out = Path(output)
-    if out.exists():
-        if not out.is_dir():
-            raise MlpdesignError(f"{out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
-            raise MlpdesignError(
-                f"{out} exists and is not a crossval folder; use --force or another -o"
-            )
-    elif not out.parent.is_dir():
-        raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
+    _check_output(out, force)
     mdir = Path(models_dir) if models_dir is not None else out / "models"
-
     data = {name: read_labelled(path) for name, path in sets.items()}
-    from mlpdesign.gap.fit import check_species, fit_specs
-    from mlpdesign.gap.strings import render_gap
-
     specs = fit_specs(options)
     for name, frames in data.items():
         check_species(specs, frames, f"set {name} ({sets[name]})")
-
     out.mkdir(exist_ok=True)
     (out / MARKER).write_text(
         json.dumps({"format": "mlpdesign-crossval", "format_version": 1}) + "\n"
     )
     mdir.mkdir(parents=True, exist_ok=True)
-
-    def one(name: str) -> tuple[str, FitResult]:
-        if echo:
-            echo(f"model {name}: fitting on {sets[name]} ({len(data[name])} configurations)")
-        res = fit(sets[name], mdir / name, options, force=refit or force, reuse=not refit)
-        if echo:
-            how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
-            echo(f"model {name}: {how}")
-        return name, res
-
-    # each fit is a gap_fit process (one thread): ``jobs`` of them run side by side
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        done = dict(pool.map(one, sets))
-    fits = {
-        name: {
-            "folder": str(res.folder),
-            "reused": res.reused,
-            "wall_s": round(res.wall_s, 3),
-            "peak_rss_mib": res.peak_rss_mib,
-            "n_configs": res.n_configs,
-        }
-        for name, res in ((n, done[n]) for n in sets)
-    }
-
-    models = {name: load_gap(mdir / name / "gap.xml") for name in sets}
+    sizes = {name: len(frames) for name, frames in data.items()}
+    fits = fit_all(sets, mdir, options, sizes, refit, force, echo, jobs)
     names = list(sets)
-    preds: dict[str, dict] = {}
-    matrix: dict[str, dict[str, dict]] = {m: {} for m in names}
-    for s in names:
-        frames = data[s]
-        bar = progress_factory(len(frames), f"predict {s}") if progress_factory else None
-        e = predict_energies([models[m] for m in names], frames, bar)
-        if bar is not None:
-            bar.close()
-        nat = np.array([len(a) for a in frames], dtype=float)
-        ref = np.array([float(a.info[ENERGY_KEY]) for a in frames]) / nat
-        preds[s] = {
-            "candidate_id": [_int_or_none(a.info.get("candidate_id")) for a in frames],
-            "n_atoms": nat.astype(int).tolist(),
-            "reference": ref.tolist(),
-            "predicted": {m: (e[i] / nat).tolist() for i, m in enumerate(names)},
-        }
-        for i, m in enumerate(names):
-            matrix[m][s] = error_stats(e[i] / nat - ref)
-    worst = worst_off_sample(matrix)
+    models = {name: load_gap(mdir / name / "gap.xml") for name in names}
+    preds, matrix = predict_matrix(models, data, progress_factory)
     result = {
         "format": "mlpdesign-crossval-matrix",
         "format_version": 1,
@@ -193,7 +213,7 @@ def crossval(
         "sets": {s: str(sets[s]) for s in names},
         "models": names,
         "matrix": matrix,
-        "worst_off_sample_q99": worst,
+        "worst_off_sample_q99": worst_off_sample(matrix),
         "fits": fits,
         "gap": render_gap(specs),
     }
