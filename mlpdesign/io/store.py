@@ -25,7 +25,7 @@ import numpy as np
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.strings import DescriptorSpec, parse_gap
-from mlpdesign.io.atomic import atomic_path, file_sha256, require_file
+from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
 
 FORMAT = "mlpdesign-store"
 FORMAT_VERSION = 1
@@ -293,6 +293,32 @@ def _structure_array(values, n: int) -> np.ndarray:
     )
 
 
+def _checked_layout(k: int, r: np.ndarray, n: int, spec: DescriptorSpec, offsets, weights):
+    """Offsets and weights of descriptor ``k`` (defaults filled in), checked against its rows."""
+    o = (
+        np.arange(n + 1, dtype=np.int64)
+        if offsets is None or offsets[k] is None
+        else np.asarray(offsets[k], dtype=np.int64)
+    )
+    if o.shape != (n + 1,) or o[0] != 0 or o[-1] != r.shape[0] or np.any(np.diff(o) < 0):
+        raise MlpdesignError(
+            f"offsets of descriptor {k} must be non-decreasing, length "
+            f"{n + 1}, from 0 to {r.shape[0]}"
+        )
+    if spec.dim is None:
+        spec.dim = int(r.shape[1])
+    elif spec.dim != r.shape[1]:
+        raise MlpdesignError(f"descriptor {k}: dim {spec.dim} but rows have {r.shape[1]} columns")
+    w = (
+        np.ones(r.shape[0])
+        if weights is None or weights[k] is None
+        else np.asarray(weights[k], dtype=np.float64)
+    )
+    if w.shape != (r.shape[0],):
+        raise MlpdesignError(f"weights of descriptor {k} must have {r.shape[0]} entries")
+    return o, w
+
+
 def write_store_arrays(
     path: str | os.PathLike,
     gap: str | Sequence[DescriptorSpec],
@@ -333,32 +359,9 @@ def write_store_arrays(
     for k, r in enumerate(rows):
         if r.ndim != 2:
             raise MlpdesignError(f"rows of descriptor {k} must be a 2-D (n_rows, dim) array")
-    offs, counts, wts = [], [], []
+    counts, wts = [], []
     for k, r in enumerate(rows):
-        o = (
-            np.arange(n + 1, dtype=np.int64)
-            if offsets is None or offsets[k] is None
-            else np.asarray(offsets[k], dtype=np.int64)
-        )
-        if o.shape != (n + 1,) or o[0] != 0 or o[-1] != r.shape[0] or np.any(np.diff(o) < 0):
-            raise MlpdesignError(
-                f"offsets of descriptor {k} must be non-decreasing, length "
-                f"{n + 1}, from 0 to {r.shape[0]}"
-            )
-        if specs[k].dim is None:
-            specs[k].dim = int(r.shape[1])
-        elif specs[k].dim != r.shape[1]:
-            raise MlpdesignError(
-                f"descriptor {k}: dim {specs[k].dim} but rows have {r.shape[1]} columns"
-            )
-        w = (
-            np.ones(r.shape[0])
-            if weights is None or weights[k] is None
-            else np.asarray(weights[k], dtype=np.float64)
-        )
-        if w.shape != (r.shape[0],):
-            raise MlpdesignError(f"weights of descriptor {k} must have {r.shape[0]} entries")
-        offs.append(o)
+        o, w = _checked_layout(k, r, n, specs[k], offsets, weights)
         counts.append(np.diff(o))
         wts.append(w)
     if n_atoms is None:  # one SOAP row per atom; else the first descriptor's rows
@@ -652,6 +655,70 @@ def stores_equal(
 # ---------------------------------------------------------------------------- merge
 
 
+def check_shards(stores: list[Store]) -> None:
+    """Refuse shards of different pools, strings or dtypes, and gaps or overlaps; sorts
+    ``stores`` by their first config."""
+    first = stores[0]
+    for s in stores[1:]:
+        if s.pool_sha256 != first.pool_sha256:
+            raise MlpdesignError(
+                f"{s.path} and {first.path} were made from different pools (pool_sha256 differs)"
+            )
+        if s.gap != first.gap or [d.dim for d in s.descriptors] != [
+            d.dim for d in first.descriptors
+        ]:
+            raise MlpdesignError(
+                f"{s.path} and {first.path} have different descriptor strings "
+                f"({s.gap!r} vs {first.gap!r})"
+            )
+        if (s.dtype, s.pool_n_configs) != (first.dtype, first.pool_n_configs):
+            raise MlpdesignError(f"{s.path} and {first.path} differ in dtype or pool size")
+    stores.sort(key=lambda s: (s.config_start, s.n_configs))
+    pos = 0
+    for s in stores:
+        a, b = s.config_start, s.config_start + s.n_configs
+        if a > pos:
+            raise MlpdesignError(
+                f"configs {pos}..{a - 1} of the pool are missing (no "
+                f"shard covers them; next is {s.path})"
+            )
+        if a < pos:
+            raise MlpdesignError(
+                f"{s.path} (configs {a}..{b - 1}) overlaps another "
+                f"shard (configs up to {pos - 1} already covered)"
+            )
+        pos = b
+    if pos != first.pool_n_configs:
+        raise MlpdesignError(
+            f"configs {pos}..{first.pool_n_configs - 1} of the pool are "
+            "missing (no shard covers them)"
+        )
+
+
+def copy_shards(stores: list[Store], w: StoreWriter, bar=None) -> None:
+    """Append every config of ``stores`` (sorted, contiguous) to ``w``, chunk by chunk."""
+    nd = len(stores[0].descriptors)
+    pos = 0
+    for s in stores:
+        for c0, c1 in s.config_ranges():
+            offs = [s.offsets(k) for k in range(nd)]
+            ch = ChunkData(
+                pos + c0,
+                pos + c1,
+                s.f["candidate_id"][c0:c1],
+                s.f["n_atoms"][c0:c1],
+                s.f["structure"][c0:c1],
+                s.f["F"][c0:c1],
+                [s.rows(k, c0, c1) for k in range(nd)],
+                [s.weights(k, c0, c1) for k in range(nd)],
+                [np.diff(o[c0 : c1 + 1]) for o in offs],
+            )
+            w.append(ch)
+            if bar is not None:
+                bar.update(c1 - c0)
+        pos += s.n_configs
+
+
 def merge_stores(
     paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -673,47 +740,11 @@ def merge_stores(
     for p in paths:
         if Path(p).resolve() == out.resolve():
             raise MlpdesignError(f"{out} is both an input and the output")
-    from mlpdesign.io.atomic import check_output
-
     check_output(out, force)
     stores = [open_store(p) for p in paths]
     try:
-        first = stores[0]
-        for s in stores[1:]:
-            if s.pool_sha256 != first.pool_sha256:
-                raise MlpdesignError(
-                    f"{s.path} and {first.path} were made from different "
-                    "pools (pool_sha256 differs)"
-                )
-            if s.gap != first.gap or [d.dim for d in s.descriptors] != [
-                d.dim for d in first.descriptors
-            ]:
-                raise MlpdesignError(
-                    f"{s.path} and {first.path} have different descriptor strings "
-                    f"({s.gap!r} vs {first.gap!r})"
-                )
-            if (s.dtype, s.pool_n_configs) != (first.dtype, first.pool_n_configs):
-                raise MlpdesignError(f"{s.path} and {first.path} differ in dtype or pool size")
-        stores.sort(key=lambda s: (s.config_start, s.n_configs))
-        pos = 0
-        for s in stores:
-            a, b = s.config_start, s.config_start + s.n_configs
-            if a > pos:
-                raise MlpdesignError(
-                    f"configs {pos}..{a - 1} of the pool are missing (no "
-                    f"shard covers them; next is {s.path})"
-                )
-            if a < pos:
-                raise MlpdesignError(
-                    f"{s.path} (configs {a}..{b - 1}) overlaps another "
-                    f"shard (configs up to {pos - 1} already covered)"
-                )
-            pos = b
-        if pos != first.pool_n_configs:
-            raise MlpdesignError(
-                f"configs {pos}..{first.pool_n_configs - 1} of the pool are "
-                "missing (no shard covers them)"
-            )
+        first = stores[0]  # its versions attribute is kept
+        check_shards(stores)
         nd = len(first.descriptors)
         n_rows = [sum(s.n_rows(k) for s in stores) for k in range(nd)]
         ids = np.concatenate([s.candidate_id for s in stores])
@@ -734,25 +765,7 @@ def merge_stores(
                 tmp, first.descriptors, first.pool_n_configs, n_rows, attrs, first.dtype
             )
             try:
-                pos = 0
-                for s in stores:
-                    for c0, c1 in s.config_ranges():
-                        offs = [s.offsets(k) for k in range(nd)]
-                        ch = ChunkData(
-                            pos + c0,
-                            pos + c1,
-                            s.f["candidate_id"][c0:c1],
-                            s.f["n_atoms"][c0:c1],
-                            s.f["structure"][c0:c1],
-                            s.f["F"][c0:c1],
-                            [s.rows(k, c0, c1) for k in range(nd)],
-                            [s.weights(k, c0, c1) for k in range(nd)],
-                            [np.diff(o[c0 : c1 + 1]) for o in offs],
-                        )
-                        w.append(ch)
-                        if bar is not None:
-                            bar.update(c1 - c0)
-                    pos += s.n_configs
+                copy_shards(stores, w, bar)
             finally:
                 w.close()
                 if bar is not None:
