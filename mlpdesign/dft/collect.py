@@ -27,6 +27,7 @@ from mlpdesign.dft.vasp import INPUT_XYZ, RUN_LIST, SORT_FILE, read_sort_file
 from mlpdesign.errors import MlpdesignError, PartialFailure
 from mlpdesign.gap.label import labelled_frame
 from mlpdesign.io.atomic import atomic_path, check_output
+from mlpdesign.io.write import write_extxyz
 
 #: VASP's default NELM when INCAR does not set it.
 DEFAULT_NELM = 60
@@ -383,8 +384,6 @@ def write_collected(
     force: bool = False,
 ) -> CollectResult:
     """Write the good runs in run order; refuse (exit 1) on failures unless ``allow_failed``."""
-    from mlpdesign.io.write import write_extxyz
-
     check_output(output, force)
     good = [r.atoms for r in results if r.atoms is not None]
     failed = [r for r in results if r.atoms is None]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.fit import (
+    DEFAULT_N_SPARSE,
     DEFAULT_SIGMA,
     PAIR_DESCRIPTORS,
     FitOptions,
@@ -28,7 +29,9 @@ from mlpdesign.gap.fit import (
     fit_specs,
     gap_fit_args,
 )
+from mlpdesign.gap.label import read_labelled
 from mlpdesign.gap.strings import parse_gap
+from mlpdesign.io.store import open_store
 
 #: Descriptors whose value is one distance: sparse points on a uniform grid, not capped.
 
@@ -44,8 +47,6 @@ class TrainingSet:
 
 def read_training_set(path: str | os.PathLike) -> TrainingSet:
     """Read a labelled set (checking its labels) and count configurations and atoms."""
-    from mlpdesign.gap.label import read_labelled
-
     frames = read_labelled(path)
     return TrainingSet(n_configs=len(frames), n_atoms=sum(len(a) for a in frames), frames=frames)
 
@@ -83,8 +84,6 @@ def command_args(
 
 
 def _default_n_sparse(name: str) -> int:
-    from mlpdesign.gap.fit import DEFAULT_N_SPARSE
-
     return DEFAULT_N_SPARSE.get(name, 200)
 
 
@@ -101,8 +100,6 @@ def gap_fit_command(
     ``at_file`` is checked (labels, species) and caps the sparse sets when it exists;
     otherwise a note says the defaults assume a large training set.
     """
-    from mlpdesign.io.store import open_store
-
     with open_store(store) as st:
         gap = st.gap
     notes: list[str] = []

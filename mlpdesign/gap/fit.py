@@ -24,6 +24,7 @@ from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.label import GAP_FIT_KEY_ARGS, read_labelled
 from mlpdesign.gap.strings import DEFAULT_GAP, DescriptorSpec, parse_gap, render_gap, soap_species
 from mlpdesign.io.atomic import atomic_dir, check_output_dir, file_sha256
+from mlpdesign.io.store import open_store
 
 #: Sparse points per descriptor when neither the options nor the gap string set them
 #: (paper: 500 for SOAP; many-body counts are capped at the atoms of the training set).
@@ -369,8 +370,6 @@ def gap_of(store: str | os.PathLike | None, gap: str | None) -> str:
     if gap is not None:
         return gap
     if store is not None:
-        from mlpdesign.io.store import open_store
-
         with open_store(store) as st:
             return st.gap
     return DEFAULT_GAP

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from mlpdesign.describe.runner import distance_2b_direct
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.strings import KERNEL_KEYS
 
 _COVARIANCE = {"1": "ard_se", "2": "dot_product"}
 
@@ -199,8 +201,6 @@ def _plain_distance_2b(descriptor: str) -> tuple[float, float, int] | None:
     weights, which a neighbour list gives ~50x faster than quippy's per-pair unpacking
     (:func:`mlpdesign.describe.runner.distance_2b_direct`). Z is 0 when any species goes.
     """
-    from mlpdesign.gap.strings import KERNEL_KEYS
-
     name = descriptor.split(None, 1)[0]
     if name != "distance_2b":
         return None
@@ -241,8 +241,6 @@ class DescriptorCalculator:
         self._fast = {s: _plain_distance_2b(s) for s in self.strings} if fast else {}
 
     def __call__(self, atoms: Atoms) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        from mlpdesign.describe.runner import distance_2b_direct
-
         out = {}
         species = None
         for s, d in self._desc.items():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpdesign import __version__
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.strings import DescriptorSpec, parse_gap
 from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
@@ -40,8 +41,6 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     import h5py
-
-    from mlpdesign import __version__
 
     out = {"mlpdesign": __version__, "python": sys.version.split()[0]}
     for pkg in ("quippy-ase", "numpy", "ase", "h5py", "matscipy"):
