@@ -84,7 +84,7 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
       mpiexec -n 4 mlpdesign describe pool.xyz -o pool.h5        # or srun: one store
       mlpdesign info pool.h5
     """
-    from mlpdesign.describe.runner import describe
+    from mlpdesign.describe import run
     from mlpdesign.progress import progress
 
     def log(msg: str) -> None:
@@ -108,20 +108,9 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
             total, "describe", unit="cfg", enabled=not quiet, initial=initial
         ),
     )
-    if comm is not None:
-        from mlpdesign.describe.mpi import describe_mpi
-        from mlpdesign.errors import MlpdesignError
-
-        if shard:
-            raise MlpdesignError(
-                "--shard and an MPI launch split the pool twice: use one of them "
-                "(each rank of mpiexec/srun describes its own part)"
-            )
-        out = describe_mpi(pool, output, comm=comm, **kwargs)
-        if comm.Get_rank() != 0:
-            return
-    else:
-        out = describe(pool, output, shard=shard, **kwargs)
+    out = run(pool, output, comm=comm, shard=shard, **kwargs)
+    if out is None:  # an MPI rank other than 0
+        return
     if not quiet:
         from mlpdesign.io.store import open_store
 
