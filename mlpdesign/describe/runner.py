@@ -44,6 +44,7 @@ from mlpdesign.gap.strings import (
     soap_species,
     with_species,
 )
+from mlpdesign.generate.pool import shard_range
 from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
 from mlpdesign.io.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
 
@@ -739,47 +740,10 @@ def prepare_specs(gap: str | None, index: PoolIndex) -> list[DescriptorSpec]:
     return specs
 
 
-def describe(
-    pool: str | os.PathLike,
-    output: str | os.PathLike,
-    gap: str | None = None,
-    jobs: int = 1,
-    shard: tuple[int, int] | None = None,
-    chunk_size: int | None = None,
-    dtype: str = "float64",
-    force: bool = False,
-    restart: bool = False,
-    command: str = "",
-    progress=None,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Describe ``pool`` (extxyz) into the store ``output``; resumable, shardable, parallel.
-
-    ``gap``: GAP string (default :data:`DEFAULT_GAP`, species fitted to the pool).
-    ``jobs``: worker processes. ``shard=(i, n)``: only part i of n (1-based) of the pool.
-    A previous killed run of the same command is continued from ``<output>.partial/``;
-    ``restart=True`` discards it. ``progress(total, initial)``: makes a progress object
-    with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
-    that a run is resumed.
-    """
-    from mlpdesign.generate.pool import shard_range
-
-    out = check_output(output, force)
-    if dtype not in ("float64", "float32"):
-        raise MlpdesignError(f"--dtype must be float64 or float32, got {dtype!r}")
-    if jobs < 1:
-        raise MlpdesignError(f"--jobs must be >= 1, got {jobs}")
-    index = index_pool(pool)
-    specs = prepare_specs(gap, index)
-    calc = DescriptorCalculator(specs)  # fixes dims; also checks quippy accepts the strings
-    n_pool = index.n_configs
-    start, count = shard_range(n_pool, *shard) if shard else (0, n_pool)
-    chunk = chunk_size or default_chunk_size(count)
-    if chunk < 1:
-        raise MlpdesignError(f"--chunk-size must be >= 1, got {chunk}")
-    sha = file_sha256(pool)
-    manifest = _manifest(sha, specs, start, count, chunk, n_pool)
-
+def open_partial(out: Path, manifest: dict, sha: str, restart: bool) -> Path:
+    """The ``<output>.partial/`` folder of this run: made with its manifest, or an earlier
+    killed run's for the same manifest (its stale temporaries removed); another run's is
+    refused, ``restart`` discards it."""
     partial = out.with_name(out.name + ".partial")
     mfile = partial / "manifest.json"
     if restart and partial.exists():
@@ -806,7 +770,49 @@ def describe(
         os.replace(tmp, mfile)
     for stale in partial.glob(".*.tmp-*"):  # a chunk being written when a run was killed
         stale.unlink(missing_ok=True)
+    return partial
 
+
+def describe(
+    pool: str | os.PathLike,
+    output: str | os.PathLike,
+    gap: str | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+    chunk_size: int | None = None,
+    dtype: str = "float64",
+    force: bool = False,
+    restart: bool = False,
+    command: str = "",
+    progress=None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Describe ``pool`` (extxyz) into the store ``output``; resumable, shardable, parallel.
+
+    ``gap``: GAP string (default :data:`DEFAULT_GAP`, species fitted to the pool).
+    ``jobs``: worker processes. ``shard=(i, n)``: only part i of n (1-based) of the pool.
+    A previous killed run of the same command is continued from ``<output>.partial/``;
+    ``restart=True`` discards it. ``progress(total, initial)``: makes a progress object
+    with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
+    that a run is resumed.
+    """
+    out = check_output(output, force)
+    if dtype not in ("float64", "float32"):
+        raise MlpdesignError(f"--dtype must be float64 or float32, got {dtype!r}")
+    if jobs < 1:
+        raise MlpdesignError(f"--jobs must be >= 1, got {jobs}")
+    index = index_pool(pool)
+    specs = prepare_specs(gap, index)
+    calc = DescriptorCalculator(specs)  # fixes dims; also checks quippy accepts the strings
+    n_pool = index.n_configs
+    start, count = shard_range(n_pool, *shard) if shard else (0, n_pool)
+    chunk = chunk_size or default_chunk_size(count)
+    if chunk < 1:
+        raise MlpdesignError(f"--chunk-size must be >= 1, got {chunk}")
+    sha = file_sha256(pool)
+    manifest = _manifest(sha, specs, start, count, chunk, n_pool)
+
+    partial = open_partial(out, manifest, sha, restart)
     tasks = [(c0, min(c0 + chunk, start + count)) for c0 in range(start, start + count, chunk)]
     done = [t for t in tasks if _chunk_ok(partial / _chunk_name(*t), len(specs))]
     todo = [t for t in tasks if t not in set(done)]
@@ -819,16 +825,7 @@ def describe(
     allowed = required_species(specs)
     try:
         try:
-            _run(
-                tasks=todo,
-                index=index,
-                specs=specs,
-                calc=calc,
-                allowed=allowed,
-                partial=partial,
-                jobs=jobs,
-                progress=bar,
-            )
+            _run(todo, index, specs, calc, allowed, partial, jobs, bar)
         finally:
             if bar is not None:
                 bar.close()
