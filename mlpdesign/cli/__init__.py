@@ -48,15 +48,32 @@ class CliError(click.ClickException):
             click.echo(f"mlpdesign: error: {self.format_message()}", err=True)
 
 
+def usage_error(e: click.UsageError) -> CliError:
+    """Click's option and usage errors as one line naming the command (exit 2)."""
+    where = e.ctx.command_path.replace("cli", "mlpdesign", 1) if e.ctx is not None else ""
+    where = where if where.startswith("mlpdesign") else f"mlpdesign {where}".strip()
+    msg = " ".join(e.format_message().split())
+    head = "" if where == "mlpdesign" else f"{where}: "
+    return CliError(f"{head}{msg} (see '{where} --help')", 2)
+
+
 class Group(click.Group):
-    """Keeps pipeline order in ``--help`` and turns library errors into :class:`CliError`."""
+    """Keeps pipeline order in ``--help`` and turns library and option errors into one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise usage_error(e) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            raise usage_error(e) from None
         except MlpdesignError as e:
             raise CliError(str(e), e.exit_code) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
