@@ -133,7 +133,8 @@ def command(
       mpiexec -n 4 mlpdesign report pool.h5 selection.h5 -o report/     # or srun
     """
     from mlpdesign.mpi import world
-    from mlpdesign.report.metrics import format_text, json_dumps, report
+    from mlpdesign.report import run
+    from mlpdesign.report.metrics import format_text, json_dumps
 
     if output is None and fmt == "none":
         raise click.UsageError("nothing to do: give -o/--output or a --format to print")
@@ -148,23 +149,17 @@ def command(
         force=force,
         show_progress=not quiet,
     )
-    if memory_limit is not None or comm is not None or block_rows is not None:
-        from mlpdesign.kernels.blocks import BLOCK_ROWS
-        from mlpdesign.report.streamed import report_scaled
-
-        data = report_scaled(
-            store,
-            selections,
-            output,
-            memory_limit=memory_limit,
-            comm=comm,
-            block_rows=block_rows or BLOCK_ROWS,
-            **args,
-        )
-        if data is None:  # not rank 0
-            return
-    else:
-        data = report(store, selections, output, **args)
+    data = run(
+        store,
+        selections,
+        output,
+        memory_limit=memory_limit,
+        comm=comm,
+        block_rows=block_rows,
+        **args,
+    )
+    if data is None:  # not rank 0
+        return
     if fmt == "text":
         click.echo(format_text(data.metrics), nl=False)
     elif fmt == "json":
