@@ -16,7 +16,8 @@ toy kernels ``kernels.linear`` / ``kernels.gaussian``) is accepted wherever an o
 
     kd = kernels.gaussian(X, 1.0)
     design = select.maxmin(kd, 100)
-    data = report.compute(kd, [report.Design("maxmin", design.index, design.psi)], n_random=20)
+    designs = [report.ReportDesign("maxmin", design.index, design.psi)]
+    data = report.compute(kd, designs, n_random=20)
 """
 
 from __future__ import annotations
@@ -436,7 +437,7 @@ def json_dumps(obj: Any) -> str:
 
 
 @dataclass
-class Design:
+class ReportDesign:
     """One design to report on: pool rows in design order, and Ψ at pick time if known."""
 
     name: str
@@ -447,19 +448,23 @@ class Design:
     conditional: bool = False  # Ψ also counts distances to an existing training set
 
 
+#: The old name (tests and scripts use it); ``select`` has its own ``Design``.
+Design = ReportDesign
+
+
 @dataclass
 class ReportData:
     """Metrics (the JSON document) plus the arrays the figures are drawn from."""
 
     metrics: dict
-    designs: list[Design]
+    designs: list[ReportDesign]
     evals: list[DesignEval]
     random_evals: list[DesignEval]
     strain: np.ndarray | None  # ||F - I|| of every pool candidate (None when F unknown)
     structure: np.ndarray | None  # label of every pool candidate (None when not mixed)
 
 
-def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[Design]) -> list[list[int]]:
+def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[ReportDesign]) -> list[list[int]]:
     out = []
     for d in designs:
         n = len(d.index)
@@ -477,7 +482,7 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[Design]) -> list
 
 def compute(
     oracle: Any,
-    designs: Sequence[Design],
+    designs: Sequence[ReportDesign],
     *,
     sizes: Sequence[int] | None = None,
     n_random: int = 20,
@@ -657,7 +662,7 @@ def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return [f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 
-def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLike) -> Design:
+def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLike) -> ReportDesign:
     """Map a loaded selection onto rows of ``store`` (by candidate id), refusing another pool."""
     if sel.pool_sha256 and store.pool_sha256 and sel.pool_sha256 != store.pool_sha256:
         raise MlpdesignError(
@@ -683,7 +688,7 @@ def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLi
     except json.JSONDecodeError:
         given = [given]
     psi = getattr(sel, "psi", None)
-    return Design(
+    return ReportDesign(
         name=name,
         index=row.astype(np.int64),
         path=str(path),
