@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .fit import build_options, fit_options
+from .fit import fit_options
 from .options import force_option, jobs_option, output_option, quiet_option
 
 
@@ -29,14 +29,7 @@ from .options import force_option, jobs_option, output_option, quiet_option
 def command(
     sets,
     output,
-    store,
-    gap,
-    sigma,
-    n_sparse,
-    sparse_method,
-    e0,
-    gap_fit_args,
-    seed,
+    options,
     models_dir,
     refit,
     no_figure,
@@ -63,7 +56,6 @@ def command(
     from mlpdesign.progress import progress
 
     named = parse_sets(sets)
-    options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
     echo = None if quiet else (lambda line: click.echo(line, err=True))
     res = crossval(
         named,

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from .options import force_option, output_option, quiet_option, seed_option
 
+FIT_KEYS = ("store", "gap", "sigma", "n_sparse", "sparse_method", "e0", "gap_fit_args", "seed")
+
 
 def fit_options(f):
-    """The gap_fit options shared by ``fit`` and ``crossval``."""
+    """The gap_fit options shared by ``fit`` and ``crossval``; the command receives them as
+    one ``options`` argument (:class:`mlpdesign.gap.fit.FitOptions`)."""
+
+    command = f
+
+    @functools.wraps(command)
+    def with_options(**kw):
+        return command(options=build_options(**{k: kw.pop(k) for k in FIT_KEYS}), **kw)
+
+    f = with_options
     opts = [
         click.option(
             "--store",
@@ -97,14 +110,7 @@ def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, 
 def command(
     labelled,
     output,
-    store,
-    gap,
-    sigma,
-    n_sparse,
-    sparse_method,
-    e0,
-    gap_fit_args,
-    seed,
+    options,
     verbose,
     reuse,
     force,
@@ -131,7 +137,6 @@ def command(
     """
     from mlpdesign.gap.fit import fit
 
-    options = build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed)
     echo = (lambda line: click.echo(f"gap_fit: {line}", err=True)) if verbose else None
     res = fit(
         labelled,
