@@ -1,0 +1,233 @@
+"""Write the generated sections of README.md and docs/*.md from benchmarks/results/*.json.
+
+Every measured number in the docs lives in a JSON file here; this script is the only thing that
+puts them into the Markdown, between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
+markers, so two pages cannot quote two different numbers.
+
+    python benchmarks/make_docs.py            # rewrite the sections in place
+    python benchmarks/make_docs.py --check    # exit 1 if a committed page is out of date
+    python benchmarks/make_docs.py --out DIR  # write the pages into DIR instead
+
+Paper-experiment summaries (files with ``runs``) get their own tables; any other JSON is
+rendered with a generic table (``rows``: a list of objects) or a key/value list, so new result
+files appear in docs/benchmarks.md without touching this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = ["README.md", "docs/benchmarks.md", "docs/paper-experiment.md", "docs/algorithm.md"]
+SECTION = re.compile(
+    r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
+)
+LABELS = {"stratify": "STR", "maxmin": "OPT", "default": "OPT", "balance": "BAL"}
+LABELS["stratify-balance"] = "SBL"
+
+
+def load_results(results: Path = RESULTS) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+def is_experiment(data) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("runs"), list)
+
+
+def cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).replace("|", "\\|")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def generic(name: str, data) -> str:
+    """Any result JSON: its title, a table of its ``rows`` (or of its scalar keys), its source."""
+    if not isinstance(data, dict):
+        data = {"value": data}
+    out = [f"### {data.get('title', name)}\n", f"`benchmarks/results/{name}`"]
+    if data.get("benchmark"):
+        out[-1] += f", from `{data['benchmark']}`"
+    if data.get("source"):
+        out[-1] += f"; source: {data['source']}"
+    out.append("\n\n")
+    rows = data.get("rows")
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        out.append(table(keys, [[r.get(k, "") for k in keys] for r in rows]))
+    skip = {"title", "benchmark", "source", "rows"}
+    rest = [[k, v] for k, v in data.items() if k not in skip]
+    if rest:
+        out.append(("\n" if isinstance(rows, list) else "") + table(["key", "value"], rest))
+    return "".join(out)
+
+
+def experiment_rows(results: dict[str, dict]):
+    """(file, data, seeds, variant, result) for every design of every run."""
+    for name, data in results.items():
+        if not is_experiment(data):
+            continue
+        for run in data["runs"]:
+            for variant, res in run.get("results", {}).items():
+                yield name, data, run, variant, res
+
+
+def mev(x: float) -> str:
+    return f"{1000 * x:.2f}"
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else ""
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def paper_main(results: dict[str, dict]) -> str:
+    """The paper's setting at the paper's pool size: worst RND, worst design, ratio per pair."""
+    data = results.get("paper_experiment_paper_pool100000.json")
+    if data is None:
+        return "(no paper_experiment_paper_pool100000.json)\n"
+    variants = list(dict.fromkeys(v for r in data["runs"] for v in r["results"]))
+    header = ["seeds", "worst RND"]
+    for v in variants:
+        lab = LABELS.get(v, v)
+        header += [f"worst {lab}", f"{lab}/RND"]
+    rows, ratios = [], {v: [] for v in variants}
+    for run in data["runs"]:
+        res = run["results"]
+        row = [":".join(map(str, run["seeds"])), mev(res[variants[0]]["worst_rnd"])]
+        for v in variants:
+            row += [mev(res[v]["worst_opt"]), f"{res[v]['ratio']:.3f}"]
+            ratios[v].append(res[v]["ratio"])
+        rows.append(row)
+    rows.append(["mean ± sd", ""] + sum([["", mean_sd(ratios[v])] for v in variants], []))
+    note = (
+        f"\nPools of {data['pool']:,}".replace(",", " ")
+        + f", {data['pick']} per set; worst off-sample 0.99 quantile of |ΔE|/atom in meV/atom; "
+        "worst RND is from the first design's cross-validation, each ratio uses its own.\n"
+    )
+    return table(header, rows) + note
+
+
+def paper_all(results: dict[str, dict]) -> str:
+    """Every design of every recorded run, one row each."""
+    rows = []
+    for name, data, run, variant, res in experiment_rows(results):
+        rows.append(
+            [
+                f"`{name}`",
+                data.get("setting", ""),
+                data.get("pool", ""),
+                data.get("pick", ""),
+                ":".join(map(str, run.get("seeds", []))),
+                run.get("sigma", ""),
+                LABELS.get(variant, variant),
+                mev(res["worst_opt"]),
+                mev(res["worst_rnd"]),
+                f"{res['ratio']:.3f}",
+            ]
+        )
+    header = ["file", "setting", "pool", "pick", "seeds", "sigma", "design"]
+    header += ["worst design", "worst RND", "ratio"]
+    return table(header, rows)
+
+
+def paper_means(results: dict[str, dict]) -> str:
+    """Mean ± sd of design/RND over the seed pairs of each file and design."""
+    groups: dict[tuple, list[float]] = {}
+    for name, data, _run, variant, res in experiment_rows(results):
+        key = (name, data.get("setting", ""), data.get("pool", ""), data.get("pick", ""))
+        groups.setdefault(key + (LABELS.get(variant, variant),), []).append(res["ratio"])
+    rows = [[f"`{k[0]}`", *k[1:], len(v), mean_sd(v)] for k, v in groups.items()]
+    header = ["file", "setting", "pool", "pick", "design", "pairs", "design/RND"]
+    return table(header, rows)
+
+
+def headline(results: dict[str, dict]) -> str:
+    data = results.get("paper_experiment_paper_pool100000.json")
+    if data is None:
+        return ""
+    r = {
+        v: [run["results"][v]["ratio"] for run in data["runs"]] for v in data["runs"][0]["results"]
+    }
+    parts = ", ".join(f"{LABELS.get(v, v)} {statistics.mean(x):.3f}" for v, x in r.items())
+    pool = f"{data['pool']:,}".replace(",", " ")
+    return (
+        f"Worst-case error of designed sets / random sets, paper setting, pools of {pool}, "
+        f"{len(data['runs'])} seed pairs (mean; below 1 the design wins): {parts}.\n"
+    )
+
+
+def speed(results: dict[str, dict]) -> str:
+    parts = [generic(n, d) for n, d in results.items() if not is_experiment(d)]
+    return "\n".join(parts) if parts else "(no results)\n"
+
+
+def select_speed(results: dict[str, dict]) -> str:
+    data = results.get("speed_select.json")
+    return generic("speed_select.json", data) if data else ""
+
+
+RENDER = {
+    "headline": headline,
+    "speed": speed,
+    "select-speed": select_speed,
+    "paper-main": paper_main,
+    "paper-all": paper_all,
+    "paper-means": paper_means,
+}
+
+
+def render(text: str, results: dict[str, dict]) -> str:
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDER:
+            raise SystemExit(f"make_docs: unknown generated section {name!r}")
+        return m.group(1) + RENDER[name](results) + m.group(4)
+
+    return SECTION.sub(sub, text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if a page is out of date")
+    ap.add_argument("--out", type=Path, help="write the pages under this folder")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    results = load_results(args.results)
+    stale = []
+    for page in PAGES:
+        src = ROOT / page
+        if not src.exists():
+            continue
+        old = src.read_text()
+        new = render(old, results)
+        if args.check:
+            if new != old:
+                stale.append(page)
+            continue
+        dst = (args.out / page) if args.out else src
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst != src or new != old:
+            dst.write_text(new)
+    if stale:
+        print("out of date (run `make docs`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
