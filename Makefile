@@ -9,7 +9,7 @@ N_POOL ?= 2000
 N_PICK ?= 100
 SEED   ?= 1
 
-.PHONY: demo test venv lint bench clean eam paper-experiment
+.PHONY: demo test venv lint bench clean eam paper-experiment docs
 
 venv: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ bench: venv
 	$(BIN)/python benchmarks/bench_describe.py
 	$(BIN)/python benchmarks/bench_select.py
 	$(BIN)/python benchmarks/bench_write.py
+
+# The numbers in README.md and docs/ come from benchmarks/results/*.json through one script.
+docs: venv
+	$(BIN)/python benchmarks/make_docs.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
