@@ -108,7 +108,7 @@ def _first_index(kd: KernelData, first, seed: int) -> tuple[int, str]:
     return i, str(i)
 
 
-def _left_msg(n: int, n_pool: int, left: int) -> str:
+def left_msg(n: int, n_pool: int, left: int) -> str:
     return (
         f"-n {n} is larger than the pool less the given set ({left} of {n_pool} "
         f"candidates are not duplicates of the given set)"
@@ -118,7 +118,7 @@ def _left_msg(n: int, n_pool: int, left: int) -> str:
 def _check_left(st: MaxMinState, n: int) -> None:
     left = int(np.count_nonzero(st.psi > st.eps))
     if n > left:
-        raise MlpdesignError(_left_msg(n, st.kd.n, left))
+        raise MlpdesignError(left_msg(n, st.kd.n, left))
 
 
 def _warn_stop(k: int, n: int) -> None:
@@ -208,8 +208,8 @@ def maxmin_reference(
             psi = np.minimum(psi, kd.d2_range(given.query(j), 0, kd.n))
         left = int(np.count_nonzero(psi > eps))
         if n > left:
-            raise MlpdesignError(_left_msg(n, kd.n, left))
-    quota = _strata(strata, kd.n)
+            raise MlpdesignError(left_msg(n, kd.n, left))
+    quota = make_strata(strata, kd.n)
     S, P = [], []
     how = "conditional"
     stopped = False
@@ -238,11 +238,11 @@ def maxmin_reference(
         kd.n * (len(S) + (given.n if given is not None else 0)),
         kd.n,
         how,
-        _strata_stats({}, quota),
+        strata_stats({}, quota),
     )
 
 
-def _strata(labels, n: int) -> Strata | None:
+def make_strata(labels, n: int) -> Strata | None:
     if labels is None:
         return None
     if len(labels) != n:
@@ -250,7 +250,7 @@ def _strata(labels, n: int) -> Strata | None:
     return Strata(labels)
 
 
-def _strata_stats(stats: dict, st: Strata | None) -> dict:
+def strata_stats(stats: dict, st: Strata | None) -> dict:
     if st is not None:
         stats["strata"] = st.counts()
     return stats
@@ -407,7 +407,7 @@ def maxmin(
         for j in range(given.n):
             st.add_given(j)
         _check_left(st, n)
-    quota = _strata(strata, kd.n)
+    quota = make_strata(strata, kd.n)
     S, P = [], []
     how = "conditional"
     stopped = False
@@ -438,7 +438,7 @@ def maxmin(
         st.evaluated,
         kd.n,
         how,
-        _strata_stats(
+        strata_stats(
             {
                 "adds": st.adds,
                 "eps": st.eps,
@@ -499,7 +499,7 @@ def _same_kernel_specs(a, b) -> bool:
     ]
 
 
-def _given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
+def given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
     """A KernelData for ``--given``: a store (same gap string) or an extxyz described now."""
     from pathlib import Path
 
@@ -633,7 +633,7 @@ def select_store(
         gk = None
         with tempfile.TemporaryDirectory(prefix="mlpdesign-given-") as tmpdir:
             if given is not None:
-                gk, info = _given_kernel(given, store, kd, tmpdir)
+                gk, info = given_kernel(given, store, kd, tmpdir)
                 given_info.append(info)
         if prev is not None:
             saved = json.loads(prev.attrs.get("given") or "[]")

@@ -140,13 +140,13 @@ def _open_given(c: Comm, ref, given, store):
     """The given set's KernelData (built on rank 0, sent to all) and its provenance."""
     import tempfile
 
-    from mlpdesign.select.greedy import _given_kernel
+    from mlpdesign.select.greedy import given_kernel
 
     def build():
         if c.rank != 0:
             return None
         with tempfile.TemporaryDirectory(prefix="mlpdesign-given-") as tmp:
-            return _given_kernel(given, store, ref, tmp)
+            return given_kernel(given, store, ref, tmp)
 
     return c.bcast(c.agree(build), root=0)
 
@@ -166,7 +166,7 @@ def _run(
     progress,
     strata=None,
 ):
-    from mlpdesign.select.greedy import Design, _left_msg, _strata, _strata_stats
+    from mlpdesign.select.greedy import Design, left_msg, make_strata, strata_stats
 
     c = Comm(comm)
     if n < 1:
@@ -197,8 +197,8 @@ def _run(
                 st.add(gk.query(j))
             left = st.count_above(eps)
             if n > left:
-                raise MlpdesignError(_left_msg(n, store.n_configs, left))
-        quota = _strata(strata, store.n_configs)
+                raise MlpdesignError(left_msg(n, store.n_configs, left))
+        quota = make_strata(strata, store.n_configs)
         S, P = [], []
         how = "random" if method == "random" else "conditional"
         stopped = False
@@ -259,7 +259,7 @@ def _run(
         stats[key] = int(c.sum(stats[key]))
     stats["peak_cache_bytes"] = int(max(c.allgather(stats["peak_cache_bytes"])))
     stats.update(adds=st.adds, eps=eps, wall_s=time.monotonic() - t0)
-    _strata_stats(stats, quota)
+    strata_stats(stats, quota)
     design = Design(
         np.array(S, dtype=np.int64),
         np.array(P, dtype=np.float64),
