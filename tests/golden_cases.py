@@ -124,5 +124,13 @@ def run_all(work: Path) -> dict:
 
 
 if __name__ == "__main__":
-    res = run_all(Path(sys.argv[1]).with_suffix(".work"))
-    Path(sys.argv[1]).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    check = sys.argv[1] == "--check"
+    target = Path(sys.argv[-1])
+    res = run_all(target.with_suffix(".work"))
+    if not check:
+        target.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    else:  # to the bit, against a capture made on this machine
+        old = json.loads(target.read_text())
+        bad = [c for c in old if res.get(c) != old[c]]
+        print("identical to the bit" if not bad else f"differ: {bad}")
+        sys.exit(1 if bad else 0)

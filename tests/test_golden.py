@@ -1,18 +1,52 @@
 """Every select and report engine path gives today what it gave before the "one engine"
-restructure: picks, Psi (to the bit), selection attributes and report metrics.
+restructure: picks, Psi, selection attributes and report metrics.
 
-tests/data/golden.json was written by ``tests/golden_cases.py`` at commit 296a177.
+tests/data/golden.json was written by ``tests/golden_cases.py`` at commit 296a177. Picks,
+attributes and labels must be equal; floating-point values (Psi, metrics) equal to a few
+units in the last place, because the BLAS kernels that numpy's OpenBLAS picks for the CPU
+(Intel vs AMD) sum the same dot products in another order. On one machine the paths are
+bitwise reproducible, and ``python tests/golden_cases.py --check OUT.json`` compares a
+capture made on this machine to the bit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from golden_cases import run_all
 
 GOLDEN = Path(__file__).parent / "data" / "golden.json"
+#: D² and Psi are in [0, 2]; rounding bounds (KernelData.eps) are ~1e-13 on this kernel
+ABS, REL = 1e-12, 1e-9
+
+
+def _float(x):
+    if isinstance(x, float):
+        return x
+    if isinstance(x, str) and x.startswith(("0x", "-0x")):
+        return float.fromhex(x)
+    return None
+
+
+def close(a, b, where: str = "") -> list[str]:
+    """Differences between two captures: exact for everything but floats."""
+    fa, fb = _float(a), _float(b)
+    if fa is not None and fb is not None:
+        ok = math.isclose(fa, fb, rel_tol=REL, abs_tol=ABS) or (math.isnan(fa) and math.isnan(fb))
+        return [] if ok else [f"{where}: {fa!r} != {fb!r}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{where}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a for d in close(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: {len(a)} vs {len(b)} items"]
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in close(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
 @pytest.fixture(scope="module")
@@ -22,4 +56,13 @@ def now(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("case", sorted(json.loads(GOLDEN.read_text())))
 def test_same_as_before_the_restructure(case, now):
-    assert now[case] == json.loads(GOLDEN.read_text())[case]
+    old = json.loads(GOLDEN.read_text())[case]
+    assert close(now[case], old, case) == []
+    if isinstance(old, dict) and "index" in old:
+        assert now[case]["index"] == old["index"]  # picks: exactly
+
+
+def test_close_tells_apart():
+    assert close({"psi": ["0x1.8p-1"]}, {"psi": ["0x1.8000000000001p-1"]}) == []
+    assert close({"psi": ["0x1.8p-1"]}, {"psi": ["0x1.9p-1"]}) != []
+    assert close({"index": [1, 2]}, {"index": [2, 1]}) != []
