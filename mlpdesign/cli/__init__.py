@@ -70,6 +70,8 @@ class Group(click.Group):
             raise usage_error(e) from None
 
     def invoke(self, ctx: click.Context):
+        from mlpdesign.io.lock import release_all
+
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
@@ -82,6 +84,8 @@ class Group(click.Group):
         except OSError as e:  # disk full, I/O error: still one line, never a traceback
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             raise CliError(f"{where}{e.strerror or e}", 1) from None
+        finally:
+            release_all()  # the outputs' locks (kept by a failed run until here)
 
 
 @click.group(

@@ -46,6 +46,7 @@ from mlpdesign.gap.strings import (
 )
 from mlpdesign.generate.pool import shard_range
 from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.lock import holding
 from mlpdesign.io.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
 
 #: Keys that keep a distance_2b on the direct (neighbour-list) path.
@@ -794,8 +795,31 @@ def describe(
     A previous killed run of the same command is continued from ``<output>.partial/``;
     ``restart=True`` discards it. ``progress(total, initial)``: makes a progress object
     with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
-    that a run is resumed.
+    that a run is resumed. The output is locked for the run (:mod:`mlpdesign.io.lock`):
+    a second run on it is refused at once.
     """
+    with holding(output):
+        return _describe(
+            pool, output, gap, jobs, shard, chunk_size, dtype, force, restart, command,
+            progress, log,
+        )  # fmt: skip
+
+
+def _describe(
+    pool: str | os.PathLike,
+    output: str | os.PathLike,
+    gap: str | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+    chunk_size: int | None = None,
+    dtype: str = "float64",
+    force: bool = False,
+    restart: bool = False,
+    command: str = "",
+    progress=None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """:func:`describe` while holding the output's lock."""
     out = check_output(output, force)
     if dtype not in ("float64", "float32"):
         raise MlpdesignError(f"--dtype must be float64 or float32, got {dtype!r}")

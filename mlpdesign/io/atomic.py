@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.lock import claim, release
 
 
 def _writable_parent(p: Path) -> None:
@@ -25,25 +26,41 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse an existing output file unless ``force``, and a folder always.
 
     ``--force`` replaces files, never a folder (it may hold results).  Call this before any
-    long work, so a run is refused at once rather than at the end.
+    long work, so a run is refused at once rather than at the end. Claims the output for
+    this run (:mod:`mlpdesign.io.lock`): another run writing it is refused, and what killed
+    runs of it left behind is removed.
     """
     p = Path(path)
-    if p.is_dir():
-        raise MlpdesignError(f"{p} is a folder; --force replaces files, never a folder")
-    if p.exists() and not force:
-        raise MlpdesignError(f"{p} exists; use --force to overwrite it")
-    _writable_parent(p)
+    taken = claim(p)
+    try:
+        if p.is_dir():
+            raise MlpdesignError(f"{p} is a folder; --force replaces files, never a folder")
+        if p.exists() and not force:
+            raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+        _writable_parent(p)
+    except MlpdesignError:
+        if taken:
+            release(p)
+        raise
     return p
 
 
 def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
-    """Refuse an existing output folder unless ``force``, and an existing non-folder always."""
+    """Refuse an existing output folder unless ``force``, and an existing non-folder always.
+
+    Claims the output like :func:`check_output`."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise MlpdesignError(f"{p} exists and is not a folder")
-    if p.exists() and not force:
-        raise MlpdesignError(f"{p} exists; use --force to overwrite it")
-    _writable_parent(p)
+    taken = claim(p)
+    try:
+        if p.exists() and not p.is_dir():
+            raise MlpdesignError(f"{p} exists and is not a folder")
+        if p.exists() and not force:
+            raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+        _writable_parent(p)
+    except MlpdesignError:
+        if taken:
+            release(p)
+        raise
     return p
 
 
@@ -68,7 +85,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
     On any exception the temporary file is removed and ``path`` is left untouched,
-    so a reader never sees a half-written output.
+    so a reader never sees a half-written output. The run's claim on ``path`` ends here.
     """
     p = check_output(path, force)
     tmp = _tmp_name(p)
@@ -84,6 +101,8 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             else:
                 tmp.unlink()
         raise
+    finally:
+        release(p)
 
 
 @contextlib.contextmanager
@@ -107,6 +126,8 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release(p)
 
 
 def merge_into(src: Path, dest: Path) -> None:
