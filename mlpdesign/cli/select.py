@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import warnings
 
 import click
+
+from mlpdesign.select.engine import CRITERIA
 
 from .options import (
     force_option,
@@ -16,6 +19,8 @@ from .options import (
     seed_option,
     threads_option,
 )
+
+CRITERIA_CHOICES = sorted(CRITERIA)
 
 
 def _first_type(text: str | None):
@@ -49,10 +54,17 @@ def _first_type(text: str | None):
     "and seed; the result equals one run of -n).",
 )
 @click.option(
+    "--criterion",
+    type=click.Choice(CRITERIA_CHOICES),
+    default=None,
+    help="What the greedy design maximises: maxmin (default: the largest Psi, the "
+    "paper's design) or random (a seeded random order, the 'representative' baseline).",
+)
+@click.option(
     "--random",
     "random_",
     is_flag=True,
-    help="Random ('representative') selection instead of max-min.",
+    help="Same as --criterion random.",
 )
 @click.option(
     "--first",
@@ -106,26 +118,7 @@ def _first_type(text: str | None):
 @threads_option
 @force_option
 @quiet_option
-def command(
-    store,
-    n,
-    output,
-    given,
-    continue_from,
-    random_,
-    first,
-    seed,
-    balance,
-    stratify,
-    per_atom,
-    no_normalize,
-    dtype,
-    fmt,
-    force,
-    quiet,
-    memory_limit,
-    block_rows,
-) -> None:
+def command(store, n, output, criterion, random_, first, no_normalize, quiet, **kw) -> None:
     """Pick the most informative candidates: greedy conditional max-min on the kernel distance.
 
     Psi_i is the min squared kernel distance D^2 = k(p,p) + k(q,q) - 2k(p,q) of candidate i
@@ -148,87 +141,77 @@ def command(
       mlpdesign select pool.h5 -n 1000 --memory-limit 4G -o selection.h5
       mpiexec -n 4 mlpdesign select pool.h5 -n 1000 -o selection.h5   # or srun
 
-    Under mpiexec/srun each rank holds (with --memory-limit: streams) a contiguous shard of
-    the pool; rank 0 writes the file, the same bytes as a serial --memory-limit run.
+    Under mpiexec/srun each rank holds (--memory-limit: streams) a shard of the pool; rank 0
+    writes the file, the same bytes as a serial --memory-limit run.
     """
-    from mlpdesign.errors import MlpdesignError
-    from mlpdesign.progress import progress
-    from mlpdesign.select.greedy import select_store
-
-    if stratify is True and random_:
-        raise MlpdesignError("--stratify is for max-min designs; do not combine it with --random")
-    if continue_from is not None and (random_ or first is not None):
-        raise MlpdesignError(
-            "--continue takes method, --first and --seed from the saved "
-            "selection; do not combine it with --random or --first"
-        )
-
-    def factory(total, desc="select"):
-        return progress(total, desc, unit="pick", enabled=not quiet)
-
     from mlpdesign.mpi import world
+    from mlpdesign.progress import progress
+    from mlpdesign.select import run
 
+    criterion = _criterion(criterion, random_, kw["stratify"], kw["continue_from"], first)
     comm = world()
-    scaled = memory_limit is not None or comm is not None or block_rows is not None
-    if scaled and continue_from is not None:
-        raise MlpdesignError("--continue is not supported with --memory-limit or under MPI")
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        common = dict(
-            method="random" if random_ else "maxmin",
-            given=given,
+        sel, design = run(
+            store,
+            n,
+            output,
+            criterion=criterion or "maxmin",
             first=first,
-            seed=seed,
             normalize=not no_normalize,
-            per_atom=per_atom,
-            balance=balance,
-            dtype=dtype,
-            stratify=stratify,
-            fmt=fmt,
-            force=force,
             command=" ".join(["mlpdesign"] + sys.argv[1:]),
-            progress_factory=factory,
+            comm=comm,
+            progress_factory=functools.partial(progress, unit="pick", enabled=not quiet),
+            **kw,
         )
-        if scaled:
-            from mlpdesign.kernels.blocks import BLOCK_ROWS
-            from mlpdesign.select.scaled import select_store_scaled
-
-            sel, design = select_store_scaled(
-                store,
-                n,
-                output,
-                memory_limit=memory_limit,
-                comm=comm,
-                block_rows=block_rows or BLOCK_ROWS,
-                **common,
-            )
-        else:
-            sel, design = select_store(store, n, output, continue_from=continue_from, **common)
     if comm is not None and comm.Get_rank() != 0:
         return
     for w in caught:
         click.echo(f"mlpdesign: warning: {w.message}", err=True)
-    if scaled and not quiet:
-        s = design.stats
-        click.echo(
+    if not quiet:
+        click.echo(_summary(sel, design, output, time.monotonic() - t0), err=True)
+
+
+def _criterion(criterion, random_: bool, stratify, continue_from, first) -> str | None:
+    """The criterion asked for (``--random`` is ``--criterion random``), checked against
+    the options it cannot be combined with."""
+    from mlpdesign.errors import MlpdesignError
+
+    if random_ and criterion not in (None, "random"):
+        raise MlpdesignError(f"--random contradicts --criterion {criterion}")
+    criterion = "random" if random_ else criterion
+    if stratify is True and criterion == "random":
+        raise MlpdesignError("--stratify is for max-min designs; do not combine it with --random")
+    if continue_from is not None and (criterion is not None or first is not None):
+        raise MlpdesignError(
+            "--continue takes the criterion, --first and --seed from the saved "
+            "selection; do not combine it with --criterion, --random or --first"
+        )
+    return criterion
+
+
+def _summary(sel, design, output, seconds: float) -> str:
+    """What select tells a user at the end: picks, strata, work saved, time, output."""
+    s = design.stats
+    lines = []
+    if "blocks" in s:
+        lines.append(
             f"streamed {s['blocks']} blocks on {s['ranks']} rank(s): read {s['blocks_read']} "
             f"blocks ({s['bytes_read'] / 1e9:.3g} GB), {s['cache_hits']} cache hits, "
-            f"{s['blocks_skipped']} skipped by the bound",
-            err=True,
+            f"{s['blocks_skipped']} skipped by the bound"
         )
-    if not quiet:
-        last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
-        costly = design.stats.get("costly_evaluated")
-        soap = ""
-        if costly is not None and design.n_pool and costly < design.evaluated:
-            frac = costly / max(1, design.stats.get("adds", 1)) / design.n_pool
-            soap = f" ({100 * frac:.1f}% in full)"
-        strata = design.stats.get("strata")
-        by = "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
-        click.echo(
-            f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}{by}; "
-            f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "
-            f"{time.monotonic() - t0:.1f} s) -> {output}",
-            err=True,
-        )
+    last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
+    costly = s.get("costly_evaluated")
+    soap = ""
+    if costly is not None and design.n_pool and costly < design.evaluated:
+        frac = costly / max(1, s.get("adds", 1)) / design.n_pool
+        soap = f" ({100 * frac:.1f}% in full)"
+    strata = s.get("strata")
+    by = "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
+    lines.append(
+        f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}{by}; "
+        f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "
+        f"{seconds:.1f} s) -> {output}"
+    )
+    return "\n".join(lines)

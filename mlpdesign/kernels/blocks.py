@@ -171,6 +171,22 @@ class Comm:
     def sum(self, x):
         return x if self.comm is None else self.comm.allreduce(x)
 
+    def max(self, x):
+        """The largest ``x`` over the ranks."""
+        if self.comm is None:
+            return x
+        from mpi4py import MPI
+
+        return self.comm.allreduce(x, op=MPI.MAX)
+
+    def min(self, x):
+        """The smallest ``x`` over the ranks."""
+        if self.comm is None:
+            return x
+        from mpi4py import MPI
+
+        return self.comm.allreduce(x, op=MPI.MIN)
+
     def maxloc(self, value: float, index: int) -> tuple[float, int]:
         """The largest ``value`` over the ranks and its ``index``; ties: the lowest index
         (MPI's MAXLOC rule)."""

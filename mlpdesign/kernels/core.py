@@ -767,13 +767,10 @@ class KernelData:
 
     def min_d2_to(self, idx) -> np.ndarray:
         """Min D² from every config to the configs ``idx`` (e.g. a design: the covering
-        radius is the max of this), with the exact bounds of :mod:`mlpdesign.select.greedy`."""
-        from mlpdesign.select.greedy import MaxMinState
+        radius is the max of this), with the exact bounds of :mod:`mlpdesign.kernels.nearest`."""
+        from mlpdesign.kernels.nearest import min_d2_to
 
-        st = MaxMinState(self)
-        for i in idx:
-            st.add_pool(int(i), exclude=False)
-        return st.psi.copy()
+        return min_d2_to(self, idx)
 
     def compatible(self, other: KernelData) -> None:
         """Raise unless ``other`` uses the same kernel, centring and options."""

@@ -16,7 +16,7 @@ from mlpdesign.kernels.blocks import (
     blas_one_thread,
     parse_memory,
 )
-from mlpdesign.select.scaled import StreamedState
+from mlpdesign.kernels.nearest import StreamedState
 
 # ---------------------------------------------------------------------------- covering radius
 

@@ -1,0 +1,357 @@
+"""The select stage on a store: options, ``--continue``, ``--given``, the engine's space
+(in memory, or streamed blocks over MPI ranks), the selection file. Front door:
+:func:`mlpdesign.select.run`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.atomic import check_output, file_sha256, require_file
+from mlpdesign.io.selection import Selection, load_selection, write_selection
+from mlpdesign.io.store import open_store
+from mlpdesign.kernels.blocks import (
+    BLOCK_ROWS,
+    Comm,
+    PoolShard,
+    blas_one_thread,
+    parse_memory,
+    reference_kernel,
+)
+from mlpdesign.kernels.core import KernelData, StoreKernel
+from mlpdesign.select.engine import Design, MemorySpace, ShardSpace, criterion, greedy
+
+
+def _same_kernel_specs(a, b) -> bool:
+    return [(s.name, s.descriptor, s.kernel) for s in a] == [
+        (s.name, s.descriptor, s.kernel) for s in b
+    ]
+
+
+def given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
+    """A KernelData for ``--given``: a store (same gap string) or an extxyz described now."""
+    p = require_file(path, "given set")
+    with open(p, "rb") as f:
+        is_h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+    if is_h5:
+        gstore = open_store(p)
+    else:
+        from mlpdesign.describe.runner import describe
+
+        out = Path(tmpdir) / "given.h5"
+        describe(p, out, gap=store.gap, progress=progress_factory)
+        gstore = open_store(out)
+    with gstore:
+        if not _same_kernel_specs(gstore.descriptors, store.descriptors):
+            raise MlpdesignError(
+                f"{p}: described with another gap string than the pool store "
+                f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
+                "pool's --gap, or pass the extxyz"
+            )
+        if gstore.n_configs == 0:
+            raise MlpdesignError(f"{p}: the given set holds no configurations")
+        gk = StoreKernel(gstore, **{k: v for k, v in kd.options.items()}, like=kd)
+    info = {
+        "path": str(path),
+        "sha256": file_sha256(p),
+        "n_configs": gk.n,
+        "kind": "store" if is_h5 else "extxyz",
+    }
+    return gk, info
+
+
+def strata_labels(store, store_path, stratify: bool | None = None) -> np.ndarray | None:
+    """The pool's ``structure`` labels, the strata of ``select --stratify``, or None for a
+    plain design (``stratify`` False; or None and fewer than two distinct labels)."""
+    if stratify is False:
+        return None
+    labels = np.asarray(store.structure)
+    named = labels[labels != labels[:0].dtype.type()]
+    if stratify is None:
+        return labels if len(np.unique(named)) >= 2 else None
+    if len(named) == 0:
+        raise MlpdesignError(
+            f"{store_path}: the pool has no structure labels to stratify by "
+            "(extxyz info key 'structure', as generate writes)"
+        )
+    return labels
+
+
+def selection_attrs(
+    store,
+    store_path,
+    kd: KernelData,
+    design: Design,
+    *,
+    method,
+    first,
+    seed,
+    n,
+    given,
+    command,
+    stratify: bool = False,
+) -> dict:
+    """The attributes a selection file records: method, pool checksum, gap string, kernel
+    (options and terms), seed, first pick, request, given sets, strata and command line."""
+    how = design.first
+    if first not in (None, "random") and method == "maxmin":
+        how = f"candidate_id:{int(first)}"
+    terms = [
+        {
+            "name": t.name,
+            "kind": t.kind,
+            "delta": t.delta,
+            "zeta": t.zeta,
+            "length": t.length,
+            **({"embedding": t.meta} if t.meta else {}),
+        }
+        for t in kd.terms
+    ]
+    return {
+        "method": method,
+        "pool_sha256": store.pool_sha256,
+        "store_path": str(store_path),
+        "gap": store.gap,
+        "kernel": {**kd.options, "terms": terms},
+        "seed": int(seed),
+        "first": how,
+        "n_requested": int(n),
+        "stopped_early": bool(design.stopped_early),
+        "given": given,
+        "distance": "D2",
+        "command": command,
+        **({"stratify": "structure", "strata": design.stats.get("strata", {})} if stratify else {}),
+    }
+
+
+@dataclasses.dataclass
+class Options:
+    """What a selection is made with; ``--continue`` restores them from the file."""
+
+    criterion: object = "maxmin"  # a name of engine.CRITERIA, or a Criterion
+    first: object = None  # None (extreme), a candidate_id, or "random"
+    seed: int = 1
+    normalize: bool = True
+    per_atom: bool = False
+    balance: bool = False
+    dtype: str = "float64"
+    stratify: bool | None = None
+
+    @property
+    def kernel(self) -> dict:
+        return dict(
+            normalize=self.normalize, per_atom=self.per_atom, balance=self.balance, dtype=self.dtype
+        )
+
+
+def continued(path, n: int, opts: Options):
+    """The saved selection ``path`` and the options it was made with."""
+    prev = load_selection(path)
+    kern = prev.attrs.get("kernel") or "{}"
+    try:
+        kern = json.loads(kern) if isinstance(kern, str) else dict(kern)
+    except json.JSONDecodeError:
+        raise MlpdesignError(f"{path}: unreadable kernel attribute") from None
+    f = str(prev.attrs.get("first", ""))
+    first = (
+        None
+        if f in ("", "extreme", "conditional")
+        else ("random" if f == "random" else int(f.split(":")[-1]))
+    )
+    opts = dataclasses.replace(
+        opts,
+        criterion=prev.method or opts.criterion,
+        seed=int(prev.attrs.get("seed", opts.seed)),
+        first=first,
+        normalize=bool(kern.get("normalize", opts.normalize)),
+        per_atom=bool(kern.get("per_atom", opts.per_atom)),
+        balance=bool(kern.get("balance", opts.balance)),
+        dtype=str(kern.get("dtype", opts.dtype)),
+        stratify=bool(prev.attrs.get("stratify", "")),  # files without it: plain
+    )
+    if n < prev.n:
+        raise MlpdesignError(
+            f"-n {n} is smaller than the {prev.n} picks of {path}; take a prefix instead"
+        )
+    return prev, opts
+
+
+def _check_store(store, store_path, n: int, prev, continue_from) -> None:
+    if store.n_configs == 0:
+        raise MlpdesignError(f"{store_path}: the pool is empty")
+    if prev is not None and prev.pool_sha256 != store.pool_sha256:
+        raise MlpdesignError(
+            f"{continue_from} was made for another pool than {store_path} (pool checksums differ)"
+        )
+    if prev is not None and prev.attrs.get("gap", store.gap) != store.gap:
+        raise MlpdesignError(f"{continue_from} was made with another gap string")
+    if n < 1:
+        raise MlpdesignError(f"-n must be at least 1, got {n}")
+    if n > store.n_configs:
+        raise MlpdesignError(f"-n {n} is larger than the pool ({store.n_configs} candidates)")
+
+
+def _first_position(store, store_path, first):
+    if first in (None, "random"):
+        return first
+    hit = np.flatnonzero(np.asarray(store.candidate_id) == int(first))
+    if len(hit) == 0:
+        raise MlpdesignError(
+            f"--first {first}: no candidate with that candidate_id in {store_path}"
+        )
+    return int(hit[0])
+
+
+def _given(c: Comm, path, store, like):
+    """The given set's KernelData (built on rank 0, sent to all) and its provenance."""
+
+    def build():
+        if c.rank != 0:
+            return None
+        with tempfile.TemporaryDirectory(prefix="mlpdesign-given-") as tmp:
+            return given_kernel(path, store, like, tmp)
+
+    return c.bcast(c.agree(build), root=0)
+
+
+def _check_given(prev, continue_from, ginfo) -> None:
+    saved = json.loads(prev.attrs.get("given") or "[]")
+    now = [ginfo["sha256"]] if ginfo is not None else []
+    if [g.get("sha256") for g in saved] != now:
+        raise MlpdesignError(
+            f"{continue_from} was made with --given "
+            f"{[g.get('path') for g in saved] or 'nothing'}; pass the "
+            "same --given to continue it"
+        )
+
+
+def open_space(stack, store, opts: Options, given, n: int, *, limit, comm, block_rows):
+    """(space, kernel of record, given provenance): in memory when no limit, no
+    communicator and no block size is asked for, else a :class:`ShardSpace`."""
+    c = Comm(comm)
+    if limit is None and comm is None and block_rows is None:
+        kd = StoreKernel(store, **opts.kernel)
+        gk, ginfo = _given(c, given, store, kd) if given is not None else (None, None)
+        if gk is not None:
+            kd.compatible(gk)
+        return MemorySpace(kd, gk), kd, ginfo
+    ref = reference_kernel(store, opts.kernel, c)
+    gk, ginfo = _given(c, given, store, ref) if given is not None else (None, None)
+    shard = PoolShard(
+        store,
+        opts.kernel,
+        memory_limit=limit,
+        comm=comm,
+        block_rows=block_rows or BLOCK_ROWS,
+        n_design=n + (gk.n if gk is not None else 0),
+        given=gk,
+        ref=ref,
+    )
+    stack.enter_context(contextlib.closing(shard))
+    stack.enter_context(blas_one_thread())
+    return ShardSpace(shard, shard.global_eps(gk), gk), ref, ginfo
+
+
+def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict, bar):
+    """The design and what its file records (every rank alike)."""
+    c = Comm(engine["comm"])
+    crit = criterion(opts.criterion, opts.seed)
+    first = c.agree(_first_position, store, store_path, opts.first)
+    labels = None
+    if crit.stratified:
+        labels = c.agree(strata_labels, store, store_path, opts.stratify)
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        space, kd, ginfo = c.agree(open_space, stack, store, opts, given, n, **engine)
+        if prev is not None:
+            _check_given(prev, continue_from, ginfo)
+        design = c.agree(
+            greedy, space, crit, n, first=first, seed=opts.seed, strata=labels, progress=bar
+        )
+    if isinstance(space, ShardSpace):
+        design.stats["wall_s"] = time.monotonic() - t0
+    attrs = selection_attrs(
+        store,
+        store_path,
+        kd,
+        design,
+        method=crit.name,
+        first=opts.first,
+        seed=opts.seed,
+        n=n,
+        given=[ginfo] if ginfo is not None else [],
+        command=engine.get("command", ""),
+        stratify=labels is not None,
+    )
+    return design, attrs
+
+
+def _check_prefix(prev, continue_from, cids, design: Design) -> None:
+    k = min(prev.n, len(design.index))
+    if k < prev.n or not np.array_equal(cids[design.index[:k]], prev.candidate_id[:k]):
+        raise MlpdesignError(
+            f"{continue_from} is not reproduced by this store and options "
+            "(was it made from another store?)"
+        )
+
+
+def run(
+    store_path,
+    n: int,
+    output=None,
+    *,
+    given=None,
+    continue_from=None,
+    fmt: str | None = None,
+    force: bool = False,
+    command: str = "",
+    memory_limit=None,
+    comm=None,
+    block_rows: int | None = None,
+    progress_factory=None,
+    **options,
+) -> tuple[Selection, Design]:
+    """Select ``n`` candidates of a descriptor store and write the selection file.
+
+    ``options``: the fields of :class:`Options` (``criterion`` a name or a Criterion;
+    ``first`` None, a candidate_id or ``"random"``; ``stratify`` None: stratified when the
+    pool has two or more structure labels). ``given``: an existing training set (a store
+    with the same gap string, or an extxyz described here). ``continue_from``: a saved
+    selection of this store, extended to ``n`` picks with its own options; it must be
+    reproduced as the prefix. ``memory_limit`` (bytes or ``"4G"``), ``comm`` (mpi4py) or
+    ``block_rows``: streamed blocks over ranks, the same picks; rank 0 writes ``output``
+    (None: nothing written). ``progress_factory(total, desc)`` makes a progress bar.
+    """
+    c = Comm(comm)
+    limit = c.agree(parse_memory, memory_limit)
+    if output is not None:
+        c.agree(check_output, output, force)
+    opts, prev = Options(**options), None
+    if continue_from is not None:
+        prev, opts = c.agree(continued, continue_from, n, opts)
+    engine = dict(limit=limit, comm=comm, block_rows=block_rows)
+    with c.agree(open_store, store_path) as store:
+        c.agree(_check_store, store, store_path, n, prev, continue_from)
+        bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
+        try:
+            design, attrs = _design(
+                store, store_path, n, opts, given, prev, continue_from, {**engine}, bar
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        attrs["command"] = command
+        cids = np.asarray(store.candidate_id)
+        if prev is not None:
+            c.agree(_check_prefix, prev, continue_from, cids, design)
+        sel = Selection(cids[design.index], design.index, design.psi, attrs)
+    if output is not None:
+        c.agree(lambda: write_selection(output, sel, fmt, force) if c.rank == 0 else None)
+    return sel, design
