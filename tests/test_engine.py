@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_GAP  # noqa: F401  (the store's gap string)
 from test_scale import _mpi_missing, _mpiexec
 from toy_criterion import PsiPerAtom, reference
 
-from mlpdesign.kernels import core as K
 from mlpdesign.io.selection import load_selection
 from mlpdesign.io.store import open_store
+from mlpdesign.kernels import core as K
 from mlpdesign.kernels.core import StoreKernel
 from mlpdesign.select import run
 from mlpdesign.select.engine import CRITERIA, tie_argmax

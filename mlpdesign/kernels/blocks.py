@@ -437,10 +437,7 @@ class PoolShard:
             out = None
             for i in range(len(self.blocks)):
                 kd = self.block(i)
-                s = (
-                    [(st["M"], st["rows"], nm) for st, nm in zip(kd._stats, kd._norm, strict=True)],
-                    float(kd.diag.max(initial=0.0)),
-                )
+                s = (kd.bound_terms(), float(kd.diag.max(initial=0.0)))
                 out = s if out is None else merge_stats(out, s)
             return out
 
@@ -448,18 +445,7 @@ class PoolShard:
         total = parts[0]
         for p in parts[1:]:
             total = merge_stats(total, p)
-        px = copy.copy(self.ref)
-        mu_norm = [float(np.sqrt(t.mu @ t.mu)) for t in px.terms]
-        px._stats = [
-            dict(st, M=m, P=m + mn, rows=r)
-            for st, (m, r, _), mn in zip(self.ref._stats, total[0], mu_norm, strict=True)
-        ]
-        px._norm = [nm for _, _, nm in total[0]]
-        px.diag = np.array([total[1]])
-        eps = px.eps_with(px)
-        if given is not None:
-            eps = max(eps, px.eps_with(given))
-        return float(eps)
+        return self.ref.eps_merged(total[0], total[1], given)
 
 
 def merge_stats(a, b):
@@ -482,13 +468,14 @@ class DesignPoints:
 
     def __init__(self, ref) -> None:
         self.ref = ref
-        self.chunks: list = []  # KernelData, oldest first
+        self.chunks: list = []  # (KernelData, its queries), oldest first
 
     @property
     def n(self) -> int:
-        return sum(c.n for c in self.chunks)
+        return sum(c.n for c, _ in self.chunks)
 
-    def _build(self, queries) -> object:
+    def build(self, queries) -> object:
+        """The queries as one KernelData of the reference kernel (same centring)."""
         from mlpdesign.kernels.core import KernelData, Term
 
         terms = []
@@ -518,21 +505,20 @@ class DesignPoints:
             per_atom=self.ref.per_atom,
             balance=self.ref.balance,
         )
-        kd._queries = list(queries)
         return kd
 
     def add(self, q) -> None:
-        self.chunks.append(self._build([q]))
-        while len(self.chunks) > 1 and self.chunks[-1].n == self.chunks[-2].n:
+        self.chunks.append((self.build([q]), [q]))
+        while len(self.chunks) > 1 and self.chunks[-1][0].n == self.chunks[-2][0].n:
             b = self.chunks.pop()
             a = self.chunks.pop()
-            self.chunks.append(self._build(a._queries + b._queries))
+            self.chunks.append((self.build(a[1] + b[1]), a[1] + b[1]))
 
     def d2(self, q) -> np.ndarray:
         """D² from ``q`` to every design point, in the order added."""
         if not self.chunks:
             return np.zeros(0)
-        return np.concatenate([c.d2_range(q, 0, c.n) for c in self.chunks])
+        return np.concatenate([c.d2_range(q, 0, c.n) for c, _ in self.chunks])
 
 
 def reference_kernel(store, options: dict, c: Comm):

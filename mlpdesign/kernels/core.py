@@ -57,6 +57,7 @@ Gaussian kernel)::
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -601,6 +602,26 @@ class KernelData:
         )
         return 2.0 * (total + 64 * _U64 * scale)
 
+    def bound_terms(self) -> list[tuple[float, int, float]]:
+        """Per term what :attr:`eps` depends on, to be merged over blocks of a pool: the
+        largest centred row norm, the most rows per config, the largest norm factor."""
+        return [(st["M"], st["rows"], nm) for st, nm in zip(self._stats, self._norm, strict=True)]
+
+    def eps_merged(self, terms, diag_max: float, other: KernelData | None = None) -> float:
+        """:attr:`eps` of a pool of blocks like this one (same kernel and centring) whose
+        merged :meth:`bound_terms` are ``terms`` and largest K(x, x) ``diag_max``; with
+        ``other``, the larger of that and the bound against ``other``."""
+        px = copy.copy(self)
+        mu_norm = [float(np.sqrt(t.mu @ t.mu)) for t in px.terms]
+        px._stats = [
+            dict(st, M=m, P=m + mn, rows=r)
+            for st, (m, r, _), mn in zip(self._stats, terms, mu_norm, strict=True)
+        ]
+        px._norm = [nm for _, _, nm in terms]
+        px.diag = np.array([diag_max])
+        eps = px.eps_with(px)
+        return float(max(eps, px.eps_with(other)) if other is not None else eps)
+
     # -- queries
     def query(self, i: int) -> Query:
         """Config ``i`` as a query against this (or another compatible) KernelData."""
@@ -741,6 +762,43 @@ class KernelData:
         out = _pieces_map(piece, list(range(0, len(idx), PIECE)))
         self.costly_evaluated += sum(k for _, k in out)
         return np.concatenate([d for d, _ in out])
+
+    def d2_many(self, rows, c0: int, c1: int) -> np.ndarray:
+        """``(len rows, c1 - c0)`` D² from configs ``rows`` to configs ``c0 .. c1-1``: one
+        matrix product per term for all the rows together (not one pass per row)."""
+        kd = self
+        qs = [kd.query(int(i)) for i in rows]
+        kt = []  # per term: (c1-c0, len(rows)) K_t values
+        for t, term in enumerate(kd.terms):
+            o = term.offsets
+            sl = slice(int(o[c0]), int(o[c1]))
+            q_rows = [q.rows[t] for q in qs]
+            owner = np.repeat(np.arange(len(qs)), [len(r) for r in q_rows])
+            x = term.rows[sl]
+            if x.shape[0] == 0 or len(owner) == 0:
+                kt.append(np.zeros((c1 - c0, len(qs))))
+                continue
+            g = (x @ np.concatenate(q_rows).T).astype(np.float64, copy=False)
+            v = term._f(g, term.aux[sl], np.concatenate([q.aux[t] for q in qs]))
+            v *= np.concatenate([q.weights[t] for q in qs])[None, :]
+            if len(owner) != len(qs):  # sum each query's columns (its rows)
+                n_q = np.bincount(owner, minlength=len(qs))
+                first = np.minimum(np.cumsum(n_q) - n_q, len(owner) - 1)
+                v = np.add.reduceat(v, first, axis=1)
+                v[:, n_q == 0] = 0.0
+            v *= term.weights[sl][:, None]  # (rows in chunk, queries)
+            counts = np.diff(o[c0 : c1 + 1])
+            if len(counts) == x.shape[0]:  # one row per config: nothing to sum
+                seg = v
+            else:
+                starts = np.minimum(o[c0:c1] - o[c0], max(x.shape[0] - 1, 0))
+                seg = np.add.reduceat(v, starts, axis=0)
+                seg[counts == 0] = 0.0
+            kt.append(term.delta**2 * seg)
+        out = np.empty((len(qs), c1 - c0))
+        for j, q in enumerate(qs):
+            out[j] = kd._d2([k[:, j] for k in kt], slice(c0, c1), q)
+        return out
 
     def k_subset(self, q: Query, idx) -> np.ndarray:
         """Kernel k (per the mode) between ``q`` and configs ``idx``."""

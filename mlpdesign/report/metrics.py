@@ -111,43 +111,8 @@ class KernelDataOracle:
         while start < len(rows):
             cs = np.cumsum(q_rows[start:])
             stop = start + max(1, int(np.searchsorted(cs, cap, side="right")))
-            out[start:stop] = self._d2_group(rows[start:stop], c0, c1)
+            out[start:stop] = self.kd.d2_many(rows[start:stop], c0, c1)
             start = stop
-        return out
-
-    def _d2_group(self, rows: np.ndarray, c0: int, c1: int) -> np.ndarray:
-        kd = self.kd
-        qs = [kd.query(int(i)) for i in rows]
-        kt = []  # per term: (c1-c0, len(rows)) K_t values
-        for t, term in enumerate(kd.terms):
-            o = term.offsets
-            sl = slice(int(o[c0]), int(o[c1]))
-            q_rows = [q.rows[t] for q in qs]
-            owner = np.repeat(np.arange(len(qs)), [len(r) for r in q_rows])
-            x = term.rows[sl]
-            if x.shape[0] == 0 or len(owner) == 0:
-                kt.append(np.zeros((c1 - c0, len(qs))))
-                continue
-            g = (x @ np.concatenate(q_rows).T).astype(np.float64, copy=False)
-            v = term._f(g, term.aux[sl], np.concatenate([q.aux[t] for q in qs]))
-            v *= np.concatenate([q.weights[t] for q in qs])[None, :]
-            if len(owner) != len(qs):  # sum each query's columns (its rows)
-                n_q = np.bincount(owner, minlength=len(qs))
-                first = np.minimum(np.cumsum(n_q) - n_q, len(owner) - 1)
-                v = np.add.reduceat(v, first, axis=1)
-                v[:, n_q == 0] = 0.0
-            v *= term.weights[sl][:, None]  # (rows in chunk, queries)
-            counts = np.diff(o[c0 : c1 + 1])
-            if len(counts) == x.shape[0]:  # one row per config: nothing to sum
-                seg = v
-            else:
-                starts = np.minimum(o[c0:c1] - o[c0], max(x.shape[0] - 1, 0))
-                seg = np.add.reduceat(v, starts, axis=0)
-                seg[counts == 0] = 0.0
-            kt.append(term.delta**2 * seg)
-        out = np.empty((len(qs), c1 - c0))
-        for j, q in enumerate(qs):
-            out[j] = kd._d2([k[:, j] for k in kt], slice(c0, c1), q)
         return out
 
 
@@ -653,7 +618,7 @@ def format_text(metrics: dict) -> str:
 # --------------------------------------------------------------------------- stores
 
 
-def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
+def short_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Short unique names for the selections: file stems, else file names, else paths."""
     for key in (lambda p: p.stem, lambda p: p.name, lambda p: str(p)):
         names = [key(Path(p)) for p in paths]
@@ -748,7 +713,7 @@ def report(
         check_output_dir(output, force)
     sels = [load_selection(p) for p in selection_paths]
     with open_store(store_path) as store:
-        names = _names(selection_paths)
+        names = short_names(selection_paths)
         designs = [
             design_from_selection(s, store, n, p)
             for s, n, p in zip(sels, names, selection_paths, strict=True)

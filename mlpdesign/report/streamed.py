@@ -152,7 +152,7 @@ def report_scaled(
     c.agree(check)
     sels = c.agree(lambda: [load_selection(p) for p in selection_paths])
     with c.agree(open_store, store_path) as store:
-        names = rp._names(selection_paths)
+        names = rp.short_names(selection_paths)
 
         def prepare():
             designs = [
@@ -199,7 +199,7 @@ def report_scaled(
             return None
 
         def finish():
-            kd = DesignPoints(shard.ref)._build(queries)
+            kd = DesignPoints(shard.ref).build(queries)
             oracle = _UnionOracle(store.n_configs, union, kd)
 
             def covering(ds):
