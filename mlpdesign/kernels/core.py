@@ -238,6 +238,45 @@ def _check_finite(a: np.ndarray, what: str) -> None:
 # ---------------------------------------------------------------------------- terms
 
 
+#: rows centred per piece in :func:`_centre` (on threads). ``x . mu`` is one BLAS call
+#: per piece, whose last bits depend on the piece's row count: keep it fixed
+CENTRE_ROWS = 1 << 13
+
+
+def _centre(get, n_rows: int, dim: int, mu, dtype, dot: bool, what: str):
+    """Rows ``get(a, b)`` centred on ``mu`` into one ``(n_rows, dim)`` array of ``dtype``
+    (the only copy of them), with ``aux`` (``x . mu`` for a dot product term, else
+    ``|x - mu|²``) and the largest ``|x - mu|²`` of the rounded rows. ``get(a, b, out)``
+    reads rows ``a .. b-1`` (into ``out`` when given), centred here in place, in pieces on
+    :func:`n_threads` threads."""
+    xc_all = np.empty((n_rows, dim), dtype=dtype)
+    aux = np.empty(n_rows)
+    tiny = np.finfo(dtype).tiny
+    same = np.dtype(dtype) == np.float64
+
+    def piece(a: int) -> float:
+        b = min(n_rows, a + CENTRE_ROWS)
+        if same:  # read into place and centre there
+            xb = get(a, b, out=xc_all[a:b])
+        else:
+            xb = np.asarray(get(a, b), dtype=np.float64).reshape(b - a, dim)
+        _check_finite(xb, f"descriptor rows of {what}")
+        if dot:
+            aux[a:b] = xb @ mu
+        xb -= mu
+        xb[(xb > -tiny) & (xb < tiny)] = 0.0  # no subnormals: they are 2x slower
+        if not same:
+            xc_all[a:b] = xb
+        xc = xb if same else xc_all[a:b].astype(np.float64)  # as stored: the rounded values
+        sq = np.einsum("ij,ij->i", xc, xc)
+        if not dot:
+            aux[a:b] = sq
+        return float(sq.max(initial=0.0))
+
+    m2 = max(_pieces_map(piece, list(range(0, n_rows, CENTRE_ROWS)), None), default=0.0)
+    return xc_all, aux, m2
+
+
 @dataclass
 class Term:
     """One additive kernel term: rows of one descriptor in CSR form and its kernel.
@@ -312,7 +351,13 @@ class Term:
                 if offsets is None
                 else np.asarray(offsets, dtype=np.int64)
             )
-            get = lambda a, b: x[a:b]  # noqa: E731
+
+            def get(a, b, out=None):  # a copy: it is centred in place
+                if out is None:
+                    return x[a:b].copy()
+                out[...] = x[a:b]
+                return out
+
             first = x[:block]
         if off.ndim != 1 or off[0] != 0 or off[-1] != n_rows or np.any(np.diff(off) < 0):
             raise MlpdesignError(f"offsets of {what} must rise from 0 to {n_rows}")
@@ -345,20 +390,8 @@ class Term:
             raise MlpdesignError(
                 f"{what}: dimension {dim} differs from the reference's {mu.shape[0]}"
             )
-        xc_all = np.empty((n_rows, dim), dtype=dtype)
-        aux = np.empty(n_rows)
-        m2 = 0.0
-        for a in range(0, n_rows, block):
-            b = min(n_rows, a + block)
-            xb = np.asarray(get(a, b), dtype=np.float64).reshape(b - a, dim)
-            _check_finite(xb, f"descriptor rows of {what}")
-            xc = xb - mu
-            xc[np.abs(xc) < np.finfo(dtype).tiny] = 0.0  # no subnormals: they are 2x slower
-            xc_all[a:b] = xc
-            xc = xc_all[a:b].astype(np.float64)  # as stored: the rounded values
-            sq = np.einsum("ij,ij->i", xc, xc)
-            m2 = max(m2, float(sq.max(initial=0.0)))
-            aux[a:b] = xb @ mu if kind == "dot" else sq
+        del first  # only its mean and shape were needed
+        xc_all, aux, m2 = _centre(get, n_rows, dim, mu, dtype, kind == "dot", what)
         return cls(
             kind,
             xc_all,
@@ -419,7 +452,7 @@ class Term:
         sq = aux_a[:, None] + aux_b[None, :] - 2.0 * G
         return np.exp(np.maximum(sq, 0.0) * (-0.5 / self.length**2))
 
-    def diag(self, block: int = 1 << 14) -> np.ndarray:
+    def diag(self, block: int = 1 << 12) -> np.ndarray:
         """``K_t(c, c)`` of every config, in float64 arithmetic on the stored rows."""
         out = np.empty(self.n)
         for c0 in range(0, self.n, block):
@@ -431,7 +464,7 @@ class Term:
                     out[cfg] = 0.0
                     continue
                 r = self.offsets[cfg][:, None] + np.arange(m)
-                X = self.rows[r].astype(np.float64)  # (nc, m, d)
+                X = self.rows[r].astype(np.float64, copy=False)  # (nc, m, d): one copy
                 G = np.einsum("cid,cjd->cij", X, X)
                 a = self.aux[r]
                 if self.kind == "dot":
@@ -905,10 +938,16 @@ def pair_embedding(
     def one(ab: tuple[int, int]) -> None:
         a, b = ab
         j = j0[a:b, None] + ar
-        e = np.exp(-(((grid[j] - r[a:b, None]) / theta) ** 2)) * (c * w[a:b, None])
+        e = grid[j]  # exp(-((x_g - r) / theta)^2) c w, in place (the same operations)
+        e -= r[a:b, None]
+        e /= theta
+        np.square(e, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        e *= c * w[a:b, None]
         o0, o1 = int(owner[a]), int(owner[b - 1]) + 1
-        flat = ((owner[a:b, None] - o0) * G + j).ravel()
-        out[o0:o1] += np.bincount(flat, e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
+        j += (owner[a:b, None] - o0) * G  # the flat index into out[o0:o1]
+        out[o0:o1] += np.bincount(j.ravel(), e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
 
     _pieces_map(one, bounds, default_threads=None)
     return out
@@ -1100,10 +1139,15 @@ class StoreKernel(KernelData):
                 del rows
             else:
 
-                def get(a, b, ds=ds, where=where, r0=r0):
-                    x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
-                    _check_finite(x, where)
-                    return x
+                def get(a, b, out=None, ds=ds, r0=r0):
+                    if out is None or ds.dtype != out.dtype:
+                        x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
+                        if out is None:
+                            return x
+                        out[...] = x
+                    else:  # straight into the kernel's array: no copy of the rows
+                        ds.read_direct(out, np.s_[r0 + a : r0 + b])
+                    return out
 
                 extra = (
                     {"zeta": plan["zeta"]} if plan["kind"] == "dot" else {"length": plan["length"]}
