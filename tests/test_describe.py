@@ -210,7 +210,7 @@ def _nothing_written(out):
         (
             '1\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3\nZr 0 0 0\n'
             '1\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3\nTi 0 0 0\n',
-            "config 1 has Ti (Z=22), which is not in the SOAP Z list {40}",
+            "bad.xyz: frame 1 has Ti (Z=22), which is not in the SOAP Z list {40}",
         ),
     ],
 )

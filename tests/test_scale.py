@@ -344,7 +344,10 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     for f in ("parts/part-2.h5", "pool.h5", "selection.h5", "train.xyz", "report/metrics.json"):
         assert (tmp_path / f).exists(), f
-    assert stores_equal(small_store, tmp_path / "pool.h5", ("command", "pool_path")) == []
+    assert (
+        stores_equal(small_store, tmp_path / "pool.h5", ("command", "pool_path", "pool_files"))
+        == []
+    )
     sel, _ = select_store(tmp_path / "pool.h5", 12, tmp_path / "serial.json")
     assert load_selection(tmp_path / "selection.h5").index.tolist() == sel.index.tolist()
     assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 0  # up to date

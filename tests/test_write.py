@@ -108,15 +108,17 @@ def test_bad_n_and_existing_output(tmp_path, small_pool, selection):
     assert len(ase.io.read(tmp_path / "o.xyz", index=":")) == 6
 
 
-def test_pool_frame_without_candidate_id_is_refused(tmp_path, small_pool):
+def test_pool_without_candidate_id_gets_ids_on_read(tmp_path, small_pool):
     frames = ase.io.read(small_pool, index=":")
     for a in frames:
         a.info.pop("candidate_id")
     bare = tmp_path / "bare.xyz"
     ase.io.write(bare, frames, format="extxyz")
-    sel = make_selection(tmp_path / "sel.h5", None, [1], pool_sha256="")
-    with pytest.raises(MlpdesignError, match="no candidate_id"):
-        write_training_set(bare, sel, tmp_path / "out.xyz")
+    sel = make_selection(tmp_path / "sel.h5", bare, [7, 1])
+    write_training_set(bare, sel, tmp_path / "out.xyz")
+    got = ase.io.read(tmp_path / "out.xyz", index=":")
+    assert [g.info["candidate_id"] for g in got] == [7, 1]
+    np.testing.assert_allclose(got[0].positions, frames[7].positions)
 
 
 def test_cli_write_and_errors(tmp_path, small_pool, selection):
@@ -146,6 +148,6 @@ def test_cut_off_pool_frame_is_one_clear_line(tmp_path, small_pool):
     cut = tmp_path / "cut.xyz"
     cut.write_text("".join(lines[:-1]))  # the last frame lost its last atom line
     sel = make_selection(tmp_path / "sel.h5", None, [39], pool_sha256="")
-    with pytest.raises(MlpdesignError, match="frame of candidate_id 39 cannot be read"):
+    with pytest.raises(MlpdesignError, match="cut.xyz: file ends inside config 39"):
         write_training_set(cut, sel, tmp_path / "out.xyz")
     assert not (tmp_path / "out.xyz").exists()

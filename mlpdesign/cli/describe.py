@@ -6,12 +6,15 @@ import shlex
 
 import click
 
+from .inputs import MIN_DISTANCE, min_distance_option
 from .options import force_option, jobs_option, output_option, quiet_option, shard_option
 
 
-def _command_line(pool: str, output: str, gap: str | None, shard, chunk_size, dtype) -> str:
+def _command_line(
+    pool, output: str, gap: str | None, shard, chunk_size, dtype, min_distance=MIN_DISTANCE
+) -> str:
     """The command recorded in the store: what defines its content, not -j/-q/--force."""
-    parts = ["mlpdesign", "describe", pool, "-o", output]
+    parts = ["mlpdesign", "describe", *pool, "-o", output]
     if gap is not None:
         parts += ["--gap", gap]
     if shard:
@@ -20,11 +23,13 @@ def _command_line(pool: str, output: str, gap: str | None, shard, chunk_size, dt
         parts += ["--chunk-size", str(chunk_size)]
     if dtype != "float64":
         parts += ["--dtype", dtype]
+    if min_distance != MIN_DISTANCE:
+        parts += ["--min-distance", f"{min_distance:g}"]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 @click.command("describe")
-@click.argument("pool", type=click.Path(dir_okay=False))
+@click.argument("pool", nargs=-1, required=True)
 @output_option("Output store (HDF5), e.g. pool.h5.")
 @click.option(
     "--gap",
@@ -54,10 +59,21 @@ def _command_line(pool: str, output: str, gap: str | None, shard, chunk_size, dt
     is_flag=True,
     help="Discard the saved chunks of an interrupted run instead of resuming.",
 )
+@min_distance_option
 @force_option
 @quiet_option
-def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, quiet) -> None:
-    """Compute QUIP descriptors of every configuration of POOL into an HDF5 store.
+def command(
+    pool, output, gap, jobs, shard, dtype, chunk_size, restart, min_distance, force, quiet
+) -> None:
+    """Compute QUIP descriptors of every configuration of POOL... into an HDF5 store.
+
+    POOL: any file ASE reads (extxyz, plain XYZ, .traj, OUTCAR, vasprun.xml, LAMMPS
+    dumps, ...), several files or quoted glob patterns, read as one pool in the order
+    given; frames without a lattice or with pbc F are isolated configurations. Each
+    candidate keeps its candidate_id (the frame's own, else its position in the pool) and
+    its source (input, frame) in the store; the store's pool checksum covers every input.
+    Every frame is checked before any work (finite positions, a non-singular periodic
+    cell, no atoms closer than --min-distance).
 
     Descriptors and kernels come from one GAP string, the same you give gap_fit: the
     descriptor keys go to quippy, the kernel keys (covariance_type, delta, zeta,
@@ -75,6 +91,7 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
     \b
     Examples:
       mlpdesign describe pool.xyz -o pool.h5 --jobs 2
+      mlpdesign describe md/run1.traj 'md/hot-*.xyz' vac/OUTCAR -o pool.h5
       mlpdesign describe pool.xyz -o pool.h5 --gap "distance_2b cutoff=7.0 \\
           covariance_type=ard_se delta=0.8 theta_uniform=0.3 : soap cutoff=6.8 l_max=10 \\
           n_max=10 normalize=T atom_sigma=0.15 n_Z=1 Z={40} covariance_type=dot_product \\
@@ -94,9 +111,10 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
     from mlpdesign.mpi import world
 
     comm = world()
-    cmd = _command_line(pool, output, gap, shard, chunk_size, dtype)
+    cmd = _command_line(pool, output, gap, shard, chunk_size, dtype, min_distance)
     kwargs = dict(
         gap=gap,
+        min_distance=min_distance,
         jobs=jobs,
         chunk_size=chunk_size,
         dtype=dtype,
@@ -108,7 +126,7 @@ def command(pool, output, gap, jobs, shard, dtype, chunk_size, restart, force, q
             total, "describe", unit="cfg", enabled=not quiet, initial=initial
         ),
     )
-    out = run(pool, output, comm=comm, shard=shard, **kwargs)
+    out = run(list(pool), output, comm=comm, shard=shard, **kwargs)
     if out is None:  # an MPI rank other than 0
         return
     if not quiet:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from .inputs import min_distance_option
 from .options import force_option, output_option, quiet_option
 
 
 @click.command("write")
-@click.argument("pool", metavar="POOL")
+@click.argument("pool", metavar="POOL...", nargs=-1, required=True)
 @click.argument("selection", metavar="SELECTION")
 @output_option("Output extxyz file (the training configurations).")
 @click.option(
@@ -18,27 +19,36 @@ from .options import force_option, output_option, quiet_option
     default=None,
     help="Write only the first N picks (any prefix of a max-min design is one).",
 )
+@min_distance_option
 @force_option
 @quiet_option
-def command(pool, selection, output, n, force, quiet) -> None:
-    """Write the configurations a selection chose from POOL, in selection order.
+def command(pool, selection, output, n, min_distance, force, quiet) -> None:
+    """Write the configurations a selection chose from POOL..., in selection order.
 
-    Every info key of the pool is kept (candidate_id, structure, config_type, F, ...),
-    plus selection_rank (0 = first pick) and min_distance (the selection's psi: the
-    squared kernel distance D^2 to the design when it was picked; inf for the first
-    pick of an unconditional design). The selection must come from this very pool: its
-    pool checksum and candidate ids are checked, and a selection from another pool is
-    refused. The pool is streamed, never loaded whole.
+    POOL...: the inputs the store was described from, in the same order (any file ASE
+    reads, several files or quoted glob patterns); the chosen frames are read back from
+    them. Every info key and array of the pool is kept (candidate_id, structure,
+    config_type, F, ...), and so are energies, forces and stresses a frame carries (ASE
+    keys, e.g. from an MD or DFT file); a frame without candidate_id gets the id
+    'describe' gave it (its position in the pool). Added: selection_rank (0 = first
+    pick) and min_distance (the selection's psi: the squared kernel distance D^2 to the
+    design when it was picked; inf for the first pick of an unconditional design). The
+    selection must come from this very pool: its pool checksum (over every input) and
+    candidate ids are checked, and a selection from another pool is refused. An extxyz
+    pool is streamed, never loaded whole.
 
     \b
     Examples:
       mlpdesign write pool.xyz selection.h5 -o train.xyz
       mlpdesign write pool.xyz selection.h5 -n 500 -o train-500.xyz
       mlpdesign write pool.xyz selection.json -o train.xyz --force
+      mlpdesign write md/run1.traj 'md/hot-*.xyz' selection.h5 -o train.xyz
     """
     from mlpdesign.io.write import write_training_set
 
-    res = write_training_set(pool, selection, output, n=n, force=force)
+    res = write_training_set(
+        list(pool), selection, output, n=n, force=force, min_distance=min_distance
+    )
     if not quiet:
         note = "" if res.checksum_checked else " (selection has no pool checksum: ids checked)"
         click.echo(

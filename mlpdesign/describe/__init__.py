@@ -14,7 +14,7 @@ from mlpdesign.errors import MlpdesignError
 
 
 def run(
-    pool: str | os.PathLike,
+    pool: str | os.PathLike | list,
     output: str | os.PathLike,
     *,
     comm=None,
@@ -23,8 +23,9 @@ def run(
 ) -> Path | None:
     """Describe ``pool`` into ``output``; the engine follows ``comm`` (None: serial).
 
-    ``kwargs`` are those of :func:`mlpdesign.describe.runner.describe` (gap, jobs,
-    chunk_size, dtype, force, restart, command, log, progress). Under MPI only rank 0
+    ``pool``: one input or a list (files any format ASE reads, glob patterns). ``kwargs``
+    are those of :func:`mlpdesign.describe.runner.describe` (gap, jobs, chunk_size, dtype,
+    force, restart, command, log, progress, min_distance). Under MPI only rank 0
     returns the path; the other ranks return None.
     """
     if comm is None:

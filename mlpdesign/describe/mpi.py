@@ -42,20 +42,23 @@ def describe_mpi(
     command: str = "",
     progress=None,
     log=None,
+    min_distance: float | None = None,
 ):
     """:func:`mlpdesign.describe.runner.describe` over the ranks of ``comm``: rank r describes
     shard r+1 of P (contiguous, ``--shard`` rules) into a hidden part file beside ``output``
     (itself resumable), then rank 0 merges the parts into ``output`` with the serial run's
     ``command`` and removes them. The store equals a serial run's in every dataset and
     attribute. A killed run continues where it stopped (each part from its chunks)."""
-    from mlpdesign.describe.runner import describe, index_pool
+    from mlpdesign.describe.runner import describe
     from mlpdesign.generate.pool import shard_range
     from mlpdesign.io.atomic import check_output
+    from mlpdesign.io.frames import MIN_DISTANCE, open_pool
     from mlpdesign.io.store import merge_stores
 
     c = Comm(comm)
     out = c.agree(check_output, output, force)
-    n_pool = c.agree(lambda: index_pool(pool).n_configs if c.rank == 0 else None)
+    md = MIN_DISTANCE if min_distance is None else min_distance
+    n_pool = c.agree(lambda: open_pool(pool, md, species=False).n_configs if c.rank == 0 else None)
     n_pool = c.bcast(n_pool, root=0)
     shard = (c.rank + 1, c.size)
     count = shard_range(n_pool, *shard)[1]
@@ -82,6 +85,7 @@ def describe_mpi(
             command=part_cmd,
             progress=progress if c.rank == 0 else None,
             log=log if c.rank == 0 else None,
+            min_distance=md,
         )
         return str(part)
 

@@ -21,16 +21,13 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
-import re
 import shutil
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,330 +42,22 @@ from mlpdesign.gap.strings import (
     with_species,
 )
 from mlpdesign.generate.pool import shard_range
-from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.atomic import atomic_path, check_output
+from mlpdesign.io.extxyz import (  # noqa: F401 - the reader's names, as before its move to io/
+    Frame,
+    PoolIndex,
+    ase_value,
+    index_pool,
+    one_line,
+    read_frames,
+    read_frames_ase,
+)
+from mlpdesign.io.frames import MIN_DISTANCE, Pool, open_pool
 from mlpdesign.io.lock import holding
-from mlpdesign.io.store import STRUCTURE_DTYPE, ChunkData, StoreWriter, package_versions
+from mlpdesign.io.store import ChunkData, StoreWriter, package_versions, structure_array
 
 #: Keys that keep a distance_2b on the direct (neighbour-list) path.
 _FAST_2B_KEYS = {"cutoff", "cutoff_transition_width", "Z1", "Z2", "n_exponents", "exponents"}
-
-
-# ---------------------------------------------------------------------------- pool index
-
-
-@dataclass
-class PoolIndex:
-    """Where each frame of an extxyz pool starts, and what it holds, from one quick scan."""
-
-    path: Path
-    offsets: np.ndarray  # (n+1,) int64 byte offset of each frame; last = end of data
-    n_atoms: np.ndarray  # (n,) int64
-    first_seen: dict[str, int] = field(default_factory=dict)  # symbol -> first config
-    species_known: bool = True
-
-    @property
-    def n_configs(self) -> int:
-        return int(self.n_atoms.shape[0])
-
-    @property
-    def symbols(self) -> list[str]:
-        return sorted(self.first_seen)
-
-
-_PROPS = re.compile(rb"[Pp]roperties=([^\s\"]+|\"[^\"]*\")")
-
-
-def _species_column(comment: bytes) -> int | None:
-    """Column (token index) of the species in the atom lines, from ``Properties=``."""
-    m = _PROPS.search(comment)
-    if not m:
-        return 0  # plain xyz / ASE default: species first
-    fields = m.group(1).strip(b'"').split(b":")
-    col = 0
-    for name, _kind, count in zip(fields[0::3], fields[1::3], fields[2::3], strict=False):
-        if name.lower() in (b"species", b"element", b"symbol"):
-            return col
-        try:
-            col += int(count)
-        except ValueError:
-            return None
-    return None
-
-
-def index_pool(path: str | os.PathLike) -> PoolIndex:
-    """Scan an extxyz file once: frame offsets, atom counts and the chemical symbols.
-
-    Raises a one-line :class:`MlpdesignError` for a missing or empty file, a line where a
-    frame's atom count should be, a frame with no atoms or a file that ends mid-frame.
-    """
-    p = require_file(path, "pool file")
-    offsets, counts, first_seen = [], [], {}
-    known = True
-    pos, lineno = 0, 0
-    with open(p, "rb") as f:
-        while True:
-            line = f.readline()
-            if not line:
-                break
-            lineno += 1
-            if not line.strip():  # blank lines between or after frames
-                pos += len(line)
-                continue
-            c = len(counts)
-            try:
-                n = int(line)
-            except ValueError:
-                text = line.decode(errors="replace").strip()[:40]
-                raise MlpdesignError(
-                    f"{p}: line {lineno}: expected the number of atoms of config {c}, got "
-                    f"{text!r} (is this an extended XYZ file?)"
-                ) from None
-            if n <= 0:
-                raise MlpdesignError(f"{p}: config {c} (line {lineno}) has no atoms")
-            comment = f.readline()
-            lines = list(islice(f, n))
-            if not comment or len(lines) < n:
-                raise MlpdesignError(
-                    f"{p}: file ends inside config {c} (line {lineno} "
-                    f"announces {n} atoms); truncated?"
-                )
-            offsets.append(pos)
-            counts.append(n)
-            pos += len(line) + len(comment) + sum(map(len, lines))
-            lineno += 1 + n
-            if known:
-                col = _species_column(comment)
-                if col is None:
-                    known = False
-                    continue
-                try:
-                    syms = {ln.split(None, col + 1)[col] for ln in lines}
-                except IndexError:
-                    raise MlpdesignError(
-                        f"{p}: config {c} (line {lineno - n + 1}): an atom line has too few columns"
-                    ) from None
-                for sb in syms:
-                    sym = sb.decode(errors="replace")
-                    if sym not in first_seen:
-                        first_seen[sym] = c
-    if not counts:
-        raise MlpdesignError(f"{p}: no configurations (empty file?)")
-    offsets.append(pos)
-    return PoolIndex(
-        p,
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(counts, dtype=np.int64),
-        first_seen,
-        known,
-    )
-
-
-@dataclass
-class Frame:
-    """What describe needs of one configuration: no ASE Atoms, no info it does not use."""
-
-    numbers: np.ndarray  # (n,) int64 atomic numbers
-    positions: np.ndarray  # (n, 3) float64
-    cell: np.ndarray  # (3, 3) float64, rows are the cell vectors (ASE's convention)
-    pbc: np.ndarray  # (3,) bool
-    info: dict  # candidate_id, structure, F when present (values as ASE would parse them)
-
-    def __len__(self) -> int:
-        return int(self.numbers.shape[0])
-
-    @classmethod
-    def from_atoms(cls, atoms) -> Frame:
-        return cls(
-            np.asarray(atoms.numbers, dtype=np.int64),
-            np.asarray(atoms.positions, dtype=np.float64),
-            np.asarray(atoms.cell.array, dtype=np.float64),
-            np.asarray(atoms.pbc, dtype=bool),
-            atoms.info,
-        )
-
-
-#: ``key=value`` / ``key="v a l u e"`` without any character that makes ASE's comment-line
-#: parser do more than split on spaces (escapes, other quotes, brackets, commas, '=').
-_KV = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=(?:"([^"\\\'{}\[\],=]*)"|([^\s"\\\'{}\[\],=]+))')
-_INT = re.compile(r"[+-]?[0-9]+")
-_INFO_KEYS = ("candidate_id", "structure", "F")
-_BOOLS = {
-    "T": True, "F": False, "true": True, "false": False,
-    "True": True, "False": False, "TRUE": True, "FALSE": False,
-}  # fmt: skip
-
-
-def _comment_pairs(comment: str) -> dict[str, str] | None:
-    """``{key: raw value}`` of a plain extxyz comment line; None when ASE's parser is needed."""
-    out: dict[str, str] = {}
-    pos = 0
-    for m in _KV.finditer(comment):
-        if comment[pos : m.start()].strip():
-            return None
-        key, quoted, bare = m.groups()
-        out[key] = quoted if quoted is not None else bare
-        pos = m.end()
-        if pos < len(comment) and not comment[pos].isspace():
-            return None
-    if comment[pos:].strip():
-        return None
-    return out
-
-
-def ase_value(key: str, raw: str):
-    """The value ASE's ``key_val_str_to_dict`` gives ``key=raw`` (for a plain ``raw``:
-    no quotes, brackets, commas or escapes): int / float (arrays), bool (lists) or str."""
-    if key.lower() in ("uid",):
-        return raw
-    parts = raw.split()
-    value = raw
-    if len(parts) == 1 and _INT.fullmatch(parts[0]) and len(parts[0]) < 19:
-        value = np.int64(int(parts[0]))  # the common case, without numpy's string parsing
-    else:
-        try:
-            try:
-                num = np.array(parts, dtype=int)
-            except (ValueError, OverflowError):
-                num = np.array(parts, dtype=float)
-            value = num[0] if len(num) == 1 else num
-        except (ValueError, OverflowError):
-            pass
-    if key in ("Lattice", "stress", "virial"):
-        if not isinstance(value, np.ndarray) or value.shape != (9,):
-            raise ValueError(f"{key} is not a 9-long numerical vector")
-        value = np.array(value).reshape((3, 3), order="F")
-    if isinstance(value, str):
-        try:
-            b = [_BOOLS[v] for v in parts]
-        except KeyError:
-            return value
-        value = b[0] if len(b) == 1 else b
-    return value
-
-
-def _parse_frame(lines: list[str], n: int) -> Frame | None:
-    """A frame from its lines (count, comment, atoms) when it is plain extxyz, else None.
-
-    Plain: a comment line of simple ``key=value`` pairs with a 9-number ``Lattice``, atom
-    lines of a ``species`` column and real-valued columns (``pos`` among them). Values are
-    converted as ASE converts them; anything else is left to ASE (:func:`_read_frame_ase`).
-    """
-    if len(lines) < n + 2:
-        return None
-    pairs = _comment_pairs(lines[1].strip())
-    if pairs is None or "Lattice" not in pairs:
-        return None
-    props = pairs.get("Properties", "species:S:1:pos:R:3").split(":")
-    if len(props) % 3:
-        return None
-    ncol, sp, pc, names = 0, -1, -1, set()
-    for name, kind, count in zip(props[0::3], props[1::3], props[2::3], strict=True):
-        if name in names or not count.isdigit():
-            return None
-        names.add(name)
-        k = int(count)
-        if name == "species" and kind == "S" and k == 1:
-            sp = ncol
-        elif kind != "R":
-            return None
-        elif name == "pos":
-            if k != 3:
-                return None
-            pc = ncol
-        ncol += k
-    if sp < 0 or pc < 0:
-        return None
-    try:
-        cell = np.asarray(ase_value("Lattice", pairs["Lattice"]).T, dtype=np.float64)
-    except ValueError:
-        return None
-    pbc = np.ones(3, dtype=bool)
-    if "pbc" in pairs:
-        v = ase_value("pbc", pairs["pbc"])
-        if isinstance(v, bool) or (isinstance(v, list) and len(v) == 3):
-            pbc[:] = v
-        else:
-            return None
-    symbols, pos = [], []
-    for line in lines[2 : n + 2]:
-        vals = line.split()
-        if len(vals) < ncol:
-            return None
-        symbols.append(vals[sp].capitalize())
-        try:
-            reals = [float(v) for v in vals[:sp] + vals[sp + 1 : ncol]]
-        except ValueError:
-            return None
-        p = pc if pc < sp else pc - 1
-        pos.append(reals[p : p + 3])
-    try:
-        numbers = np.array([_ATOMIC_NUMBERS[s] for s in symbols], dtype=np.int64)
-    except KeyError:
-        return None
-    info = {k: ase_value(k, pairs[k]) for k in _INFO_KEYS if k in pairs}
-    return Frame(numbers, np.array(pos, dtype=np.float64), cell, pbc, info)
-
-
-def _read_frame_ase(text: str, c: int, path) -> Frame:
-    """One frame through ASE's extxyz reader (the reference, and anything unusual)."""
-    from ase.io.extxyz import read_xyz
-
-    try:
-        atoms = next(read_xyz(io.StringIO(text), index=0))
-    except Exception as e:  # ASE raises many types on malformed frames
-        raise MlpdesignError(
-            f"{path}: config {c}: cannot read it as extxyz: {_one_line(e)}"
-        ) from None
-    return Frame.from_atoms(atoms)
-
-
-def read_frames(index: PoolIndex, c0: int, c1: int):
-    """:class:`Frame` of configs ``c0 .. c1-1``, read from their byte range only.
-
-    Plain extxyz (what ``generate`` and ASE write) is parsed here, with ASE's value
-    conversions; any other frame goes through ASE's reader.
-    """
-    _load_atomic_numbers()
-    with open(index.path, "rb") as f:
-        f.seek(int(index.offsets[c0]))
-        data = f.read(int(index.offsets[c1] - index.offsets[c0]))
-    base = int(index.offsets[c0])
-    for c in range(c0, c1):
-        raw = data[int(index.offsets[c]) - base : int(index.offsets[c + 1]) - base]
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError as e:
-            raise MlpdesignError(f"{index.path}: config {c}: not UTF-8 text ({e.reason})") from None
-        n = int(index.n_atoms[c])
-        frame = _parse_frame(text.split("\n", n + 2), n)
-        if frame is None:
-            frame = _read_frame_ase(text, c, index.path)
-        yield frame
-
-
-def read_frames_ase(index: PoolIndex, c0: int, c1: int):
-    """ASE Atoms of configs ``c0 .. c1-1`` (the reference for :func:`read_frames`)."""
-    from ase.io.extxyz import read_xyz
-
-    with open(index.path, "rb") as f:
-        f.seek(int(index.offsets[c0]))
-        text = f.read(int(index.offsets[c1] - index.offsets[c0])).decode()
-    yield from read_xyz(io.StringIO(text), index=slice(None))
-
-
-_ATOMIC_NUMBERS: dict[str, int] = {}
-
-
-def _load_atomic_numbers() -> None:
-    if not _ATOMIC_NUMBERS:
-        from ase.data import atomic_numbers
-
-        _ATOMIC_NUMBERS.update(atomic_numbers)
-
-
-def _one_line(e: BaseException) -> str:
-    s = " ".join(str(e).split()) or type(e).__name__
-    return s[:300]
 
 
 # ---------------------------------------------------------------------------- computing
@@ -518,7 +207,7 @@ class DescriptorCalculator:
                     d = Descriptor(spec.descriptor)
                 except RuntimeError as e:
                     raise MlpdesignError(
-                        f"quippy rejects descriptor {spec.descriptor!r}: {_one_line(e)}"
+                        f"quippy rejects descriptor {spec.descriptor!r}: {one_line(e)}"
                     ) from None
                 dim = int(d.dimensions())
                 if spec.dim is None:
@@ -559,57 +248,45 @@ def required_species(specs: Sequence[DescriptorSpec]) -> set[int] | None:
     return allowed
 
 
-def _element_error(symbol: str, config: int, allowed: set[int], where: str) -> MlpdesignError:
+def _element_error(symbol: str, allowed: set[int], where: str) -> MlpdesignError:
     from ase.data import atomic_numbers
 
     z = atomic_numbers.get(symbol, "?")
     zs = "{" + " ".join(str(x) for x in sorted(allowed)) + "}"
     return MlpdesignError(
-        f"{where}: config {config} has {symbol} (Z={z}), which is not in the SOAP Z list "
+        f"{where} has {symbol} (Z={z}), which is not in the SOAP Z list "
         f"{zs}; add it to Z= and n_Z= (and species_Z=, n_species=) of --gap"
     )
 
 
 def compute_chunk(
-    index: PoolIndex,
+    pool: Pool,
     c0: int,
     c1: int,
     calc: DescriptorCalculator,
     allowed: set[int] | None = None,
-    id_base: int = 0,
 ) -> ChunkData:
-    """Descriptors of configs ``c0 .. c1-1`` (pool positions) as :class:`ChunkData`.
-
-    ``candidate_id`` comes from ``info["candidate_id"]`` (else the pool position + id_base).
-    """
+    """Descriptors of pool positions ``c0 .. c1-1`` as :class:`ChunkData` (every frame
+    checked by the reader before QUIP sees it; ids are the pool's)."""
     from ase.data import chemical_symbols
 
     n, nd = c1 - c0, len(calc.specs)
-    cid = np.empty(n, np.int64)
+    cid = np.asarray(pool.candidate_id[c0:c1], dtype=np.int64)
     nat = np.empty(n, np.int32)
-    struct = np.zeros(n, dtype=STRUCTURE_DTYPE)
+    labels = []
     F = np.full((n, 9), np.nan)
     rows = [[] for _ in range(nd)]
     wts = [[] for _ in range(nd)]
     counts = [np.zeros(n, np.int64) for _ in range(nd)]
-    for j, atoms in enumerate(read_frames(index, c0, c1)):
+    for j, atoms in enumerate(pool.frames(c0, c1)):
         c = c0 + j
-        if len(atoms) == 0:
-            raise MlpdesignError(f"{index.path}: config {c} has no atoms")
         if allowed is not None:
             bad = set(atoms.numbers.tolist()) - allowed
             if bad:
-                raise _element_error(chemical_symbols[min(bad)], c, allowed, str(index.path))
+                raise _element_error(chemical_symbols[min(bad)], allowed, pool.where(c))
         info = atoms.info
-        try:
-            cid[j] = int(info.get("candidate_id", c + id_base))
-        except (TypeError, ValueError):
-            raise MlpdesignError(
-                f"{index.path}: config {c}: candidate_id="
-                f"{info.get('candidate_id')!r} is not an integer"
-            ) from None
         nat[j] = len(atoms)
-        struct[j] = str(info.get("structure", "")).encode()[:8]
+        labels.append(info.get("structure", ""))
         if "F" in info:
             f = np.asarray(info["F"], dtype=np.float64).reshape(-1)
             if f.shape == (9,):
@@ -617,9 +294,7 @@ def compute_chunk(
         try:
             res = calc.compute(atoms)
         except RuntimeError as e:  # quippy reports Fortran errors this way
-            raise MlpdesignError(
-                f"{index.path}: config {c}: quippy failed: {_one_line(e)}"
-            ) from None
+            raise MlpdesignError(f"{pool.where(c)}: quippy failed: {one_line(e)}") from None
         for k, (r, w) in enumerate(res):
             rows[k].append(r)
             wts[k].append(w)
@@ -629,6 +304,7 @@ def compute_chunk(
         for r, s in zip(rows, calc.specs, strict=True)
     ]
     out_w = [np.concatenate(w) if w else np.zeros(0) for w in wts]
+    struct = structure_array(labels, n)
     return ChunkData(c0, c1, cid, nat, struct, F, out_rows, out_w, counts)
 
 
@@ -662,16 +338,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _init_worker(
-    index: PoolIndex, specs: list[DescriptorSpec], allowed, partial: str, id_base: int
-) -> None:
+def _init_worker(pool: Pool, specs: list[DescriptorSpec], allowed, partial: str) -> None:
     _die_with_parent()
     _WORKER.update(
-        index=index,
-        calc=DescriptorCalculator(specs),
-        allowed=allowed,
-        partial=Path(partial),
-        id_base=id_base,
+        pool=pool, calc=DescriptorCalculator(specs), allowed=allowed, partial=Path(partial)
     )
 
 
@@ -681,7 +351,7 @@ def _chunk_name(c0: int, c1: int) -> str:
 
 def _run_chunk(c0: int, c1: int) -> tuple[int, int]:
     w = _WORKER
-    chunk = compute_chunk(w["index"], c0, c1, w["calc"], w["allowed"], w["id_base"])
+    chunk = compute_chunk(w["pool"], c0, c1, w["calc"], w["allowed"])
     chunk.save(w["partial"] / _chunk_name(c0, c1))
     return c0, c1
 
@@ -711,7 +381,7 @@ def _manifest(
     }
 
 
-def prepare_specs(gap: str | None, index: PoolIndex) -> list[DescriptorSpec]:
+def prepare_specs(gap: str | None, index: Pool) -> list[DescriptorSpec]:
     """Parse the GAP string and fit it to the pool's species.
 
     The default (the paper's Zr model) follows the pool's elements: SOAP's ``Z`` (and
@@ -727,8 +397,7 @@ def prepare_specs(gap: str | None, index: PoolIndex) -> list[DescriptorSpec]:
     unknown = [s for s in index.first_seen if s not in atomic_numbers]
     if unknown:
         raise MlpdesignError(
-            f"{index.path}: config {index.first_seen[unknown[0]]} has unknown "
-            f"element {unknown[0]!r}"
+            f"{index.where(index.first_seen[unknown[0]])} has unknown element {unknown[0]!r}"
         )
     numbers = sorted(atomic_numbers[s] for s in index.first_seen)
     if gap is None and index.species_known and numbers and numbers != [40]:
@@ -737,7 +406,7 @@ def prepare_specs(gap: str | None, index: PoolIndex) -> list[DescriptorSpec]:
     if allowed is not None and index.species_known:
         for sym, c in sorted(index.first_seen.items(), key=lambda kv: kv[1]):
             if atomic_numbers[sym] not in allowed:
-                raise _element_error(sym, c, allowed, str(index.path))
+                raise _element_error(sym, allowed, index.where(c))
     return specs
 
 
@@ -775,7 +444,7 @@ def open_partial(out: Path, manifest: dict, sha: str, restart: bool) -> Path:
 
 
 def describe(
-    pool: str | os.PathLike,
+    pool: str | os.PathLike | Sequence,
     output: str | os.PathLike,
     gap: str | None = None,
     jobs: int = 1,
@@ -787,9 +456,13 @@ def describe(
     command: str = "",
     progress=None,
     log: Callable[[str], None] | None = None,
+    min_distance: float = MIN_DISTANCE,
 ) -> Path:
-    """Describe ``pool`` (extxyz) into the store ``output``; resumable, shardable, parallel.
+    """Describe ``pool`` into the store ``output``; resumable, shardable, parallel.
 
+    ``pool``: one input or several (files any format ASE reads, glob patterns), read as
+    one pool by :func:`mlpdesign.io.frames.open_pool`; every frame of the part to describe
+    is checked (``min_distance``) before any descriptor is computed.
     ``gap``: GAP string (default :data:`DEFAULT_GAP`, species fitted to the pool).
     ``jobs``: worker processes. ``shard=(i, n)``: only part i of n (1-based) of the pool.
     A previous killed run of the same command is continued from ``<output>.partial/``;
@@ -801,12 +474,42 @@ def describe(
     with holding(output):
         return _describe(
             pool, output, gap, jobs, shard, chunk_size, dtype, force, restart, command,
-            progress, log,
+            progress, log, min_distance,
         )  # fmt: skip
 
 
+@dataclass
+class _Plan:
+    """What a describe run works on: the pool, its strings, the part and its chunks."""
+
+    index: Pool
+    specs: list[DescriptorSpec]
+    calc: DescriptorCalculator
+    start: int
+    count: int
+    chunk: int
+    tasks: list[tuple[int, int]]
+    sha: str
+
+
+def _plan(pool, gap, shard, chunk_size, min_distance) -> _Plan:
+    """Open and check the pool (every frame of the part, before any work) and cut the
+    part into chunks."""
+    index = open_pool(pool, min_distance)
+    specs = prepare_specs(gap, index)
+    calc = DescriptorCalculator(specs)  # fixes dims; also checks quippy accepts the strings
+    n_pool = index.n_configs
+    start, count = shard_range(n_pool, *shard) if shard else (0, n_pool)
+    chunk = chunk_size or default_chunk_size(count)
+    if chunk < 1:
+        raise MlpdesignError(f"--chunk-size must be >= 1, got {chunk}")
+    index.check(start, start + count)  # bad input: one line, before any work
+    tasks = [(c0, min(c0 + chunk, start + count)) for c0 in range(start, start + count, chunk)]
+    return _Plan(index, specs, calc, start, count, chunk, tasks, index.checksum())
+
+
 def _describe(
-    pool: str | os.PathLike,
+    pool,
     output: str | os.PathLike,
     gap: str | None = None,
     jobs: int = 1,
@@ -818,6 +521,7 @@ def _describe(
     command: str = "",
     progress=None,
     log: Callable[[str], None] | None = None,
+    min_distance: float = MIN_DISTANCE,
 ) -> Path:
     """:func:`describe` while holding the output's lock."""
     out = check_output(output, force)
@@ -825,19 +529,10 @@ def _describe(
         raise MlpdesignError(f"--dtype must be float64 or float32, got {dtype!r}")
     if jobs < 1:
         raise MlpdesignError(f"--jobs must be >= 1, got {jobs}")
-    index = index_pool(pool)
-    specs = prepare_specs(gap, index)
-    calc = DescriptorCalculator(specs)  # fixes dims; also checks quippy accepts the strings
-    n_pool = index.n_configs
-    start, count = shard_range(n_pool, *shard) if shard else (0, n_pool)
-    chunk = chunk_size or default_chunk_size(count)
-    if chunk < 1:
-        raise MlpdesignError(f"--chunk-size must be >= 1, got {chunk}")
-    sha = file_sha256(pool)
-    manifest = _manifest(sha, specs, start, count, chunk, n_pool)
-
-    partial = open_partial(out, manifest, sha, restart)
-    tasks = [(c0, min(c0 + chunk, start + count)) for c0 in range(start, start + count, chunk)]
+    pl = _plan(pool, gap, shard, chunk_size, min_distance)
+    index, specs, tasks, count = pl.index, pl.specs, pl.tasks, pl.count
+    manifest = _manifest(pl.sha, specs, pl.start, count, pl.chunk, index.n_configs)
+    partial = open_partial(out, manifest, pl.sha, restart)
     done = [t for t in tasks if _chunk_ok(partial / _chunk_name(*t), len(specs))]
     todo = [t for t in tasks if t not in set(done)]
     if done and log is not None:
@@ -846,23 +541,24 @@ def _describe(
             f"in {partial}"
         )
     bar = progress(count, sum(b - a for a, b in done)) if progress is not None else None
-    allowed = required_species(specs)
     try:
         try:
-            _run(todo, index, specs, calc, allowed, partial, jobs, bar)
+            _run(todo, index, specs, pl.calc, required_species(specs), partial, jobs, bar)
         finally:
             if bar is not None:
                 bar.close()
         attrs = {
-            "pool_sha256": sha,
-            "pool_path": str(pool),
-            "pool_n_configs": n_pool,
-            "config_start": start,
+            "pool_sha256": pl.sha,
+            "pool_path": index.path,
+            "pool_files": json.dumps([str(p) for p in index.paths]),
+            "pool_n_configs": index.n_configs,
+            "config_start": pl.start,
             "shard": f"{shard[0]}/{shard[1]}" if shard else "",
             "versions": package_versions(),
             "command": command,
         }
-        assemble(partial, tasks, specs, out, attrs, dtype, force)
+        sources = index.source_arrays(pl.start, pl.start + count)
+        assemble(partial, tasks, specs, out, attrs, dtype, force, sources)
     except Resumable:
         raise
     except MlpdesignError:
@@ -893,7 +589,7 @@ def _run(tasks, index, specs, calc, allowed, partial, jobs, progress) -> None:
         max_workers=min(jobs, len(tasks)),
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(index, specs, allowed, str(partial), 0),
+        initargs=(index, specs, allowed, str(partial)),
     ) as ex:
         try:
             while queue or pending:
@@ -945,7 +641,7 @@ def _load_chunk(partial: Path, c0: int, c1: int, nd: int) -> ChunkData:
     except _CHUNK_ERRORS as e:
         path.unlink(missing_ok=True)
         raise DamagedChunk(
-            f"{path} was damaged ({_one_line(e)}; an OS crash while it was written?) and is "
+            f"{path} was damaged ({one_line(e)}; an OS crash while it was written?) and is "
             "removed: run the same command again to recompute it"
         ) from None
 
@@ -958,21 +654,24 @@ def assemble(
     attrs: dict,
     dtype: str,
     force: bool,
+    sources: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Write the store from the saved chunks, in config order (deterministic bytes).
 
-    Consecutive chunks are gathered into writes of up to :data:`ASSEMBLE_BYTES`; the
-    store's layout is fixed when it is created, so this changes no byte of it.
+    ``sources``: ``(source_file, source_frame)`` of every config. Consecutive chunks are
+    gathered into writes of up to :data:`ASSEMBLE_BYTES`; the store's layout is fixed when
+    it is created, so this changes no byte of it.
     """
     nd = len(specs)
     n_rows = [0] * nd
-    ids = []
+    ids, width = [], 0
     for c0, c1 in tasks:
         try:
             with np.load(partial / _chunk_name(c0, c1)) as z:
                 for k in range(nd):
                     n_rows[k] += int(z[f"counts{k}"].sum())
                 ids.append(z["candidate_id"])
+                width = max(width, z["structure"].dtype.itemsize)
         except _CHUNK_ERRORS:
             _load_chunk(partial, c0, c1, nd)  # removes it and says so
             raise
@@ -985,7 +684,7 @@ def assemble(
         )
     n = int(ids.shape[0])
     with atomic_path(output, force) as tmp:
-        w = StoreWriter(tmp, specs, n, n_rows, attrs, dtype)
+        w = StoreWriter(tmp, specs, n, n_rows, attrs, dtype, sources, width)
         try:
             base = tasks[0][0] if tasks else 0
             batch: list[ChunkData] = []

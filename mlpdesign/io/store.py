@@ -31,6 +31,7 @@ from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_
 FORMAT = "mlpdesign-store"
 FORMAT_VERSION = 1
 DTYPES = ("float64", "float32")
+#: Narrowest type of ``/structure``: wider labels widen it (never cut: "hcp_bulk_300K").
 STRUCTURE_DTYPE = "S8"
 #: Target size of one HDF5 chunk of rows, in bytes.
 CHUNK_BYTES = 1 << 20
@@ -137,6 +138,37 @@ class ChunkData:
 # ---------------------------------------------------------------------------- writer
 
 
+def _root_attrs(f, specs, n_configs: int, dtype: str, attrs: dict) -> None:
+    """The store's root attributes, in sorted order (deterministic bytes)."""
+    base = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gap": " : ".join(s.segment or s.render() for s in specs),
+        "dtype": dtype,
+        "n_configs": n_configs,
+    }
+    for key in (
+        "pool_sha256",
+        "pool_path",
+        "pool_files",
+        "pool_n_configs",
+        "config_start",
+        "shard",
+        "versions",
+        "command",
+    ):
+        base[key] = attrs.get(key, "")
+    if base["pool_n_configs"] == "":
+        base["pool_n_configs"] = n_configs
+    if base["config_start"] == "":
+        base["config_start"] = 0
+    if isinstance(base["versions"], dict):
+        base["versions"] = json.dumps(base["versions"], sort_keys=True)
+    for key in sorted(base):
+        val = base[key]
+        f.attrs[key] = np.int64(val) if isinstance(val, (int, np.integer)) else str(val)
+
+
 class StoreWriter:
     """Writes a store front to back: all sizes known up front, chunks appended in order.
 
@@ -152,7 +184,11 @@ class StoreWriter:
         n_rows: Sequence[int],
         attrs: dict,
         dtype: str = "float64",
+        sources: tuple[np.ndarray, np.ndarray] | None = None,
+        structure_width: int = 8,
     ) -> None:
+        """``sources``: ``(source_file, source_frame)`` of every config (written at once);
+        ``structure_width``: bytes of the longest structure label (at least 8)."""
         import h5py
 
         if dtype not in DTYPES:
@@ -162,38 +198,20 @@ class StoreWriter:
         self.specs, self.n_configs, self.dtype = list(specs), int(n_configs), dtype
         self.f = h5py.File(path, "w", libver=("earliest", "v110"))
         f = self.f
-        base = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "gap": " : ".join(s.segment or s.render() for s in self.specs),
-            "dtype": dtype,
-            "n_configs": self.n_configs,
-        }
-        for key in (
-            "pool_sha256",
-            "pool_path",
-            "pool_n_configs",
-            "config_start",
-            "shard",
-            "versions",
-            "command",
-        ):
-            base[key] = attrs.get(key, "")
-        if base["pool_n_configs"] == "":
-            base["pool_n_configs"] = self.n_configs
-        if base["config_start"] == "":
-            base["config_start"] = 0
-        if isinstance(base["versions"], dict):
-            base["versions"] = json.dumps(base["versions"], sort_keys=True)
-        for key in sorted(base):
-            val = base[key]
-            f.attrs[key] = np.int64(val) if isinstance(val, (int, np.integer)) else str(val)
+        _root_attrs(f, self.specs, self.n_configs, dtype, attrs)
         n = self.n_configs
         cchunk = (max(1, min(n, 1 << 16)),)
         self.cid = _dataset(f, "candidate_id", (n,), np.int64, cchunk)
         self.nat = _dataset(f, "n_atoms", (n,), np.int32, cchunk)
-        self.struct = _dataset(f, "structure", (n,), STRUCTURE_DTYPE, cchunk)
+        sdt = f"S{max(8, int(structure_width))}"
+        self.struct = _dataset(f, "structure", (n,), sdt, cchunk)
         self.F = _dataset(f, "F", (n, 9), np.float64, (cchunk[0], 9))
+        if sources is not None:
+            sf, sk = (np.asarray(a) for a in sources)
+            if sf.shape != (n,) or sk.shape != (n,):
+                raise MlpdesignError("internal error: source arrays do not match the configs")
+            _dataset(f, "source_file", (n,), np.int32, cchunk)[:] = sf
+            _dataset(f, "source_frame", (n,), np.int64, cchunk)[:] = sk
         g = f.create_group("descriptors")
         self.rows, self.weights, self.offsets = [], [], []
         for k, (spec, nr) in enumerate(zip(self.specs, n_rows, strict=True)):
@@ -227,7 +245,7 @@ class StoreWriter:
             raise MlpdesignError("internal error: more configs than announced")
         self.cid[a:b] = chunk.candidate_id
         self.nat[a:b] = chunk.n_atoms
-        self.struct[a:b] = chunk.structure
+        self.struct[a:b] = np.asarray(chunk.structure).astype(self.struct.dtype)
         self.F[a:b] = chunk.F
         for k in range(len(self.specs)):
             r0 = self._next_row[k]
@@ -284,12 +302,12 @@ def _dataset(group, name: str, shape: tuple, dtype, chunks: tuple):
     return group.create_dataset(name, shape, dtype, chunks=chunks, dcpl=dcpl)
 
 
-def _structure_array(values, n: int) -> np.ndarray:
+def structure_array(values, n: int) -> np.ndarray:
+    """Structure labels as bytes at full length (``S8`` or wider); ``None``: all empty."""
     if values is None:
         return np.zeros(n, dtype=STRUCTURE_DTYPE)
-    return np.array(
-        [v if isinstance(v, bytes) else str(v).encode()[:8] for v in values], dtype=STRUCTURE_DTYPE
-    )
+    b = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+    return np.array(b, dtype=f"S{max([8, *map(len, b)])}")
 
 
 def _checked_layout(k: int, r: np.ndarray, n: int, spec: DescriptorSpec, offsets, weights):
@@ -368,7 +386,8 @@ def write_store_arrays(
         n_atoms = counts[per_atom[0]] if counts else np.zeros(n)
     nat = np.asarray(n_atoms, dtype=np.int32)
     Fa = np.full((n, 9), np.nan) if F is None else np.asarray(F, dtype=np.float64).reshape(n, 9)
-    chunk = ChunkData(0, n, cid, nat, _structure_array(structure, n), Fa, rows, wts, counts)
+    struct = structure_array(structure, n)
+    chunk = ChunkData(0, n, cid, nat, struct, Fa, rows, wts, counts)
     attrs = {
         "pool_sha256": pool_sha256,
         "pool_path": pool_path,
@@ -379,7 +398,9 @@ def write_store_arrays(
         "command": command,
     }
     with atomic_path(path, force) as tmp:
-        w = StoreWriter(tmp, specs, n, [r.shape[0] for r in rows], attrs, dtype)
+        w = StoreWriter(
+            tmp, specs, n, [r.shape[0] for r in rows], attrs, dtype, None, struct.itemsize
+        )
         try:
             w.append(chunk)
         finally:
@@ -490,6 +511,26 @@ class Store:
         return self._array("F")
 
     @property
+    def source_file(self) -> np.ndarray | None:
+        """``(n_configs,)`` input number (into :attr:`pool_files`) of each config, or None
+        for a store written before sources were kept."""
+        return self._array("source_file") if "source_file" in self.f else None
+
+    @property
+    def source_frame(self) -> np.ndarray | None:
+        """``(n_configs,)`` frame of each config within its input file, or None."""
+        return self._array("source_frame") if "source_frame" in self.f else None
+
+    @property
+    def pool_files(self) -> list[str]:
+        """The pool's input files in order (one: :attr:`pool_path`)."""
+        try:
+            files = json.loads(self.attrs.get("pool_files") or "[]")
+        except json.JSONDecodeError:
+            files = []
+        return files or ([self.pool_path] if self.pool_path else [])
+
+    @property
     def versions(self) -> dict:
         try:
             return json.loads(self.attrs.get("versions") or "{}")
@@ -581,6 +622,7 @@ class Store:
             "config_start": self.config_start,
             "shard": self.shard,
             "pool_path": self.pool_path,
+            "pool_files": self.pool_files,
             "pool_sha256": self.pool_sha256,
             "gap": self.gap,
             "dtype": self.dtype,
@@ -718,6 +760,16 @@ def copy_shards(stores: list[Store], w: StoreWriter, bar=None) -> None:
         pos += s.n_configs
 
 
+def _merged_sources(stores: list[Store]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The shards' source arrays joined (None unless every shard has them)."""
+    if any(s.source_file is None or s.source_frame is None for s in stores):
+        return None
+    return (
+        np.concatenate([s.source_file for s in stores]),
+        np.concatenate([s.source_frame for s in stores]),
+    )
+
+
 def merge_stores(
     paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -752,6 +804,7 @@ def merge_stores(
         attrs = {
             "pool_sha256": first.pool_sha256,
             "pool_path": first.pool_path,
+            "pool_files": first.attrs.get("pool_files", ""),
             "pool_n_configs": first.pool_n_configs,
             "config_start": 0,
             "shard": "",
@@ -761,7 +814,14 @@ def merge_stores(
         bar = progress(first.pool_n_configs) if progress is not None else None
         with atomic_path(out, force) as tmp:
             w = StoreWriter(
-                tmp, first.descriptors, first.pool_n_configs, n_rows, attrs, first.dtype
+                tmp,
+                first.descriptors,
+                first.pool_n_configs,
+                n_rows,
+                attrs,
+                first.dtype,
+                _merged_sources(stores),
+                max(s.f["structure"].dtype.itemsize for s in stores),
             )
             try:
                 copy_shards(stores, w, bar)

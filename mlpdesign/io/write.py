@@ -1,19 +1,18 @@
 """``write``: the chosen configurations of a selection, in pick order, as extxyz.
 
-The pool may hold 10^5-10^6 frames, so it is never loaded whole: one text pass reads only
-the comment line of each frame (where ``candidate_id`` lives) and keeps the raw text of the
-frames the selection wants; only those are parsed by ASE and written out in selection order.
-:func:`pool_frames_ase` is the plain reference (ASE parses every frame) that the fast scan
-is tested against.
+The pool (one or several inputs, any format ASE reads) is opened by the one reader
+(:func:`mlpdesign.io.frames.open_pool`): an extxyz input of 10^5-10^6 frames is never
+loaded whole (one byte scan finds every frame and its ``candidate_id``; only the chosen
+frames are parsed), other formats are read once. Frames come back with every info key,
+array and calculator result (energy, forces, stress of an MD or DFT file), so labels a
+pool carries survive ``write``. :func:`pool_frames_ase` is the plain reference (ASE
+parses every frame of an extxyz pool) that the fast path is tested against.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
 import math
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,9 @@ import numpy as np
 from ase import Atoms
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.atomic import atomic_path, check_output, require_file
+from mlpdesign.io.frames import MIN_DISTANCE, expand_inputs, open_pool, pool_checksum
 from mlpdesign.io.selection import load_selection
-
-#: ``candidate_id=<int>`` as ASE's extxyz writer puts it on a frame's comment line.
-_CID = re.compile(r'(?:^|\s)candidate_id=(?:"\s*)?(-?\d+)(?:\s*")?(?=\s|$)')
 
 
 @dataclass
@@ -39,98 +36,44 @@ class WriteResult:
     checksum_checked: bool
 
 
-def _frame_texts(path: Path, wanted: set[int]) -> tuple[dict[int, str], int]:
-    """One streaming pass: raw extxyz text of the frames whose ``candidate_id`` is wanted.
+def pool_frames(
+    paths: str | os.PathLike | Sequence, ids: Sequence[int], min_distance: float = MIN_DISTANCE
+) -> tuple[list[Atoms], int]:
+    """The pool frames with candidate ids ``ids``, in that order, read back from their
+    sources (every info key, array and calculator result; extxyz by byte range).
 
-    Returns ``({candidate_id: text}, number of frames in the pool)``. Memory is the
-    wanted frames only. A frame without ``candidate_id`` or a malformed frame is refused.
+    ``paths``: the pool's inputs, as given to ``describe``. Returns ``(frames, number of
+    frames in the pool)``; refuses ids not in the pool. A frame without ``candidate_id``
+    gets the id the reader gave it (its pool position).
     """
-    found: dict[int, str] = {}
-    n_frames = 0
-    lineno = 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = iter(fh)
-        for head in lines:
-            lineno += 1
-            if not head.strip():
-                continue
-            try:
-                nat = int(head)
-            except ValueError:
-                raise MlpdesignError(
-                    f"{path}:{lineno}: expected the atom count of an extxyz "
-                    f"frame, got {head.strip()[:40]!r}"
-                ) from None
-            comment = next(lines, "")
-            lineno += 1
-            m = _CID.search(comment)
-            if m is None:
-                raise MlpdesignError(
-                    f"{path}:{lineno}: frame {n_frames} has no candidate_id "
-                    "(expected a pool written by mlpdesign generate)"
-                )
-            cid = int(m.group(1))
-            if cid in wanted:
-                if cid in found:
-                    raise MlpdesignError(f"{path}: candidate_id {cid} occurs twice in the pool")
-                body = list(itertools.islice(lines, nat))
-                found[cid] = head + comment + "".join(body)
-            else:
-                for _ in itertools.islice(lines, nat):
-                    pass
-            lineno += nat
-            n_frames += 1
-    return found, n_frames
-
-
-def _parse_frame(text: str, cid: int, path: Path) -> Atoms:
-    from ase.io.extxyz import read_xyz
-
-    try:
-        atoms = next(read_xyz(io.StringIO(text), index=0))
-    except Exception as e:  # ASE raises many types on a broken frame
-        raise MlpdesignError(
-            f"{path}: frame of candidate_id {cid} cannot be read: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    got = atoms.info.get("candidate_id")
-    if got is None or int(got) != cid:
-        raise MlpdesignError(f"{path}: frame of candidate_id {cid} reads back as {got}")
-    return atoms
-
-
-def pool_frames(path: str | os.PathLike, ids: Sequence[int]) -> tuple[list[Atoms], int]:
-    """The pool frames with candidate ids ``ids``, in that order (fast text scan).
-
-    Returns ``(frames, number of frames in the pool)``; refuses ids not in the pool.
-    """
-    p = Path(path)
-    wanted = {int(i) for i in ids}
-    texts, n_frames = _frame_texts(p, wanted)
-    missing = [i for i in ids if int(i) not in texts]
+    pool = open_pool(paths, min_distance, species=False)
+    where = {int(c): k for k, c in enumerate(pool.candidate_id)}
+    missing = [i for i in ids if int(i) not in where]
     if missing:
         shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise MlpdesignError(
-            f"{len(missing)} selected candidate ids are not in {p} "
+            f"{len(missing)} selected candidate ids are not in {pool.path} "
             f"({shown}): the selection was made from another pool"
         )
-    parsed = {cid: _parse_frame(t, cid, p) for cid, t in texts.items()}
-    return [parsed[int(i)].copy() for i in ids], n_frames
+    frames = pool.atoms([where[int(i)] for i in ids])
+    for a, i in zip(frames, ids, strict=True):
+        a.info.setdefault("candidate_id", int(i))
+    return frames, pool.n_configs
 
 
 def pool_frames_ase(path: str | os.PathLike, ids: Sequence[int]) -> tuple[list[Atoms], int]:
-    """Reference for :func:`pool_frames`: ASE parses every frame of the pool."""
+    """Reference for :func:`pool_frames`: ASE parses every frame of an extxyz pool."""
     import ase.io
 
     wanted = {int(i) for i in ids}
     found: dict[int, Atoms] = {}
     n = 0
     for atoms in ase.io.iread(str(path), format="extxyz"):
-        cid = int(atoms.info["candidate_id"])
+        cid = int(atoms.info.get("candidate_id", n))
         if cid in wanted:
             found[cid] = atoms
         n += 1
-    return [found[int(i)].copy() for i in ids], n
+    return [found[int(i)] for i in ids], n
 
 
 def annotate(frames: Iterable[Atoms], psi: Sequence[float], start_rank: int = 0) -> list[Atoms]:
@@ -144,32 +87,17 @@ def annotate(frames: Iterable[Atoms], psi: Sequence[float], start_rank: int = 0)
 
 
 def write_extxyz(path: Path, frames: Iterable[Atoms]) -> None:
-    """Write frames with every info key and array (no calculator results) through ASE."""
+    """Write frames with every info key, array and calculator result through ASE
+    (``energy``, ``forces``, ``stress``: ASE's keys, read back as a calculator)."""
     from ase.io.extxyz import write_xyz
 
     with open(path, "w") as fh:
         for atoms in frames:
-            write_xyz(fh, [atoms], write_results=False)
+            write_xyz(fh, [atoms], write_results=True)
 
 
-def write_training_set(
-    pool: str | os.PathLike,
-    selection: str | os.PathLike,
-    output: str | os.PathLike,
-    n: int | None = None,
-    force: bool = False,
-) -> WriteResult:
-    """Write the picks of ``selection`` (the first ``n``) from ``pool`` to ``output`` (extxyz).
-
-    Frames come out in selection order with every pool ``info`` key, plus
-    ``selection_rank`` and ``min_distance`` (the selection's psi, the squared kernel
-    distance D^2 to the design at pick time; ``inf`` for the first pick). Refuses a
-    selection made from another pool (checksum, then candidate ids).
-    """
-    pool_p = require_file(pool, "pool file")
-    require_file(selection, "selection file")
-    check_output(output, force)
-    sel = load_selection(selection)
+def _picks(sel, selection, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate ids and psi of the first ``n`` picks (all when None), checked."""
     ids = np.asarray(sel.candidate_id, dtype=np.int64)
     psi = np.asarray(sel.psi, dtype=np.float64)
     if ids.size == 0:
@@ -182,15 +110,41 @@ def write_training_set(
         ids, psi = ids[:n], psi[:n]
     if len(set(ids.tolist())) != ids.size:
         raise MlpdesignError(f"{selection}: a candidate id is picked twice")
+    return ids, psi
+
+
+def write_training_set(
+    pool: str | os.PathLike | Sequence,
+    selection: str | os.PathLike,
+    output: str | os.PathLike,
+    n: int | None = None,
+    force: bool = False,
+    min_distance: float = MIN_DISTANCE,
+) -> WriteResult:
+    """Write the picks of ``selection`` (the first ``n``) from ``pool`` to ``output`` (extxyz).
+
+    ``pool``: the inputs the store was described from (files, glob patterns, in order).
+    Frames come out in selection order with every pool ``info`` key, array and
+    calculator result, plus ``selection_rank`` and ``min_distance`` (the selection's psi,
+    the squared kernel distance D^2 to the design at pick time; ``inf`` for the first
+    pick). Refuses a selection made from another pool (checksum, then candidate ids).
+    """
+    paths = expand_inputs(pool)
+    require_file(selection, "selection file")
+    check_output(output, force)
+    sel = load_selection(selection)
+    ids, psi = _picks(sel, selection, n)
     want_sha = getattr(sel, "pool_sha256", "") or ""
     if want_sha:
-        sha = file_sha256(pool_p)
+        sha = pool_checksum(paths)
         if sha != want_sha:
+            names = " ".join(str(p) for p in paths)
             raise MlpdesignError(
                 f"{selection} was selected from a different pool (sha256 {want_sha[:12]}…) "
-                f"than {pool} (sha256 {sha[:12]}…); give the pool the store was described from"
+                f"than {names} (sha256 {sha[:12]}…); give the pool the store was described "
+                "from (every input, in the same order)"
             )
-    frames, n_frames = pool_frames(pool_p, ids.tolist())
+    frames, n_frames = pool_frames(paths, ids.tolist(), min_distance)
     frames = annotate(frames, psi.tolist())
     with atomic_path(output, force) as tmp:
         write_extxyz(tmp, frames)
