@@ -166,7 +166,7 @@ def test_bad_inputs(tmp_path, train):
     with pytest.raises(MlpdesignError, match="not a periodic 3-D cell"):
         write_vasp_inputs(tmp_path / "mol.xyz", tmp_path / "r3")
     (tmp_path / "junk.xyz").write_text("this is not\nan xyz file\n")
-    with pytest.raises(MlpdesignError, match="not a readable extxyz file"):
+    with pytest.raises(MlpdesignError, match="junk.xyz: line 1: expected the number of atoms"):
         write_vasp_inputs(tmp_path / "junk.xyz", tmp_path / "r4")
     with pytest.raises(MlpdesignError, match="kpoints-length"):
         write_vasp_inputs(train, tmp_path / "r5", kpoints_length=0)

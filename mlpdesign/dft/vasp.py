@@ -307,7 +307,7 @@ def write_vasp_inputs(
     POTCAR only when ``VASP_PP_PATH`` is set (ASE's conventions: ``pp`` names the PAW
     set, ``setups`` the variants, e.g. ``recommended`` gives Zr_sv).
     """
-    import ase.io
+    from mlpdesign.io.frames import read_configs
 
     src = require_file(source, "configuration file")
     check_output_dir(output, force)
@@ -316,14 +316,8 @@ def write_vasp_inputs(
     length = KPOINTS_LENGTH.get(preset, 60) if kpoints_length is None else kpoints_length
     if length <= 0:
         raise MlpdesignError(f"--kpoints-length must be a positive integer, got {length}")
-    try:
-        frames = list(ase.io.iread(str(src), format="extxyz"))
-    except Exception as e:  # ASE raises many types on a malformed file
-        raise MlpdesignError(
-            f"{src}: not a readable extxyz file ({str(e).splitlines()[0]})"
-        ) from None
-    if not frames:
-        raise MlpdesignError(f"{src}: no configurations")
+    # the one reader: any format ASE reads, every frame physically checked
+    frames = read_configs(src, "configuration file", assign_ids=False)
     for k, a in enumerate(frames):
         if len(a) == 0:
             raise MlpdesignError(f"{src}: frame {k} has no atoms")

@@ -178,19 +178,12 @@ def write_labelled(path: str | os.PathLike, frames: Iterable[Atoms], force: bool
 
 
 def read_frames(path: str | os.PathLike, what: str = "extxyz file") -> list[Atoms]:
-    """All frames of an extxyz file, with one clear line for unreadable input."""
-    import ase.io
+    """All frames of ``path`` (any format ASE reads) through the one reader
+    (:func:`mlpdesign.io.frames.read_configs`: physically checked, one clear line for
+    unreadable input)."""
+    from mlpdesign.io.frames import read_configs
 
-    p = require_file(path, what)
-    try:
-        frames = ase.io.read(p, index=":", format="extxyz")
-    except Exception as e:  # noqa: BLE001 - ASE raises many kinds on bad text
-        raise MlpdesignError(
-            f"{p}: not a readable extxyz file ({type(e).__name__}: {str(e).strip()[:200]})"
-        ) from None
-    if not frames:
-        raise MlpdesignError(f"{p}: no configurations in the file")
-    return frames
+    return read_configs(path, what, assign_ids=False)
 
 
 def read_labelled(path: str | os.PathLike, need_forces: bool = False) -> list[Atoms]:

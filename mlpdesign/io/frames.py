@@ -376,10 +376,13 @@ def open_pool(
     min_distance: float = MIN_DISTANCE,
     species: bool = True,
     what: str = "pool file",
+    unique_ids: bool = True,
 ) -> Pool:
     """Index the inputs ``paths`` (files, glob patterns) as one pool; see the module doc.
 
-    ``species=False`` skips collecting the chemical symbols of extxyz inputs.
+    ``species=False`` skips collecting the chemical symbols of extxyz inputs;
+    ``unique_ids=False`` allows a candidate_id in several frames (a labelled set that
+    joins two designs), which a pool never does.
     """
     if min_distance < 0 or not np.isfinite(min_distance):
         raise MlpdesignError(f"--min-distance must be a finite number >= 0, got {min_distance}")
@@ -408,7 +411,8 @@ def open_pool(
         known and species,
         float(min_distance),
     )
-    _unique_ids(pool.candidate_id, pool)
+    if unique_ids:
+        _unique_ids(pool.candidate_id, pool)
     return pool
 
 
@@ -416,11 +420,14 @@ def read_configs(
     paths: str | os.PathLike | Sequence,
     what: str = "input file",
     min_distance: float = MIN_DISTANCE,
+    assign_ids: bool = True,
 ) -> list:
-    """Every frame of ``paths`` (any format ASE reads) as full ASE Atoms, checked, with
-    ``candidate_id`` set where a frame has none (its pool position)."""
-    pool = open_pool(paths, min_distance, species=False, what=what)
+    """Every frame of ``paths`` (any format ASE reads) as full ASE Atoms, checked; with
+    ``assign_ids``, ``candidate_id`` set where a frame has none (its pool position) and
+    required unique; without, frames are read as they are."""
+    pool = open_pool(paths, min_distance, species=False, what=what, unique_ids=assign_ids)
     frames = pool.atoms(range(pool.n_configs))
-    for a, cid in zip(frames, pool.candidate_id, strict=True):
-        a.info.setdefault("candidate_id", int(cid))
+    if assign_ids:
+        for a, cid in zip(frames, pool.candidate_id, strict=True):
+            a.info.setdefault("candidate_id", int(cid))
     return frames

@@ -26,7 +26,7 @@ import numpy as np
 from mlpdesign import __version__
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.strings import DescriptorSpec, parse_gap
-from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
+from mlpdesign.io.atomic import atomic_path, check_output, require_file
 
 FORMAT = "mlpdesign-store"
 FORMAT_VERSION = 1
@@ -644,9 +644,12 @@ def open_store(path: str | os.PathLike) -> Store:
     return Store(path)
 
 
-def verify_pool(store: Store, pool_path: str | os.PathLike) -> None:
-    """Refuse (MlpdesignError) unless ``pool_path`` is the pool ``store`` was made from."""
-    sha = file_sha256(pool_path)
+def verify_pool(store: Store, pool_path: str | os.PathLike | Sequence) -> None:
+    """Refuse (MlpdesignError) unless ``pool_path`` (one input or several, in order) is the
+    pool ``store`` was made from."""
+    from mlpdesign.io.frames import expand_inputs, pool_checksum
+
+    sha = pool_checksum(expand_inputs(pool_path))
     if store.pool_sha256 and sha != store.pool_sha256:
         raise MlpdesignError(
             f"{store.path} was described from a different pool (sha256 "
