@@ -11,7 +11,7 @@ from clihelpers import one_line_error, run
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
 from mlpdesign.gap.label import eam_calculator, label
-from mlpdesign.gap.strings import DEFAULT_GAP, render_gap
+from mlpdesign.gap.strings import DEFAULT_GAP, gap_fit_argument, parse_gap
 
 TINY_GAP = (
     "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
@@ -71,7 +71,9 @@ def test_gap_fit_arguments():
     args = gap_fit_args(specs, opts)
     assert "e0=-6.5" in args and "e0_method=average" not in args
     assert "default_sigma={0.001 0.1 0.05 0.0}" in args and "rnd_seed=3" in args
-    assert args[1] == "gap={" + render_gap(specs) + "}"
+    assert args[1] == gap_fit_argument(specs) and "Z={{40}}" in args[1]
+    same = [(s.descriptor, s.kernel) for s in parse_gap(args[1])]
+    assert same == [(s.descriptor, dict(s.kernel, add_species=False)) for s in specs]
     assert fit_specs(FitOptions(gap=DEFAULT_GAP))[1].kernel["n_sparse"] == 500  # paper
 
 

@@ -55,12 +55,12 @@ def test_command_carries_the_store_kernel(tmp_path):
     two_b, soap = gap[len("gap={") : -1].split(" : ")
     assert two_b == (
         "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 "
-        "theta_uniform=0.3 n_sparse=20 sparse_method=uniform"
+        "theta_uniform=0.3 n_sparse=20 sparse_method=uniform add_species=F"
     )
-    assert soap == (
+    assert soap == (  # gap_fit's nested braces inside gap={...}
         "soap cutoff=6.8 l_max=10 n_max=10 normalize=T atom_sigma=0.15 n_Z=1 "
-        "Z={40} covariance_type=dot_product zeta=4 delta=0.3 n_sparse=500 "
-        "sparse_method=cur_points"
+        "Z={{40}} covariance_type=dot_product zeta=4 delta=0.3 n_sparse=500 "
+        "sparse_method=cur_points add_species=F"
     )
     for a in (
         "e0_method=average",

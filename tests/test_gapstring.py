@@ -36,7 +36,9 @@ def test_render_round_trip_and_gap_fit_argument():
     assert parse_gap(render_gap(specs)) == specs
     arg = gap_fit_argument(specs)
     assert arg.startswith("gap={distance_2b cutoff=7.0") and arg.endswith("}")
-    assert parse_gap(arg) == specs  # the gap={...} wrapper is accepted too
+    back = parse_gap(arg)  # the gap={...} wrapper (and its nested braces) is accepted too
+    assert [s.descriptor for s in back] == [s.descriptor for s in specs]
+    assert [s.kernel for s in back] == [dict(s.kernel, add_species=False) for s in specs]
 
 
 def test_aliases_braces_and_colons_inside_braces():

@@ -8,7 +8,30 @@ import click
 
 from .options import force_option, output_option, quiet_option, seed_option
 
-FIT_KEYS = ("store", "gap", "sigma", "n_sparse", "sparse_method", "e0", "gap_fit_args", "seed")
+FIT_KEYS = (
+    "store",
+    "gap",
+    "sigma",
+    "n_sparse",
+    "sparse_method",
+    "e0",
+    "gap_fit_args",
+    "seed",
+    "energy_key",
+    "forces_key",
+    "virial_key",
+)
+
+
+def _key_option(name: str, what: str, ase: str) -> callable:
+    return click.option(
+        f"--{name}-key",
+        f"{name}_key",
+        default=None,
+        metavar="KEY",
+        help=f"Name of the {what} label in the labelled set (default: dft_{name}, else "
+        f"ASE's {ase}, e.g. of an MD .traj or a VASP output).",
+    )
 
 
 def fit_options(f):
@@ -73,13 +96,28 @@ def fit_options(f):
             help="Extra gap_fit argument, passed as given (repeatable).",
         ),
         seed_option(help="gap_fit's rnd_seed (sparse-point choice)."),
+        _key_option("energy", "energy (info)", "energy"),
+        _key_option("forces", "forces (per-atom array)", "forces"),
+        _key_option("virial", "virial (info, 9 numbers, eV)", "virial or -stress x volume"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, seed):
+def build_options(
+    store,
+    gap,
+    sigma,
+    n_sparse,
+    sparse_method,
+    e0,
+    gap_fit_args,
+    seed,
+    energy_key=None,
+    forces_key=None,
+    virial_key=None,
+):
     """FitOptions from the shared click options."""
     from mlpdesign.gap.fit import FitOptions, gap_of, parse_assignments, parse_sigma
 
@@ -91,6 +129,7 @@ def build_options(store, gap, sigma, n_sparse, sparse_method, e0, gap_fit_args, 
         e0=e0,
         seed=seed,
         extra=tuple(gap_fit_args),
+        keys=(energy_key, forces_key, virial_key),
     )
 
 

@@ -36,10 +36,10 @@ from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.strings import (
     DEFAULT_GAP,
     DescriptorSpec,
+    alloy_specs,
+    covered_species,
     parse_gap,
     probe_descriptor,
-    soap_species,
-    with_species,
 )
 from mlpdesign.generate.pool import shard_range
 from mlpdesign.io.atomic import atomic_path, check_output
@@ -78,27 +78,36 @@ def fast_distance_2b(spec: DescriptorSpec) -> bool:
     if spec.name != "distance_2b":
         return False
     p = spec.params
-    if set(p) - _FAST_2B_KEYS or p.get("Z1", 0) != 0 or p.get("Z2", 0) != 0:
-        return False
+    if set(p) - _FAST_2B_KEYS or (p.get("Z1", 0) == 0) != (p.get("Z2", 0) == 0):
+        return False  # one wildcard species: left to quippy
     ex = p.get("exponents", 1)
     return p.get("n_exponents", 1) == 1 and ex in (1, [1])
 
 
-def distance_2b_direct(atoms, cutoff: float, width: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def distance_2b_direct(
+    atoms, cutoff: float, width: float = 0.5, z1: int = 0, z2: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows (ordered pair distances, sorted) and weights of a plain ``distance_2b``.
 
-    ``atoms``: ASE Atoms or :class:`Frame` (anything with ``positions``, ``cell``, ``pbc``).
+    ``atoms``: ASE Atoms or :class:`Frame` (anything with ``positions``, ``cell``, ``pbc``,
+    ``numbers``). ``z1, z2`` (both non-zero): only the pairs of those two elements, in
+    both orders, as QUIP's ``Z1=``/``Z2=`` give them.
     """
     from matscipy.neighbours import neighbour_list
 
-    d = neighbour_list(
-        "d",
+    kw = dict(
         positions=atoms.positions,
         cell=np.asarray(atoms.cell, dtype=np.float64),
         pbc=np.asarray(atoms.pbc, dtype=bool),
         cell_origin=np.zeros(3),
         cutoff=float(cutoff),
     )
+    if z1 and z2:
+        i, j, d = neighbour_list("ijd", **kw)
+        zi, zj = np.asarray(atoms.numbers)[i], np.asarray(atoms.numbers)[j]
+        d = d[((zi == z1) & (zj == z2)) | ((zi == z2) & (zj == z1))]
+    else:
+        d = neighbour_list("d", **kw)
     d.sort()
     return d.reshape(-1, 1), cutoff_weights(d, cutoff, width)
 
@@ -199,7 +208,10 @@ class DescriptorCalculator:
             if fast and fast_distance_2b(spec):
                 cut = float(p["cutoff"])
                 width = float(p.get("cutoff_transition_width", 0.5))
-                self._calls.append(lambda a, c=cut, w=width: distance_2b_direct(a, c, w))
+                z1, z2 = int(p.get("Z1", 0)), int(p.get("Z2", 0))
+                self._calls.append(
+                    lambda a, c=cut, w=width, z1=z1, z2=z2: distance_2b_direct(a, c, w, z1, z2)
+                )
                 if spec.dim is None:
                     spec.dim = 1
             else:
@@ -234,18 +246,10 @@ class DescriptorCalculator:
 
 
 def required_species(specs: Sequence[DescriptorSpec]) -> set[int] | None:
-    """Atomic numbers every config must be limited to (SOAP ``Z`` lists); None = any."""
-    allowed = None
-    for s in specs:
-        z = soap_species(s)
-        if z is not None:
-            allowed = set(z) if allowed is None else allowed & set(z)
-        if s.name == "soap" and "species_Z" in s.params:
-            sz = s.params["species_Z"]
-            sz = set(sz if isinstance(sz, list) else [sz])
-            if sz != {0}:
-                allowed = sz if allowed is None else allowed & sz
-    return allowed
+    """Atomic numbers every config must be limited to: the SOAP centre lists together
+    (one SOAP per centre species is the alloy default), within every SOAP's neighbour
+    list (:func:`mlpdesign.gap.strings.covered_species`); None = any."""
+    return covered_species(list(specs))
 
 
 def _element_error(symbol: str, allowed: set[int], where: str) -> MlpdesignError:
@@ -401,7 +405,7 @@ def prepare_specs(gap: str | None, index: Pool) -> list[DescriptorSpec]:
         )
     numbers = sorted(atomic_numbers[s] for s in index.first_seen)
     if gap is None and index.species_known and numbers and numbers != [40]:
-        specs = with_species(specs, numbers)
+        specs = alloy_specs(specs, numbers)  # one element: SOAP's Z set to it
     allowed = required_species(specs)
     if allowed is not None and index.species_known:
         for sym, c in sorted(index.first_seen.items(), key=lambda kv: kv[1]):

@@ -189,7 +189,7 @@ def crossval(
     out = Path(output)
     _check_output(out, force)
     mdir = Path(models_dir) if models_dir is not None else out / "models"
-    data = {name: read_labelled(path) for name, path in sets.items()}
+    data = {name: read_labelled(path, keys=tuple(options.keys)) for name, path in sets.items()}
     specs = fit_specs(options)
     for name, frames in data.items():
         check_species(specs, frames, f"set {name} ({sets[name]})")

@@ -21,8 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gap.label import GAP_FIT_KEY_ARGS, read_labelled
-from mlpdesign.gap.strings import DEFAULT_GAP, DescriptorSpec, parse_gap, render_gap, soap_species
+from mlpdesign.gap.label import GAP_FIT_KEY_ARGS, labelled_set, write_labelled
+from mlpdesign.gap.strings import (
+    DEFAULT_GAP,
+    DescriptorSpec,
+    covered_species,
+    gap_fit_argument,
+    parse_gap,
+    render_gap,
+)
 from mlpdesign.io.atomic import atomic_dir, check_output_dir, file_sha256
 from mlpdesign.io.store import open_store
 
@@ -48,6 +55,8 @@ class FitOptions:
     seed: int = 1
     sparse_jitter: float = 1e-8
     extra: tuple[str, ...] = ()  # further key=value arguments for gap_fit
+    #: label keys (energy, forces, virial) of the labelled set; None: dft_*, else ASE's
+    keys: tuple[str | None, str | None, str | None] = (None, None, None)
 
 
 @dataclass
@@ -129,7 +138,7 @@ def gap_fit_args(
     ``mlpdesign gap-command`` prints the same arguments (it calls this function).
     """
     sig = " ".join(repr(float(x)) for x in options.sigma)
-    args = [f"at_file={at_file}", "gap={" + render_gap(list(specs)) + "}"]
+    args = [f"at_file={at_file}", gap_fit_argument(list(specs))]
     args.append("e0_method=average" if options.e0 is None else f"e0={float(options.e0)!r}")
     args += [
         f"default_sigma={{{sig}}}",
@@ -150,13 +159,12 @@ def check_species(specs: Sequence[DescriptorSpec], frames, where: str) -> None:
     gap_fit would "succeed" and fit a model that only knows e0 for the missing species.
     """
     have = sorted({int(z) for a in frames for z in set(a.numbers.tolist())})
-    for s in specs:
-        z = soap_species(s)
-        if z is not None and set(have) - set(z):
-            raise MlpdesignError(
-                f"{where} contains Z={have} but the gap string's soap has "
-                f"Z={sorted(z)}; pass a --gap (or store) for these species"
-            )
+    z = covered_species(list(specs))
+    if z is not None and set(have) - z:
+        raise MlpdesignError(
+            f"{where} contains Z={have} but the gap string's soap has "
+            f"Z={sorted(z)}; pass a --gap (or store) for these species"
+        )
 
 
 def inputs_hash(labelled: str | os.PathLike, args: Sequence[str]) -> str:
@@ -263,11 +271,12 @@ def fit(
     message is raised.
     """
     labelled = Path(labelled)
-    frames = read_labelled(labelled)
+    frames, converted = labelled_set(labelled, keys=tuple(options.keys))
     specs = fit_specs(options, n_atoms=sum(len(a) for a in frames))
     check_species(specs, frames, str(labelled))
     args = gap_fit_args(specs, options)
-    digest = inputs_hash(labelled, args)
+    keys = [] if options.keys == (None, None, None) else [f"keys={list(options.keys)}"]
+    digest = inputs_hash(labelled, args + keys)
     out = Path(output)
     if reuse and out.is_dir():
         info = read_fit_info(out)
@@ -284,7 +293,10 @@ def fit(
     check_output_dir(out, force)
     failed_log = out.with_name(out.name + ".gap_fit.log")
     with atomic_dir(out, force) as tmp:
-        shutil.copyfile(labelled, tmp / "train.xyz")
+        if converted:  # labels under ASE's (or the given) keys: written as gap_fit reads them
+            write_labelled(tmp / "train.xyz", frames)
+        else:
+            shutil.copyfile(labelled, tmp / "train.xyz")
         if announce is not None:
             announce(
                 f"running gap_fit on {len(frames)} configurations of {labelled} "

@@ -44,20 +44,63 @@ GAP_FIT_KEY_ARGS = (
 # ---------------------------------------------------------------------------- calculators
 
 
+def eam_kind(path: str | os.PathLike) -> str:
+    """The LAMMPS EAM format of a file, from its header and table size: ``eam`` (DYNAMO
+    funcfl), ``eam/alloy`` or ``eam/fs`` (setfl; the same header, but eam/fs tabulates a
+    density function per pair of elements: N*Nr values per element instead of Nr).
+
+    One element: eam/alloy and eam/fs files are identical (read as eam/alloy).
+    """
+    p = require_file(path, "EAM potential file")
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        head = [fh.readline() for _ in range(5)]
+        rest = fh.read()
+    w4 = head[3].split()
+    try:
+        setfl = len(w4) >= 2 and int(w4[0]) == len(w4) - 1
+    except ValueError:
+        setfl = False
+    if not setfl:
+        return "eam"
+    n = len(w4) - 1
+    try:
+        w5 = head[4].split()
+        nrho, nr = int(w5[0]), int(w5[2])
+    except (ValueError, IndexError):
+        raise MlpdesignError(
+            f"{p}: line 5 should be 'Nrho drho Nr dr cutoff' of an EAM setfl file"
+        ) from None
+    values = len(" ".join(ln.split("#")[0] for ln in rest.splitlines()).split())
+    pairs = n * (n + 1) // 2 * nr
+    kinds = {
+        "eam/alloy": n * (4 + nrho + nr) + pairs,
+        "eam/fs": n * (4 + nrho + n * nr) + pairs,
+    }
+    for kind, want in kinds.items():
+        if values == want:
+            return kind
+    raise MlpdesignError(
+        f"{p}: {values} tabulated values fit neither eam/alloy ({kinds['eam/alloy']}) nor "
+        f"eam/fs ({kinds['eam/fs']}) for {n} elements, Nrho={nrho}, Nr={nr}; truncated?"
+    )
+
+
 def eam_calculator(path: str | os.PathLike):
-    """matscipy's EAM calculator for a LAMMPS ``.eam``/``.eam.alloy``/``.eam.fs`` file.
+    """matscipy's EAM calculator for a LAMMPS ``eam``/``eam/alloy``/``eam/fs`` file, its
+    kind read from the file (:func:`eam_kind`), whatever its name.
 
     matscipy is ~50x faster than ASE's own EAM on small cells (about 1 ms per cell).
     """
     p = require_file(path, "EAM potential file")
     from matscipy.calculators.eam import EAM
 
+    kind = eam_kind(p)
     try:
-        calc = EAM(str(p))
+        calc = EAM(str(p), kind=kind)
     except Exception as e:  # noqa: BLE001 - any parse failure is bad input
         raise MlpdesignError(
-            f"{p}: not a readable EAM potential file "
-            f"({type(e).__name__}: {str(e).strip() or 'parse error'})"
+            f"{p}: not a readable EAM potential file (read as {kind}: "
+            f"{type(e).__name__}: {str(e).strip() or 'parse error'})"
         ) from None
     calc.mlpdesign_source = str(p)
     return calc
@@ -186,24 +229,85 @@ def read_frames(path: str | os.PathLike, what: str = "extxyz file") -> list[Atom
     return read_configs(path, what, assign_ids=False)
 
 
-def read_labelled(path: str | os.PathLike, need_forces: bool = False) -> list[Atoms]:
-    """Read a labelled set and check that every frame carries ``dft_energy``.
+def _calc_result(a: Atoms, name: str):
+    """A calculator result ASE attached on read (``energy``, ``forces``, ``stress``), or None."""
+    calc = getattr(a, "calc", None)
+    results = getattr(calc, "results", None) or {}
+    return results.get(name)
 
-    Frames read back keep the labels in ``info``/``arrays`` (no calculator).
+
+def _ase_labels(a: Atoms, keys: tuple[str | None, str | None, str | None], i: int, path):
+    """``(energy, forces, virial)`` of a frame under ``keys`` (None: ASE's own names,
+    from info, arrays or the calculator ASE made on read); virial from ``stress`` when
+    the frame has no virial (``-stress * volume``, periodic cells only)."""
+    ek, fk, vk = keys
+    e = a.info.get(ek or "energy", _calc_result(a, ek or "energy"))
+    if e is None:
+        raise MlpdesignError(
+            f"{path}: configuration {i} has no {ek or ENERGY_KEY} label (nor ASE's energy); "
+            "run 'mlpdesign label' (or 'collect' for DFT) first, or name it with --energy-key"
+        )
+    f = a.arrays.get(fk or "forces", _calc_result(a, fk or "forces"))
+    if fk is not None and f is None:
+        raise MlpdesignError(f"{path}: configuration {i} has no {fk} array")
+    v = a.info.get(vk or "virial")
+    if vk is not None and v is None:
+        raise MlpdesignError(f"{path}: configuration {i} has no {vk} label")
+    if v is None:
+        stress = a.info.get("stress", _calc_result(a, "stress"))
+        if stress is not None and all(a.pbc):
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            st = np.asarray(stress, dtype=float)
+            st = voigt_6_to_full_3x3_stress(st) if st.shape == (6,) else st.reshape(3, 3)
+            v = -st * a.get_volume()
+    return e, f, v
+
+
+def _relabelled(a: Atoms, keys, i: int, path) -> Atoms:
+    """The frame in the labelled-set format from the keys ``keys`` (see :func:`_ase_labels`)."""
+    e, f, v = _ase_labels(a, keys, i, path)
+    try:
+        e = float(e)
+    except (TypeError, ValueError):
+        raise MlpdesignError(f"{path}: configuration {i}: energy {e!r} is not a number") from None
+    out = labelled_frame(a, e, f, None)
+    if v is not None:
+        out.info[VIRIAL_KEY] = np.asarray(v, dtype=float).reshape(-1)
+    return out
+
+
+def read_labelled(
+    path: str | os.PathLike,
+    need_forces: bool = False,
+    keys: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> list[Atoms]:
+    """:func:`labelled_set` without its second value."""
+    return labelled_set(path, need_forces, keys)[0]
+
+
+def labelled_set(
+    path: str | os.PathLike,
+    need_forces: bool = False,
+    keys: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> tuple[list[Atoms], bool]:
+    """Read a labelled set and check that every frame carries an energy.
+
+    Frames read back keep the labels in ``info``/``arrays`` (no calculator), as
+    ``dft_energy``/``dft_forces``/``dft_virial``. ``keys`` = (energy, forces, virial) key
+    names to take the labels from instead; by default a frame without ``dft_energy``
+    falls back on ASE's ``energy``/``forces``/``virial`` (or ``stress``), from its info
+    and arrays or the calculator ASE made on read (an MD ``.traj``, a VASP output, an
+    extxyz with ``energy=``): those frames are returned converted to the format.
+    Returns ``(frames, whether any frame was converted)``.
     """
     frames = read_frames(path, "labelled set")
+    converted = False
     for i, a in enumerate(frames):
+        if keys != (None, None, None) or ENERGY_KEY not in a.info:
+            frames[i] = a = _relabelled(a, keys, i, path)
+            converted = True
         e = a.info.get(ENERGY_KEY)
-        if e is None:
-            hint = (
-                " (it has 'energy': relabel with mlpdesign label, or rename the key)"
-                if a.calc is not None or "energy" in a.info
-                else ""
-            )
-            raise MlpdesignError(
-                f"{path}: configuration {i} has no {ENERGY_KEY} label{hint}; "
-                "run 'mlpdesign label' (or 'collect' for DFT) first"
-            )
         if not isinstance(e, (int, float, np.floating, np.integer)) or not math.isfinite(e):
             raise MlpdesignError(
                 f"{path}: configuration {i} has a non-numeric or non-finite {ENERGY_KEY} ({e!r})"
@@ -215,7 +319,7 @@ def read_labelled(path: str | os.PathLike, need_forces: bool = False) -> list[At
             raise MlpdesignError(
                 f"{path}: configuration {i}: {VIRIAL_KEY} must be 9 numbers, got {np.size(v)}"
             )
-    return frames
+    return frames, converted
 
 
 # ---------------------------------------------------------------------------- labelling

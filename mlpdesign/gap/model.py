@@ -194,12 +194,13 @@ def load_gap(path: str | os.PathLike) -> GapModel:
 _TOKEN = re.compile(r'([A-Za-z_]\w*)=(\{[^}]*\}|"[^"]*"|\S+)')
 
 
-def _plain_distance_2b(descriptor: str) -> tuple[float, float, int] | None:
-    """(cutoff, transition width, Z) when ``descriptor`` is a plain one-species distance_2b.
+def _plain_distance_2b(descriptor: str) -> tuple[float, float, int, int] | None:
+    """(cutoff, transition width, Z1, Z2) when ``descriptor`` is a plain distance_2b.
 
-    Such a descriptor is just the pair distances within the cutoff with QUIP's cutoff
-    weights, which a neighbour list gives ~50x faster than quippy's per-pair unpacking
-    (:func:`mlpdesign.describe.runner.distance_2b_direct`). Z is 0 when any species goes.
+    Such a descriptor is just the pair distances within the cutoff (of the pairs of
+    elements Z1 and Z2, both orders; 0, 0: any pair) with QUIP's cutoff weights, which a
+    neighbour list gives ~50x faster than quippy's per-pair unpacking
+    (:func:`mlpdesign.describe.runner.distance_2b_direct`).
     """
     name = descriptor.split(None, 1)[0]
     if name != "distance_2b":
@@ -213,16 +214,16 @@ def _plain_distance_2b(descriptor: str) -> tuple[float, float, int] | None:
         width = float(keys.get("cutoff_transition_width", 0.5))
     except ValueError:
         return None
-    if z1 != z2:
+    if (z1 == 0) != (z2 == 0):
         return None
-    return cutoff, width, z1
+    return cutoff, width, z1, z2
 
 
 class DescriptorCalculator:
     """Descriptors for a set of descriptor strings, each initialised once.
 
-    quippy computes them, except a plain ``distance_2b`` on a configuration of its one
-    species, which goes through the neighbour-list path of :mod:`mlpdesign.describe.runner`
+    quippy computes them, except a plain ``distance_2b`` (any pair, or the pairs of two
+    given elements), which goes through the neighbour-list path of :mod:`mlpdesign.describe.runner`
     (``fast=False`` sends everything through quippy: the reference path).
     """
 
@@ -242,14 +243,11 @@ class DescriptorCalculator:
 
     def __call__(self, atoms: Atoms) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out = {}
-        species = None
         for s, d in self._desc.items():
             plain = self._fast.get(s)
             if plain is not None:
-                species = set(atoms.numbers.tolist()) if species is None else species
-                if plain[2] == 0 or species == {plain[2]}:
-                    out[s] = distance_2b_direct(atoms, plain[0], plain[1])
-                    continue
+                out[s] = distance_2b_direct(atoms, *plain)
+                continue
             r = d.calc(atoms, grad=False)
             if "covariance_cutoff" not in r:  # no descriptor in this configuration
                 out[s] = (np.zeros((0, int(d.dimensions()))), np.zeros(0))

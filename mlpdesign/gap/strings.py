@@ -373,6 +373,9 @@ def parse_segment(segment: str, index: int = 0) -> DescriptorSpec:
             f"{where0}: unknown descriptor {name!r}{_suggest(name, QUIP_DESCRIPTORS)}"
             f"; QUIP knows {', '.join(sorted(QUIP_DESCRIPTORS))}"
         )
+    pairs = [  # gap_fit's nested form {{...}} reads as {...}
+        (k, v[1:-1] if v.startswith("{{") and v.endswith("}}") else v) for k, v in pairs
+    ]
     desc_tokens, kernel, seen = [name], {}, set()
     for key, raw in pairs:
         canon = KERNEL_KEYS.get(key, key)
@@ -506,9 +509,28 @@ def render_gap(specs: list[DescriptorSpec]) -> str:
     return " : ".join(s.render() for s in specs)
 
 
+def _nested(value: str) -> str:
+    """A ``{...}`` value as gap_fit needs it inside ``gap={...}``: ``{{...}}``."""
+    return "{" + value + "}" if value.startswith("{") and not value.startswith("{{") else value
+
+
 def gap_fit_argument(specs: list[DescriptorSpec]) -> str:
-    """The ``gap={...}`` argument of ``gap_fit`` for these specs."""
-    return "gap={" + render_gap(specs) + "}"
+    """The ``gap={...}`` argument of ``gap_fit`` for these specs.
+
+    gap_fit strips one level of braces from the values inside ``gap={...}`` (``Z={29 40}``
+    reaches QUIP as ``Z=29 40``: a parse error), so every ``{...}`` value is written
+    ``{{...}}`` here, for one element and for several; :func:`parse_gap` reads both forms.
+    Each segment also gets ``add_species=F`` unless it sets ``add_species``: gap_fit's
+    default (T) would copy every term once per species or species pair (appending its
+    own ``Z``/``Z1``/``Z2``), which is not the kernel the string describes.
+    """
+    segments = []
+    for s in specs:
+        name, pairs = _pairs(s.render(), s.name)
+        if "add_species" not in s.kernel:
+            pairs.append(("add_species", "F"))
+        segments.append(" ".join([name] + [f"{k}={_nested(v)}" for k, v in pairs]))
+    return "gap={" + " : ".join(segments) + "}"
 
 
 # ---------------------------------------------------------------------------- species
@@ -549,6 +571,68 @@ def with_species(specs: list[DescriptorSpec], numbers: list[int]) -> list[Descri
         new.segment = new.render()
         out.append(new)
     return out
+
+
+def _with_params(s: DescriptorSpec, drop: tuple[str, ...], add: list[tuple[str, str]]):
+    params = [(k, v) for k, v in _pairs(s.descriptor, s.name)[1] if k not in drop]
+    desc = " ".join([s.name] + [f"{k}={v}" for k, v in params + add])
+    new = replace(s, descriptor=desc, kernel=dict(s.kernel), dim=None)
+    new.segment = new.render()
+    return new
+
+
+def alloy_specs(specs: list[DescriptorSpec], numbers: list[int]) -> list[DescriptorSpec]:
+    """The default model for several elements, as GAP users write it for alloys (and as
+    gap_fit's ``add_species`` would expand it): every ``distance_2b`` becomes one term per
+    element pair (``Z1``, ``Z2``; z1 <= z2), every ``soap`` one term per centre species
+    (``n_Z=1 Z={z}``) over all species as neighbours (``n_species``, ``species_Z``); each
+    term keeps its kernel keys (its own ``delta``). One element: :func:`with_species`.
+
+    Used only for the *default* GAP string; an explicit ``--gap`` is never changed.
+    """
+    numbers = sorted(set(int(z) for z in numbers))
+    if len(numbers) < 2:
+        return with_species(specs, numbers)
+    allz = render_value(numbers)
+    out = []
+    for s in specs:
+        if s.name == "distance_2b":
+            for i, z1 in enumerate(numbers):
+                for z2 in numbers[i:]:
+                    out.append(_with_params(s, ("Z1", "Z2"), [("Z1", str(z1)), ("Z2", str(z2))]))
+        elif s.name == "soap":
+            for z in numbers:
+                add = [("n_Z", "1"), ("Z", "{" + str(z) + "}")]
+                add += [("n_species", str(len(numbers))), ("species_Z", allz)]
+                out.append(_with_params(s, ("n_Z", "Z", "n_species", "species_Z"), add))
+        else:
+            out.append(s)
+    return out
+
+
+def covered_species(specs: list[DescriptorSpec]) -> set[int] | None:
+    """The elements a GAP string can describe: the union of the SOAP centre lists (``Z``),
+    limited to every SOAP's neighbour list (``species_Z``); None when any is a wildcard or
+    the string has no SOAP."""
+    centres: set[int] = set()
+    neighbours: set[int] | None = None
+    any_soap = False
+    for s in specs:
+        if s.name != "soap":
+            continue
+        any_soap = True
+        z = soap_species(s)
+        if z is None:
+            return None
+        centres |= set(z)
+        sz = s.params.get("species_Z")
+        if sz is not None:
+            sz = set(sz if isinstance(sz, list) else [sz])
+            if sz != {0}:
+                neighbours = sz if neighbours is None else neighbours & sz
+    if not any_soap:
+        return None
+    return centres if neighbours is None else centres & neighbours
 
 
 # ---------------------------------------------------------------------------- probing
