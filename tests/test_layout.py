@@ -22,12 +22,7 @@ KNOWN_ATTRIBUTE = {
     "mlpdesign.describe.runner: _calc_1",
     "mlpdesign.describe.runner: _quip_descriptor",
 }
-KNOWN_LONG = {
-    "mlpdesign.cli.report.command",
-    "mlpdesign.kernels.core.build",
-    "mlpdesign.report.metrics.compute",
-    "mlpdesign.report.streamed.report_scaled",
-}
+KNOWN_LONG: set[str] = set()
 STAGES_WITHOUT_FRONT_DOOR: set[str] = set()
 
 

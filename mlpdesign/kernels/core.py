@@ -238,6 +238,47 @@ def _check_finite(a: np.ndarray, what: str) -> None:
 # ---------------------------------------------------------------------------- terms
 
 
+def _check_kernel(kind: str, zeta, length: float, delta: float) -> None:
+    """Refuse a term that is not a positive-definite kernel of a distance."""
+    if kind == "dot":
+        if int(zeta) != zeta or zeta < 1:
+            raise MlpdesignError(
+                f"zeta must be a positive integer for a distance "
+                f"(dot_product^zeta is then a kernel), got {zeta}"
+            )
+    elif kind == "gauss":
+        if not length > 0:
+            raise MlpdesignError(f"length scale must be positive, got {length}")
+    else:
+        raise MlpdesignError(f"unknown kernel term kind {kind!r}")
+    if not delta > 0:
+        raise MlpdesignError(f"delta must be positive, got {delta}")
+
+
+def _array_reader(rows, offsets, block: int, what: str):
+    """(reader, offsets, n_rows, dim, first block) of rows given as an array; the reader
+    returns copies, since :func:`_centre` centres them in place."""
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise MlpdesignError(f"rows of {what} must be a 2-D (n_rows, dim) array")
+    n_rows, dim = x.shape
+    off = (
+        np.arange(n_rows + 1, dtype=np.int64)
+        if offsets is None
+        else np.asarray(offsets, dtype=np.int64)
+    )
+
+    def get(a, b, out=None):
+        if out is None:
+            return x[a:b].copy()
+        out[...] = x[a:b]
+        return out
+
+    return get, off, n_rows, dim, x[:block]
+
+
 #: rows centred per piece in :func:`_centre` (on threads). ``x . mu`` is one BLAS call
 #: per piece, whose last bits depend on the piece's row count: keep it fixed
 CENTRE_ROWS = 1 << 13
@@ -340,25 +381,7 @@ class Term:
             first = np.asarray(get(0, min(n_rows, block)), dtype=np.float64)
             dim = first.shape[1] if first.ndim == 2 else 1
         else:
-            x = np.asarray(rows, dtype=np.float64)
-            if x.ndim == 1:
-                x = x[:, None]
-            if x.ndim != 2:
-                raise MlpdesignError(f"rows of {what} must be a 2-D (n_rows, dim) array")
-            n_rows, dim = x.shape
-            off = (
-                np.arange(n_rows + 1, dtype=np.int64)
-                if offsets is None
-                else np.asarray(offsets, dtype=np.int64)
-            )
-
-            def get(a, b, out=None):  # a copy: it is centred in place
-                if out is None:
-                    return x[a:b].copy()
-                out[...] = x[a:b]
-                return out
-
-            first = x[:block]
+            get, off, n_rows, dim, first = _array_reader(rows, offsets, block, what)
         if off.ndim != 1 or off[0] != 0 or off[-1] != n_rows or np.any(np.diff(off) < 0):
             raise MlpdesignError(f"offsets of {what} must rise from 0 to {n_rows}")
         w = (
@@ -369,19 +392,7 @@ class Term:
         if w.shape != (n_rows,):
             raise MlpdesignError(f"weights of {what} must have {n_rows} entries")
         _check_finite(w, f"weights of {what}")
-        if kind == "dot":
-            if int(zeta) != zeta or zeta < 1:
-                raise MlpdesignError(
-                    f"zeta must be a positive integer for a distance "
-                    f"(dot_product^zeta is then a kernel), got {zeta}"
-                )
-        elif kind == "gauss":
-            if not length > 0:
-                raise MlpdesignError(f"length scale must be positive, got {length}")
-        else:
-            raise MlpdesignError(f"unknown kernel term kind {kind!r}")
-        if not delta > 0:
-            raise MlpdesignError(f"delta must be positive, got {delta}")
+        _check_kernel(kind, zeta, length, delta)
         if mu is None:
             _check_finite(first, f"descriptor rows of {what}")
             mu = first.reshape(len(first), dim).mean(axis=0) if len(first) else np.zeros(dim)
@@ -488,13 +499,21 @@ class Term:
         """K_t between one query config (its rows) and the configs whose rows are
         ``rows`` (a slice: a contiguous block, no copy; or gathered indices), whose row
         counts are ``counts``."""
-        X = self.rows[rows]
+        return self.values_of(self.gather(rows), q_rows, q_aux, q_w, counts)
+
+    def gather(self, rows: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, aux, weights) of these rows, for :meth:`values_of` against many queries."""
+        return self.rows[rows], self.aux[rows], self.weights[rows]
+
+    def values_of(self, gathered, q_rows, q_aux, q_w, counts: np.ndarray) -> np.ndarray:
+        """:meth:`values` on rows gathered once by :meth:`gather` (the same bits)."""
+        X, aux, w = gathered
         if X.shape[0] == 0:
             return np.zeros(len(counts))
         with _one_blas_thread():  # same bits on any machine; threads come from pieces
             G = _products(X, q_rows)
-        v = self._f(G, self.aux[rows], q_aux)
-        v = (v @ q_w) * self.weights[rows]
+        v = self._f(G, aux, q_aux)
+        v = (v @ q_w) * w
         return self.delta**2 * _segment_sum(v, counts)
 
     def err_stats(self) -> dict:
@@ -842,19 +861,33 @@ class KernelData:
         """D² from config ``i`` to every config (one full pass)."""
         return self.d2_range(self.query(i), 0, self.n)
 
+    def _block(self, idx_a, idx_b, combine) -> np.ndarray:
+        """Rows of ``combine(Kt, idx_b, query a)`` for every a, the rows of ``idx_b``
+        gathered once (the bits of :meth:`k_subset` / :meth:`d2_subset` per row)."""
+        idx_b = np.asarray(idx_b, dtype=np.int64)
+        out = np.empty((len(idx_a), len(idx_b)))
+        if len(idx_b) == 0:
+            return out
+        parts = []
+        for term in self.terms:
+            rows, counts = _rows_of(term.offsets, idx_b)
+            parts.append((term.gather(rows), counts))
+        for r, i in enumerate(idx_a):
+            q = self.query(int(i))
+            kt = [
+                term.values_of(g, q.rows[t], q.aux[t], q.weights[t], counts)
+                for t, (term, (g, counts)) in enumerate(zip(self.terms, parts, strict=True))
+            ]
+            out[r] = combine(kt, idx_b, q)
+        return out
+
     def k_block(self, idx_a, idx_b) -> np.ndarray:
         """``(len a, len b)`` kernel matrix k between configs ``idx_a`` and ``idx_b``."""
-        idx_b = np.asarray(idx_b, dtype=np.int64)
-        return np.array([self.k_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
-            len(idx_a), len(idx_b)
-        )
+        return self._block(idx_a, idx_b, self._k)
 
     def d2_block(self, idx_a, idx_b) -> np.ndarray:
         """``(len a, len b)`` matrix of D² between configs ``idx_a`` and ``idx_b``."""
-        idx_b = np.asarray(idx_b, dtype=np.int64)
-        return np.array([self.d2_subset(self.query(int(i)), idx_b) for i in idx_a]).reshape(
-            len(idx_a), len(idx_b)
-        )
+        return self._block(idx_a, idx_b, self._d2)
 
     def min_d2_to(self, idx) -> np.ndarray:
         """Min D² from every config to the configs ``idx`` (e.g. a design: the covering
@@ -1116,59 +1149,67 @@ class StoreKernel(KernelData):
             where = f"{store.path}: descriptor {k} ({plan['name']})"
             if mu is None and part:  # the whole store's centring (see Term.build)
                 mu = _store_mu(store, k, plan, grid_step, where)
-            if plan["kind"] == "pair":
-                rows = np.asarray(ds[r0 : r0 + int(off[-1])], dtype=np.float64)
-                _check_finite(rows, where)
-                if ref is not None:
-                    lo, h, m = ref.meta["grid"]
-                    grid = lo + h * np.arange(m)
-                else:
-                    grid = pair_grid(plan["cutoff"], plan["theta"], grid_step)
-                term = pair_term(
-                    rows,
-                    w,
-                    off,
-                    plan["theta"],
-                    plan["cutoff"],
-                    plan["delta"],
-                    grid=grid,
-                    mu=mu,
-                    dtype=dtype,
-                    name=plan["name"],
-                )
-                del rows
-            else:
-
-                def get(a, b, out=None, ds=ds, r0=r0):
-                    if out is None or ds.dtype != out.dtype:
-                        x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
-                        if out is None:
-                            return x
-                        out[...] = x
-                    else:  # straight into the kernel's array: no copy of the rows
-                        ds.read_direct(out, np.s_[r0 + a : r0 + b])
-                    return out
-
-                extra = (
-                    {"zeta": plan["zeta"]} if plan["kind"] == "dot" else {"length": plan["length"]}
-                )
-                term = Term.build(
-                    plan["kind"],
-                    get,
-                    off,
-                    w,
-                    delta=plan["delta"],
-                    mu=mu,
-                    dtype=dtype,
-                    name=plan["name"],
-                    **extra,
-                )
+            build = _store_pair_term if plan["kind"] == "pair" else _store_row_term
+            term = build(
+                ds, r0, off, w, plan, ref=ref, mu=mu, dtype=dtype, step=grid_step, where=where
+            )
             terms.append(term)
         super().__init__(
             terms, store.n_atoms[c0:c1], normalize=normalize, per_atom=per_atom, balance=balance
         )
         if like is not None:
             like.compatible(self)
+
+
+def _store_pair_term(ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where) -> Term:
+    """A store's ``distance_2b`` rows ``r0 ..`` as a pair term (``ref``: reuse its grid)."""
+    rows = np.asarray(ds[r0 : r0 + int(off[-1])], dtype=np.float64)
+    _check_finite(rows, where)
+    if ref is not None:
+        lo, h, m = ref.meta["grid"]
+        grid = lo + h * np.arange(m)
+    else:
+        grid = pair_grid(plan["cutoff"], plan["theta"], step)
+    return pair_term(
+        rows,
+        w,
+        off,
+        plan["theta"],
+        plan["cutoff"],
+        plan["delta"],
+        grid=grid,
+        mu=mu,
+        dtype=dtype,
+        name=plan["name"],
+    )
+
+
+def _store_row_term(ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where) -> Term:
+    """A store's rows ``r0 ..`` (SOAP, ...) as a dot-product or Gaussian term, read block
+    by block straight into the term's array."""
+
+    def get(a, b, out=None):
+        if out is None or ds.dtype != out.dtype:
+            x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
+            if out is None:
+                return x
+            out[...] = x
+        else:  # straight into the kernel's array: no copy of the rows
+            ds.read_direct(out, np.s_[r0 + a : r0 + b])
+        return out
+
+    extra = {"zeta": plan["zeta"]} if plan["kind"] == "dot" else {"length": plan["length"]}
+    return Term.build(
+        plan["kind"],
+        get,
+        off,
+        w,
+        delta=plan["delta"],
+        mu=mu,
+        dtype=dtype,
+        name=plan["name"],
+        **extra,
+    )
 
 
 def _store_mu(store, k: int, plan: dict, grid_step, where: str, block: int = 1 << 13):

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.kernels.nearest import MaxMinState
 
 #: Default jitter added to the diagonal of K before log det (K is PSD, often near-singular).
 #: Above the rounding noise of a float32 kernel; about a GAP energy noise sigma^2 / delta^2.
@@ -227,6 +228,8 @@ def covering_curves(
     ``progress.update(k)`` is called with the number of pool candidates done.
     """
     oracle = as_oracle(oracle)
+    if isinstance(oracle, KernelDataOracle):  # the exact bounds of select's Psi tracker
+        return tracked_curves(oracle.kd, designs, progress)
     chunk = int(chunk or getattr(oracle, "chunk", 4096))
     diag = oracle.diag()
     n_pool = oracle.n
@@ -249,6 +252,25 @@ def covering_curves(
                     seg[r] = max(seg[r], run.max())
         if progress is not None:
             progress.update(len(cols))
+    return curves
+
+
+def tracked_curves(kd: Any, designs: Sequence[np.ndarray], progress: Any = None) -> list:
+    """:func:`covering_curves` of a KernelData in memory: each design's points added one by
+    one to a :class:`~mlpdesign.kernels.nearest.MaxMinState`, whose Psi is then the min D²
+    of every candidate to the prefix (the values select records); its bounds skip the rows
+    a new point cannot change, so a design costs about what selecting it did."""
+    curves = []
+    for k, d in enumerate(designs):
+        st = MaxMinState(kd)
+        curve = np.empty(len(d))
+        for m, j in enumerate(np.asarray(d, dtype=np.int64)):
+            st.add_pool(int(j), exclude=False)
+            curve[m] = st.psi.max()
+        curves.append(curve)
+        if progress is not None:  # the pool's candidates, shared out over the designs
+            done = kd.n * (k + 1) // len(designs) - kd.n * k // len(designs)
+            progress.update(done)
     return curves
 
 
@@ -445,6 +467,102 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[ReportDesign]) -
     return out
 
 
+def _annotations(n: int, F, structure):
+    """Strain magnitudes and structure labels of the pool, where known (else None)."""
+    strain = None
+    if F is not None:
+        F = np.asarray(F, dtype=np.float64).reshape(n, 9)
+        if np.isfinite(F).all():
+            strain = strain_magnitude(F)
+    labels = None
+    if structure is not None:
+        lab = np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in structure])
+        if len(set(lab.tolist()) - {""}) > 1:
+            labels = lab
+    return strain, labels
+
+
+def _random_rows(revals, per_design_sizes, jitter: float):
+    """Per size: the random designs' metric statistics, and each random design's metrics."""
+    all_sizes = sorted({s for ss in per_design_sizes for s in ss})
+    rand_by_size: dict[int, list[dict]] = {
+        s: [size_metrics(r, s, jitter) for r in revals] for s in all_sizes
+    }
+    random_rows = []
+    for s in all_sizes:
+        row: dict[str, Any] = {"size": s}
+        for key in (*CRITERIA, "median_pairwise_d2"):
+            vals = [m[key] for m in rand_by_size[s] if m[key] is not None]
+            row[key] = _stats(vals) if vals else None
+        random_rows.append(row)
+    return random_rows, rand_by_size
+
+
+def _design_doc(d, ev, sizes, rand_by_size, jitter: float, strain, labels) -> dict:
+    """One design's entry of metrics.json: its metrics per size against the random ones."""
+    rows = []
+    for s in sizes:
+        m: dict[str, Any] = {"size": s, **size_metrics(ev, s, jitter)}
+        m["beats_random"] = {
+            key: _num(beaten_fraction(m[key], [r[key] for r in rand_by_size[s]], larger))
+            for key, larger in CRITERIA.items()
+        }
+        rows.append(m)
+    psi = None if d.psi is None else np.asarray(d.psi, dtype=np.float64)
+    return {
+        "name": d.name,
+        "path": str(d.path),
+        "method": d.method,
+        "n": int(len(d.index)),
+        "conditional": bool(d.conditional),
+        "psi_last_d2": None if psi is None or not len(psi) else _num(psi[-1]),
+        "metrics": rows,
+        "strain_norm": None if strain is None else _stats(strain[d.index]),
+        "structure_share": None if labels is None else structure_shares(labels[d.index]),
+    }
+
+
+def _random_annotations(revals, strain, labels) -> dict:
+    rand_idx = np.concatenate([r.index for r in revals]) if revals else np.empty(0, np.int64)
+    return {
+        "strain_norm": None if strain is None or not len(rand_idx) else _stats(strain[rand_idx]),
+        "structure_share": None
+        if labels is None or not len(rand_idx)
+        else structure_shares(labels[rand_idx]),
+    }
+
+
+def _document(n, pool, seed, n_random, jitter, design_docs, random_rows, strain, labels) -> dict:
+    """The metrics.json document (without the random designs' annotations)."""
+    return {
+        "format": "mlpdesign-report",
+        "format_version": METRICS_FORMAT_VERSION,
+        "distance": "D2 = k(p,p) + k(q,q) - 2 k(p,q), the squared kernel distance (paper eq. 2;"
+        " in [0, 2] on the normalised kernel); *_d = sqrt(D2); psi is D2 at pick time",
+        "criteria": {
+            "min_pairwise_d2": "smallest pairwise D2 in the design (max-min; larger is better)",
+            "covering_radius_d2": "largest D2 from any pool candidate to its nearest design "
+            "point (fill distance; smaller is better)",
+            "logdet_k": "log det(K + jitter I) of the design's kernel matrix (MaxEnt; larger "
+            "is better)",
+            "beats_random": "fraction of the random designs of the same size that the design "
+            "strictly beats on each criterion",
+        },
+        "logdet_jitter": float(jitter),
+        "seed": int(seed),
+        "n_random": int(n_random),
+        "pool": {
+            **(pool or {}),
+            "n_candidates": int(n),
+            "strain_norm": None if strain is None else _stats(strain),
+            "structure_share": None if labels is None else structure_shares(labels),
+        },
+        "designs": design_docs,
+        "random": {"metrics": random_rows},
+        "figures": [],
+    }
+
+
 def compute(
     oracle: Any,
     designs: Sequence[ReportDesign],
@@ -491,90 +609,16 @@ def compute(
     )
     evals, revals = evals[: len(designs)], evals[len(designs) :]
 
-    strain = None
-    if F is not None:
-        F = np.asarray(F, dtype=np.float64).reshape(oracle.n, 9)
-        if np.isfinite(F).all():
-            strain = strain_magnitude(F)
-    labels = None
-    if structure is not None:
-        lab = np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in structure])
-        if len(set(lab.tolist()) - {""}) > 1:
-            labels = lab
-
-    all_sizes = sorted({s for ss in per_design_sizes for s in ss})
-    rand_by_size: dict[int, list[dict]] = {
-        s: [size_metrics(r, s, jitter) for r in revals] for s in all_sizes
-    }
-    random_rows = []
-    for s in all_sizes:
-        row: dict[str, Any] = {"size": s}
-        for key in (*CRITERIA, "median_pairwise_d2"):
-            vals = [m[key] for m in rand_by_size[s] if m[key] is not None]
-            row[key] = _stats(vals) if vals else None
-        random_rows.append(row)
-
-    design_docs = []
-    for d, ev, ss in zip(designs, evals, per_design_sizes, strict=True):
-        rows = []
-        for s in ss:
-            m: dict[str, Any] = {"size": s, **size_metrics(ev, s, jitter)}
-            m["beats_random"] = {
-                key: _num(beaten_fraction(m[key], [r[key] for r in rand_by_size[s]], larger))
-                for key, larger in CRITERIA.items()
-            }
-            rows.append(m)
-        psi = None if d.psi is None else np.asarray(d.psi, dtype=np.float64)
-        design_docs.append(
-            {
-                "name": d.name,
-                "path": str(d.path),
-                "method": d.method,
-                "n": int(len(d.index)),
-                "conditional": bool(d.conditional),
-                "psi_last_d2": None if psi is None or not len(psi) else _num(psi[-1]),
-                "metrics": rows,
-                "strain_norm": None if strain is None else _stats(strain[d.index]),
-                "structure_share": None if labels is None else structure_shares(labels[d.index]),
-            }
-        )
-
-    rand_idx = np.concatenate([r.index for r in revals]) if revals else np.empty(0, np.int64)
-    doc = {
-        "format": "mlpdesign-report",
-        "format_version": METRICS_FORMAT_VERSION,
-        "distance": "D2 = k(p,p) + k(q,q) - 2 k(p,q), the squared kernel distance (paper eq. 2;"
-        " in [0, 2] on the normalised kernel); *_d = sqrt(D2); psi is D2 at pick time",
-        "criteria": {
-            "min_pairwise_d2": "smallest pairwise D2 in the design (max-min; larger is better)",
-            "covering_radius_d2": "largest D2 from any pool candidate to its nearest design "
-            "point (fill distance; smaller is better)",
-            "logdet_k": "log det(K + jitter I) of the design's kernel matrix (MaxEnt; larger "
-            "is better)",
-            "beats_random": "fraction of the random designs of the same size that the design "
-            "strictly beats on each criterion",
-        },
-        "logdet_jitter": float(jitter),
-        "seed": int(seed),
-        "n_random": int(n_random),
-        "pool": {
-            **(pool or {}),
-            "n_candidates": int(oracle.n),
-            "strain_norm": None if strain is None else _stats(strain),
-            "structure_share": None if labels is None else structure_shares(labels),
-        },
-        "designs": design_docs,
-        "random": {
-            "metrics": random_rows,
-            "strain_norm": None
-            if strain is None or not len(rand_idx)
-            else _stats(strain[rand_idx]),
-            "structure_share": None
-            if labels is None or not len(rand_idx)
-            else structure_shares(labels[rand_idx]),
-        },
-        "figures": [],
-    }
+    strain, labels = _annotations(oracle.n, F, structure)
+    random_rows, rand_by_size = _random_rows(revals, per_design_sizes, jitter)
+    design_docs = [
+        _design_doc(d, ev, ss, rand_by_size, jitter, strain, labels)
+        for d, ev, ss in zip(designs, evals, per_design_sizes, strict=True)
+    ]
+    doc = _document(
+        oracle.n, pool, seed, n_random, jitter, design_docs, random_rows, strain, labels
+    )
+    doc["random"].update(_random_annotations(revals, strain, labels))
     return ReportData(doc, list(designs), evals, revals, strain, labels)
 
 

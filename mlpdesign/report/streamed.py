@@ -106,6 +106,90 @@ class _UnionOracle:
         return np.asarray(self.kd.k_block(a, b), dtype=np.float64)
 
 
+def _check_args(selection_paths, bins: int, n_random: int, output, force: bool) -> None:
+    from mlpdesign.io.atomic import check_output_dir
+
+    if not selection_paths:
+        raise MlpdesignError("give at least one selection file")
+    if bins < 1:
+        raise MlpdesignError(f"--bins must be >= 1, got {bins}")
+    if n_random < 0:
+        raise MlpdesignError(f"--random must be >= 0, got {n_random}")
+    if output is not None:
+        check_output_dir(output, force)
+
+
+def _prepare(store, sels, names, selection_paths, kernel, n_random: int, seed: int):
+    """The designs on the store's rows, the kernel options, and the random designs."""
+    from mlpdesign.report import metrics as rp
+
+    designs = [
+        rp.design_from_selection(s, store, nm, p)
+        for s, nm, p in zip(sels, names, selection_paths, strict=True)
+    ]
+    opts = dict(kernel) if kernel is not None else rp.selection_kernel_options(sels[0])
+    for d in designs:
+        if len(d.index) == 0:
+            raise MlpdesignError(f"design {d.name!r} is empty")
+        if len(np.unique(d.index)) != len(d.index):
+            raise MlpdesignError("a design repeats a candidate")
+    n_max = max(len(d.index) for d in designs)
+    randoms = rp.random_designs(store.n_configs, n_max, n_random, seed) if n_random else []
+    return designs, opts, randoms
+
+
+def _finish(store, store_path, ref, union, queries, designs, all_idx, curves, opts, run: dict):
+    """Rank 0: the metrics from the design points' rows and the covering curves."""
+    from mlpdesign.report import metrics as rp
+
+    oracle = _UnionOracle(store.n_configs, union, DesignPoints(ref).build(queries))
+
+    def covering(ds):
+        if len(ds) != len(all_idx) or any(
+            not np.array_equal(a, b) for a, b in zip(ds, all_idx, strict=True)
+        ):
+            raise MlpdesignError("internal error: report designs changed")
+        return curves
+
+    return rp.compute(
+        oracle,
+        designs,
+        **run,
+        structure=store.structure,
+        F=store.F,
+        covering=covering,
+        pool=rp.pool_info(store, store_path, opts),
+    )
+
+
+def _pool_pass(c: Comm, store, opts: dict, all_idx, union, engine: dict):
+    """The one pass over the pool: covering curves on this rank's shard, and the rows of
+    every design point (read once, in pool order, for pairwise D² and log det)."""
+    from mlpdesign.progress import progress
+
+    shard = c.agree(
+        PoolShard,
+        store,
+        c.agree(_report_options, opts),
+        memory_limit=engine["limit"],
+        comm=engine["comm"],
+        block_rows=engine["block_rows"],
+        n_design=max(len(d) for d in all_idx) + len(union),
+        what="the report",
+    )
+    bar = None
+    if engine["show"] and c.rank == 0:
+        bar = progress(sum(len(d) for d in all_idx), "report", unit="pt")
+    with blas_one_thread(), contextlib.closing(shard):
+        eps = shard.global_eps()
+        curves = _covering(shard, eps, all_idx, bar)
+        st = StreamedState(shard, eps)
+        queries = [st.fetch(int(s))[1] for s in union]
+    if bar is not None:
+        bar.close()
+    return shard.ref, curves, queries
+
+
 def report_scaled(
     store_path,
     selection_paths,
@@ -128,10 +212,9 @@ def report_scaled(
     under ``memory_limit``; the design points' kernel (pairwise D², log det) is read once.
     Rank 0 computes the metrics and writes the folder; it returns the ReportData (None on
     the other ranks)."""
-    from mlpdesign.io.atomic import atomic_dir, check_output_dir
+    from mlpdesign.io.atomic import atomic_dir
     from mlpdesign.io.selection import load_selection
     from mlpdesign.io.store import open_store
-    from mlpdesign.progress import progress
     from mlpdesign.report import metrics as rp
 
     c = Comm(comm)
@@ -139,90 +222,36 @@ def report_scaled(
     bins = rp.DEFAULT_BINS if bins is None else bins
     limit = c.agree(parse_memory, memory_limit)
 
-    def check():
-        if not selection_paths:
-            raise MlpdesignError("give at least one selection file")
-        if bins < 1:
-            raise MlpdesignError(f"--bins must be >= 1, got {bins}")
-        if n_random < 0:
-            raise MlpdesignError(f"--random must be >= 0, got {n_random}")
-        if output is not None:
-            check_output_dir(output, force)
-
-    c.agree(check)
+    c.agree(_check_args, selection_paths, bins, n_random, output, force)
     sels = c.agree(lambda: [load_selection(p) for p in selection_paths])
     with c.agree(open_store, store_path) as store:
         names = rp.short_names(selection_paths)
 
-        def prepare():
-            designs = [
-                rp.design_from_selection(s, store, nm, p)
-                for s, nm, p in zip(sels, names, selection_paths, strict=True)
-            ]
-            opts = dict(kernel) if kernel is not None else rp.selection_kernel_options(sels[0])
-            for d in designs:
-                if len(d.index) == 0:
-                    raise MlpdesignError(f"design {d.name!r} is empty")
-                if len(np.unique(d.index)) != len(d.index):
-                    raise MlpdesignError("a design repeats a candidate")
-            n_max = max(len(d.index) for d in designs)
-            randoms = rp.random_designs(store.n_configs, n_max, n_random, seed) if n_random else []
-            return designs, opts, randoms
-
-        designs, opts, randoms = c.agree(prepare)
+        designs, opts, randoms = c.agree(
+            _prepare, store, sels, names, selection_paths, kernel, n_random, seed
+        )
         all_idx = [np.asarray(d.index, dtype=np.int64) for d in designs] + randoms
         union = np.unique(np.concatenate(all_idx))
-        sopts = c.agree(_report_options, opts)
-        shard = c.agree(
-            PoolShard,
-            store,
-            sopts,
-            memory_limit=limit,
-            comm=comm,
-            block_rows=block_rows,
-            n_design=max(len(d) for d in all_idx) + len(union),
-            what="the report",
-        )
-        bar = None
-        if show_progress and c.rank == 0:
-            bar = progress(sum(len(d) for d in all_idx), "report", unit="pt")
-        with blas_one_thread(), contextlib.closing(shard):
-            eps = shard.global_eps()
-            curves = _covering(shard, eps, all_idx, bar)
-            # the design points' rows, read once in pool order, for pairwise D² and log det
-            st = StreamedState(shard, eps)
-            queries = [st.fetch(int(s))[1] for s in union]
-        if bar is not None:
-            bar.close()
+        engine = dict(limit=limit, comm=comm, block_rows=block_rows, show=show_progress)
+        ref, curves, queries = _pool_pass(c, store, opts, all_idx, union, engine)
         if c.rank != 0:
             c.agree(lambda: None)
             return None
 
-        def finish():
-            kd = DesignPoints(shard.ref).build(queries)
-            oracle = _UnionOracle(store.n_configs, union, kd)
-
-            def covering(ds):
-                if len(ds) != len(all_idx) or any(
-                    not np.array_equal(a, b) for a, b in zip(ds, all_idx, strict=True)
-                ):
-                    raise MlpdesignError("internal error: report designs changed")
-                return curves
-
-            return rp.compute(
-                oracle,
-                designs,
-                sizes=sizes,
-                n_random=n_random,
-                seed=seed,
-                jitter=jitter,
-                structure=store.structure,
-                F=store.F,
-                covering=covering,
-                pool=rp.pool_info(store, store_path, opts),
-            )
-
-        data = c.agree(finish)
+        run = dict(sizes=sizes, n_random=n_random, seed=seed, jitter=jitter)
+        data = c.agree(
+            _finish,
+            store,
+            store_path,
+            ref,
+            union,
+            queries,
+            designs,
+            all_idx,
+            curves,
+            opts,
+            run,
+        )
     if output is not None:
         from mlpdesign.report.figures import write_figures
 

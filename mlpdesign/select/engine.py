@@ -426,16 +426,17 @@ def criterion(name_or_obj, seed: int = 1) -> Criterion:
 # ---------------------------------------------------------------------------- the loop
 
 
-def first_pick(space, first, seed: int) -> tuple[int, str]:
-    """The first pick of an unconditional design, and how it was chosen: ``None`` or
-    ``"extreme"`` (farthest from candidate 0), ``"random"`` (with ``seed``), a position."""
+def first_pick(n: int, extreme, first, seed: int) -> tuple[int, str]:
+    """The first pick of an unconditional design of a pool of ``n``, and how it was chosen:
+    ``first`` None or ``"extreme"`` (``extreme()``: the candidate farthest from candidate
+    0), ``"random"`` (drawn with ``seed``), or a position."""
     if first is None or first == "extreme":
-        return space.extreme(), "extreme"
+        return extreme(), "extreme"
     if first == "random":
-        return int(np.random.default_rng(seed).integers(space.n)), "random"
+        return int(np.random.default_rng(seed).integers(n)), "random"
     i = int(first)
-    if not 0 <= i < space.n:
-        raise MlpdesignError(f"first candidate {i} is outside the pool (0..{space.n - 1})")
+    if not 0 <= i < n:
+        raise MlpdesignError(f"first candidate {i} is outside the pool (0..{n - 1})")
     return i, str(i)
 
 
@@ -469,7 +470,7 @@ def greedy(
     how = "conditional" if crit.uses_first else crit.name
     while len(S) < n:
         if not S and crit.uses_first and (not conditional or first is not None):
-            s, how = first_pick(space, first, seed)
+            s, how = first_pick(space.n, space.extreme, first, seed)
             if conditional and space.psi_of(s) <= space.eps:
                 raise MlpdesignError(f"first candidate {s} duplicates the given set")
         else:

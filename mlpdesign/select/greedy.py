@@ -33,6 +33,7 @@ from mlpdesign.select.engine import (  # noqa: F401  (re-exported)
     MaxMin,
     Random,
     Strata,
+    first_pick,
     greedy,
     left_msg,
     make_strata,
@@ -57,17 +58,6 @@ def _reference_next(psi: np.ndarray, tie: float, eps: float, quota: Strata | Non
             return int(m[j])
         quota.open[h] = False
     return None
-
-
-def _reference_first(kd: KernelData, first, seed: int, tie: float) -> tuple[int, str]:
-    if first is None or first == "extreme":
-        return tie_argmax(kd.d2_row(0), tie), "extreme"
-    if first == "random":
-        return int(np.random.default_rng(seed).integers(kd.n)), "random"
-    i = int(first)
-    if not 0 <= i < kd.n:
-        raise MlpdesignError(f"first candidate {i} is outside the pool (0..{kd.n - 1})")
-    return i, str(i)
 
 
 def maxmin_reference(
@@ -97,7 +87,7 @@ def maxmin_reference(
     S, P, how = [], [], "conditional"
     while len(S) < n:
         if not S and (given is None or first is not None):
-            s, how = _reference_first(kd, first, seed, tie)
+            s, how = first_pick(kd.n, lambda: tie_argmax(kd.d2_row(0), tie), first, seed)
         else:
             s = _reference_next(psi, tie, eps, quota)
             if s is None:

@@ -287,7 +287,7 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         seed=opts.seed,
         n=n,
         given=[ginfo] if ginfo is not None else [],
-        command=engine.get("command", ""),
+        command="",
         stratify=labels is not None,
     )
     return design, attrs
