@@ -76,6 +76,14 @@ def _first_type(text: str | None):
 )
 @seed_option(help="Seed of --random and --first random.")
 @click.option(
+    "--until-psi",
+    type=float,
+    default=None,
+    metavar="X",
+    help="A budget: stop before the first pick whose Psi (its D^2 to the design) would "
+    "fall below X, and say so; -n is then the most picks.",
+)
+@click.option(
     "--balance",
     is_flag=True,
     help="Normalise each descriptor's kernel on its own, weighted by delta^2 "
@@ -195,6 +203,11 @@ def _summary(sel, design, output, seconds: float) -> str:
     """What select tells a user at the end: picks, strata, work saved, time, output."""
     s = design.stats
     lines = []
+    if s.get("stopped_by_budget"):
+        lines.append(
+            f"stopped at {sel.n} picks: the next pick's Psi would fall below --until-psi "
+            f"{s['until_psi']:g}"
+        )
     if "blocks" in s:
         lines.append(
             f"streamed {s['blocks']} blocks on {s['ranks']} rank(s): read {s['blocks_read']} "

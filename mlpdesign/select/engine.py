@@ -456,17 +456,26 @@ def _start(space, crit: Criterion, n: int) -> None:
 
 
 def greedy(
-    space, crit: Criterion, n: int, *, first=None, seed: int = 1, strata=None, progress=None
+    space,
+    crit: Criterion,
+    n: int,
+    *,
+    first=None,
+    seed: int = 1,
+    strata=None,
+    progress=None,
+    until: float | None = None,
 ) -> Design:
     """``n`` picks of criterion ``crit`` over ``space`` (conditional on its given set).
 
     ``first``: see :func:`first_pick`; ``strata``: a label per candidate (:class:`Strata`);
-    ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)``.
+    ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)``; ``until``: a
+    budget, stop before the first pick whose Psi would fall below it (``n``: the most).
     """
     _start(space, crit, n)
     quota = make_strata(strata, space.n)
     conditional = space.given is not None
-    S, P = [], []
+    S, P, budget = [], [], False
     how = "conditional" if crit.uses_first else crit.name
     while len(S) < n:
         if not S and crit.uses_first and (not conditional or first is not None):
@@ -477,6 +486,9 @@ def greedy(
             s = crit.next(space, quota)
             if s is None:
                 break
+        if until is not None and space.psi_of(s) < until:
+            budget = True
+            break
         P.append(space.pick(s))
         S.append(s)
         if quota is not None:
@@ -485,9 +497,11 @@ def greedy(
         if progress is not None:
             progress.set_postfix_str(crit.label(P[-1]), refresh=False)
             progress.update(1)
-    if len(S) < n:
+    if len(S) < n and not budget:
         warn_stopped(len(S), n)
     stats = strata_stats(space.stats(), quota)
+    if until is not None:
+        stats.update(until_psi=float(until), stopped_by_budget=budget)
     idx, psi = np.array(S, dtype=np.int64), np.array(P, dtype=np.float64)
     return Design(idx, psi, len(S) < n, n, space.evaluated(), space.n, how, stats)
 

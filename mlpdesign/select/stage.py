@@ -143,6 +143,7 @@ class Options:
     balance: bool = False
     dtype: str = "float64"
     stratify: bool | None = None
+    until_psi: float | None = None  # stop when the next pick's Psi would fall below it
 
     @property
     def kernel(self) -> dict:
@@ -273,7 +274,15 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         if prev is not None:
             _check_given(prev, continue_from, ginfo)
         design = c.agree(
-            greedy, space, crit, n, first=first, seed=opts.seed, strata=labels, progress=bar
+            greedy,
+            space,
+            crit,
+            n,
+            first=first,
+            seed=opts.seed,
+            strata=labels,
+            progress=bar,
+            until=opts.until_psi,
         )
     if isinstance(space, ShardSpace):
         design.stats["wall_s"] = time.monotonic() - t0
@@ -290,6 +299,8 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         command="",
         stratify=labels is not None,
     )
+    if opts.until_psi is not None:
+        attrs["until_psi"] = float(opts.until_psi)
     return design, attrs
 
 
@@ -334,6 +345,8 @@ def run(
     if output is not None:
         c.agree(check_output, output, force)
     opts, prev = Options(**options), None
+    if opts.until_psi is not None and not opts.until_psi >= 0:
+        raise MlpdesignError(f"--until-psi must be >= 0, got {opts.until_psi}")
     if continue_from is not None:
         prev, opts = c.agree(continued, continue_from, n, opts)
     engine = dict(limit=limit, comm=comm, block_rows=block_rows)

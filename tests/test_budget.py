@@ -1,0 +1,57 @@
+"""``select --until-psi``: a budget that stops the design where the next pick's Psi would
+fall below a value, on a pool whose answer is known (a regular grid, as in fig. 8)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from clihelpers import one_line_error, run
+
+from mlpdesign.io.selection import load_selection
+from mlpdesign.kernels import core as K
+from mlpdesign.select.engine import MaxMin, greedy, memory_space
+
+
+def grid_kernel():
+    return K.gaussian(np.linspace(0.0, 1.0, 17)[:, None], length_scale=0.3)
+
+
+def test_grid_stops_at_the_known_covering():
+    """17 points on [0, 1]: max-min takes 16, 0, 8, then 4 and 12 (Psi at distance 1/4); the
+    next (2, 6, 10, 14) are 1/8 from the design, below a budget set at distance 3/16."""
+    kd = grid_kernel()
+    until = float(kd.d2_block([0], [3])[0, 0])  # D² at distance 3/16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a budget stop is not the duplicate warning
+        d = greedy(memory_space(kd), MaxMin(), 17, until=until)
+    assert list(d.index) == [16, 0, 8, 4, 12]
+    assert d.stopped_early and d.stats["stopped_by_budget"]
+    assert d.psi[-1] >= until > float(kd.d2_block([2], [0])[0, 0])
+
+
+def test_budget_gives_the_prefix_of_the_full_design():
+    kd = grid_kernel()
+    full = greedy(memory_space(kd), MaxMin(), 9)
+    until = 0.5 * (full.psi[5] + full.psi[6]) if full.psi[5] > full.psi[6] else full.psi[5]
+    cut = greedy(memory_space(kd), MaxMin(), 9, until=until)
+    assert list(cut.index) == list(full.index[: len(cut.index)])
+    assert all(p >= until for p in cut.psi[1:])
+    assert not greedy(memory_space(kd), MaxMin(), 3, until=until).stats["stopped_by_budget"]
+
+
+def test_cli_until_psi_says_so_and_records_it(small_store, tmp_path):
+    res = run(
+        "select", str(small_store), "-n", "30", "--until-psi", "0.02", "-o", str(tmp_path / "s.h5")
+    )
+    assert res.exit_code == 0, res.output
+    sel = load_selection(tmp_path / "s.h5")
+    assert sel.n < 30 and float(sel.attrs["until_psi"]) == 0.02
+    assert "--until-psi" in res.output and (sel.psi[1:] >= 0.02).all()
+
+
+def test_cli_until_psi_negative_is_one_line(small_store, tmp_path):
+    out = tmp_path / "s.h5"
+    res = run("select", str(small_store), "-n", "5", "--until-psi", "-1", "-o", str(out))
+    assert "--until-psi" in one_line_error(res)
+    assert not out.exists()
