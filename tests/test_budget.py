@@ -55,3 +55,29 @@ def test_cli_until_psi_negative_is_one_line(small_store, tmp_path):
     res = run("select", str(small_store), "-n", "5", "--until-psi", "-1", "-o", str(out))
     assert "--until-psi" in one_line_error(res)
     assert not out.exists()
+
+
+def test_report_states_the_size_that_reaches_each_covering_target():
+    """On the grid: after 16, 0, 8 the covering radius is the D² at distance 1/4 (points 4
+    and 12); picks 4 and 12 bring it to 1/8, so a target at 3/16 is reached at size 5."""
+    from mlpdesign.report.metrics import KernelDataOracle, ReportDesign, compute
+
+    kd = grid_kernel()
+    t = float(kd.d2_block([0], [3])[0, 0])
+    never = 0.5 * float(kd.d2_block([0], [1])[0, 0])  # below D² at distance 1/16: never
+    design = ReportDesign("grid", np.array([16, 0, 8, 4, 12, 2, 6, 10, 14]))
+    data = compute(KernelDataOracle(kd), [design], n_random=0, cover_targets=[t, never])
+    got = data.metrics["designs"][0]["cover_targets"]
+    assert got == {f"{t:g}": 5, f"{never:g}": None}
+    assert float(data.evals[0].covering[4]) < t <= float(data.evals[0].covering[3])
+
+
+def test_cli_report_prints_cover_targets(small_store, tmp_path):
+    sel = tmp_path / "s.h5"
+    assert run("select", str(small_store), "-n", "20", "-o", str(sel), "-q").exit_code == 0
+    res = run("report", str(small_store), str(sel), "--random", "2", "--cover-targets", "0.05,1e-9")
+    assert res.exit_code == 0, res.output
+    assert "covering radius D2 first falls below 0.05 / 1e-09" in res.output
+    assert any(ln.split()[-1] == "-" for ln in res.output.splitlines() if ln.startswith("  s"))
+    bad = run("report", str(small_store), str(sel), "--cover-targets", "x", "--format", "json")
+    assert "--cover-targets" in one_line_error(bad)

@@ -32,15 +32,16 @@ def _float(x):
 
 
 def close(a, b, where: str = "") -> list[str]:
-    """Differences between two captures: exact for everything but floats."""
+    """Differences of capture ``a`` from the golden ``b``: exact for everything but floats;
+    keys of ``a`` that ``b`` lacks (features added since) are not compared."""
     fa, fb = _float(a), _float(b)
     if fa is not None and fb is not None:
         ok = math.isclose(fa, fb, rel_tol=REL, abs_tol=ABS) or (math.isnan(fa) and math.isnan(fb))
         return [] if ok else [f"{where}: {fa!r} != {fb!r}"]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return [f"{where}: keys {sorted(set(a) ^ set(b))}"]
-        return [d for k in a for d in close(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, dict) and isinstance(b, dict):  # a key added since is a new feature
+        if set(b) - set(a):
+            return [f"{where}: keys {sorted(set(b) - set(a))} gone"]
+        return [d for k in b for d in close(a[k], b[k], f"{where}.{k}")]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{where}: {len(a)} vs {len(b)} items"]

@@ -240,6 +240,7 @@ def test_metrics_schema_is_stable(toy):
         "metrics",
         "strain_norm",
         "structure_share",
+        "cover_targets",  # added by issue 14 (report --cover-targets)
     }
     assert [m["size"] for m in d["metrics"]] == [4, 12]
     for m in d["metrics"]:

@@ -21,6 +21,16 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     return out
 
 
+def _targets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    try:
+        out = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected D2 values like 0.05,0.02, got {value!r}") from None
+    if not all(t > 0 for t in out):
+        raise click.BadParameter(f"targets must be positive D2 values, got {value!r}")
+    return out
+
+
 def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
     if not value:
         return None
@@ -51,6 +61,14 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     default=None,
     help="Measure these prefix sizes of each selection, e.g. 100,200,500 (any "
     "prefix of a max-min design is one; default: the whole selection).",
+)
+@click.option(
+    "--cover-targets",
+    callback=_targets,
+    default="0.1,0.05,0.02,0.01",
+    show_default=True,
+    help="Covering radii (D2) for which to state the design size that first reaches them "
+    "('how many DFT runs for this coverage'); marked on design_curve.png.",
 )
 @seed_option(help="Seed of the random designs (same seed, same bytes).")
 @click.option(
@@ -97,6 +115,7 @@ def command(
     output,
     n_random,
     sizes,
+    cover_targets,
     seed,
     jitter,
     bins,
@@ -148,6 +167,7 @@ def command(
         kernel=kernel,
         force=force,
         show_progress=not quiet,
+        cover_targets=cover_targets,
     )
     data = run(
         store,

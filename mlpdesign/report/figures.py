@@ -114,6 +114,19 @@ def _positive(y: np.ndarray) -> np.ndarray:
     return y
 
 
+def _mark_targets(ax, targets: dict, i: int, name: str) -> None:
+    """The design sizes at which the covering radius first falls below each target."""
+    reached = [(m, float(t)) for t, m in targets.items() if m is not None]
+    for t in targets:
+        ax.axhline(float(t), color="0.6", lw=0.6, ls=":")
+    if not reached:
+        return
+    xs, ys = zip(*reached, strict=True)
+    ax.plot(xs, ys, "v", color=_color(i), ms=7, label=f"{name}: size reaching each target")
+    for m, t in reached:
+        ax.annotate(str(m), (m, t), textcoords="offset points", xytext=(3, 4), fontsize=7)
+
+
 def design_curve(data: ReportData, path: Path) -> bool:
     """Fig. 8 right: covering radius and min pairwise D2 against design size, vs random."""
     plt = _plt()
@@ -142,6 +155,7 @@ def design_curve(data: ReportData, path: Path) -> bool:
                 label=f"{d.name}: {what}",
             )
         ax2.plot(x, _positive(ev.min_pairwise), color=_color(i), lw=2, label=d.name)
+        _mark_targets(ax1, data.metrics["designs"][i].get("cover_targets") or {}, i, d.name)
     ax1.set_title("Covering radius (fill distance; lower is better)")
     ax1.set_ylabel("max over pool of min D² to the design")
     ax2.set_title("Max-min criterion (higher is better)")

@@ -467,6 +467,20 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[ReportDesign]) -
     return out
 
 
+#: covering radii (D²) whose design size ``report`` states ("how many DFT runs for this")
+DEFAULT_COVER_TARGETS = (0.1, 0.05, 0.02, 0.01)
+
+
+def cover_sizes(covering: np.ndarray, targets: Sequence[float]) -> dict[str, int | None]:
+    """For each target D², the first design size whose covering radius is below it (None:
+    not reached by this design)."""
+    out: dict[str, int | None] = {}
+    for t in targets:
+        hit = np.flatnonzero(np.asarray(covering) < float(t))
+        out[f"{float(t):g}"] = int(hit[0]) + 1 if len(hit) else None
+    return out
+
+
 def _annotations(n: int, F, structure):
     """Strain magnitudes and structure labels of the pool, where known (else None)."""
     strain = None
@@ -578,6 +592,7 @@ def compute(
     block: int = 256,
     progress: Any = None,
     covering: Any = None,
+    cover_targets: Sequence[float] = DEFAULT_COVER_TARGETS,
 ) -> ReportData:
     """Evaluate ``designs`` and ``n_random`` seeded random designs on the same pool.
 
@@ -615,6 +630,8 @@ def compute(
         _design_doc(d, ev, ss, rand_by_size, jitter, strain, labels)
         for d, ev, ss in zip(designs, evals, per_design_sizes, strict=True)
     ]
+    for doc, ev in zip(design_docs, evals, strict=True):
+        doc["cover_targets"] = cover_sizes(ev.covering, cover_targets)
     doc = _document(
         oracle.n, pool, seed, n_random, jitter, design_docs, random_rows, strain, labels
     )
@@ -656,6 +673,15 @@ def format_text(metrics: dict) -> str:
                 f"{f(med(s, 'covering_radius_d2'), 10)} {f(m['logdet_k'], 11, '.2f')} "
                 f"{f(med(s, 'logdet_k'), 11, '.2f')}  {beats}"
             )
+    targets = list((metrics["designs"][0].get("cover_targets") or {}) if metrics["designs"] else [])
+    if targets:
+        lines.append(
+            f"design size at which the covering radius D2 first falls below {' / '.join(targets)}"
+            " (-: not reached):"
+        )
+        for d in metrics["designs"]:
+            sizes = ["-" if m is None else str(m) for m in d["cover_targets"].values()]
+            lines.append(f"  {d['name'][:20]:<20} {' / '.join(sizes)}")
     return "\n".join(lines) + "\n"
 
 
@@ -731,6 +757,7 @@ def report(
     kernel: dict | None = None,
     force: bool = False,
     show_progress: bool = False,
+    cover_targets: Sequence[float] = DEFAULT_COVER_TARGETS,
 ) -> ReportData:
     """Measure selections of a store against random designs; write ``metrics.json`` + PNGs.
 
@@ -776,6 +803,7 @@ def report(
             F=store.F,
             progress=bar,
             pool=pool_info(store, store_path, opts),
+            cover_targets=cover_targets,
         )
         bar.close()
     if output is not None:

@@ -206,6 +206,7 @@ def report_scaled(
     comm=None,
     block_rows: int = BLOCK_ROWS,
     show_progress: bool = False,
+    cover_targets=None,
 ):
     """:func:`mlpdesign.report.metrics.report` with the pool streamed and/or split over MPI ranks:
     the covering radius (the only pass over the pool) runs on each rank's shard of blocks
@@ -239,6 +240,8 @@ def report_scaled(
             return None
 
         run = dict(sizes=sizes, n_random=n_random, seed=seed, jitter=jitter)
+        if cover_targets is not None:
+            run["cover_targets"] = cover_targets
         data = c.agree(
             _finish,
             store,
