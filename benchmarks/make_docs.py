@@ -24,7 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PAGES = ["README.md", "docs/benchmarks.md", "docs/paper-experiment.md", "docs/algorithm.md"]
+PAGES = [
+    "README.md",
+    "docs/benchmarks.md",
+    "docs/paper-experiment.md",
+    "docs/algorithm.md",
+    "docs/scaling.md",
+    "docs/cli.md",
+]
 SECTION = re.compile(
     r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
 )
@@ -194,6 +201,11 @@ RENDER = {
 def render(text: str, results: dict[str, dict]) -> str:
     def sub(m: re.Match) -> str:
         name = m.group("name")
+        if name.startswith("result-"):  # one results file, rendered as docs/benchmarks.md does
+            key = name.removeprefix("result-") + ".json"
+            if key not in results:
+                raise SystemExit(f"make_docs: no benchmarks/results/{key} for section {name!r}")
+            return m.group(1) + generic(key, results[key]) + m.group(4)
         if name not in RENDER:
             raise SystemExit(f"make_docs: unknown generated section {name!r}")
         return m.group(1) + RENDER[name](results) + m.group(4)
