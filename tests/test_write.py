@@ -127,6 +127,9 @@ def test_cli_write_and_errors(tmp_path, small_pool, selection):
     r = runner.invoke(cli, ["write", str(small_pool), str(selection), "-o", str(out), "-n", "4"])
     assert r.exit_code == 0, r.output
     assert "wrote 4 of 6 picks from 40 pool configurations" in r.stderr
+    sizes = [len(a) for a in ase.io.read(out, index=":")]
+    cost = sum(n**3 for n in sizes)
+    assert f"{sum(sizes)} atoms; DFT cost sum(n_atoms^3) = {cost:.4g}" in r.stderr
     assert len(ase.io.read(out, index=":")) == 4
     other = tmp_path / "other.xyz"
     generate(other, 40, PoolSpec(seed=8))

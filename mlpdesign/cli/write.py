@@ -56,3 +56,8 @@ def command(pool, selection, output, n, min_distance, force, quiet) -> None:
             f"pool configurations to {output}{note}",
             err=True,
         )
+        click.echo(
+            f"  {res.n_atoms} atoms; DFT cost sum(n_atoms^3) = {res.cost:.4g} "
+            f"({res.cost / max(res.n_written, 1):.4g} per configuration)",
+            err=True,
+        )

@@ -34,6 +34,8 @@ class WriteResult:
     n_selection: int
     pool_frames: int
     checksum_checked: bool
+    n_atoms: int = 0  # atoms in the written configurations
+    cost: float = 0.0  # sum of n_atoms**3 over them: the DFT cost, up to a constant
 
 
 def pool_frames(
@@ -148,9 +150,12 @@ def write_training_set(
     frames = annotate(frames, psi.tolist())
     with atomic_path(output, force) as tmp:
         write_extxyz(tmp, frames)
+    sizes = np.array([len(a) for a in frames], dtype=np.float64)
     return WriteResult(
         n_written=len(frames),
         n_selection=len(sel.candidate_id),
         pool_frames=n_frames,
         checksum_checked=bool(want_sha),
+        n_atoms=int(sizes.sum()),
+        cost=float((sizes**3).sum()),
     )
