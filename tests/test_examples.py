@@ -46,3 +46,36 @@ def test_fig3_gaussian_entropy(tmp_path):
     psi = res["psi"][1:]
     assert (psi <= 2).all() and (psi > 0).all() and (np.diff(psi) <= 1e-12).all()
     assert res["figure"].stat().st_size > 10_000
+
+
+def test_md_pool_worked_example(tmp_path, eam_file):
+    """examples/md_pool: MD trajectories by origin -> describe -> select -> write -> label,
+    the picks counted by origin (run.sh does the same with the paper's model and fit)."""
+    import ase.io
+    from clihelpers import run
+    from conftest import SMALL_GAP
+
+    spec = importlib.util.spec_from_file_location("md_pool", EXAMPLES / "md_pool" / "md_pool.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    paths = mod.make_pool(tmp_path / "md", eam_file, snapshots=3, every=2)
+    assert [p.name for p in paths] == [
+        "bulk_1500K.traj", "bulk_300K.traj", "slab_300K.traj",
+        "vacancy_1500K.traj", "vacancy_300K.traj",
+    ]  # fmt: skip
+    slab = ase.io.read(tmp_path / "md" / "slab_300K.traj", ":")
+    assert slab[0].pbc.tolist() == [True, True, False] and slab[0].get_potential_energy() < 0
+    store, sel, train = tmp_path / "pool.h5", tmp_path / "sel.h5", tmp_path / "train.xyz"
+    assert run("describe", *paths, "-o", store, "--gap", SMALL_GAP, "-q").exit_code == 0
+    assert run("select", store, "-n", "6", "-o", sel, "-q").exit_code == 0
+    r = run("write", *paths, sel, "-o", train)
+    assert r.exit_code == 0 and "Skipping" not in r.stderr, r.stderr
+    counts = mod.count_origins(train)
+    assert sum(counts.values()) == 6 and set(counts) <= {p.stem for p in paths}
+    picked = ase.io.read(train, ":")
+    assert all(a.get_potential_energy() < 0 for a in picked)  # the MD energies came along
+    r = run("label", train, "--eam", eam_file, "-o", tmp_path / "lab.xyz", "-q")
+    assert r.exit_code == 0, r.stderr
+    lab = ase.io.read(tmp_path / "lab.xyz", ":")
+    for a, b in zip(picked, lab, strict=True):  # the EAM again: the MD's own labels
+        assert b.info["dft_energy"] == pytest.approx(a.get_potential_energy(), abs=1e-6)

@@ -247,3 +247,18 @@ def test_vasp_outputs_are_inputs_and_keep_their_labels(tmp_path, name):
     assert got.get_potential_energy() == pytest.approx(want.get_potential_energy(), abs=1e-7)
     np.testing.assert_allclose(got.get_forces(), want.get_forces(), atol=1e-7)
     np.testing.assert_allclose(got.get_forces(), f, atol=1e-5)
+
+
+def test_given_set_in_any_ase_format(tmp_path, small_store, small_pool):
+    """select --given takes a .traj (described through the same reader)."""
+    given = ase.io.read(small_pool, index=":3")
+    for a in given:
+        a.info.pop("candidate_id")
+    ase.io.write(tmp_path / "given.traj", given)
+    sel = tmp_path / "sel.h5"
+    r = run("select", small_store, "-n", "5", "--given", tmp_path / "given.traj", "-o", sel, "-q")
+    assert r.exit_code == 0, r.stderr
+    from mlpdesign.io.selection import load_selection
+
+    ids = load_selection(sel).candidate_id.tolist()
+    assert len(ids) == 5 and not {0, 1, 2} & set(ids)  # the given frames are not picked again
