@@ -321,17 +321,13 @@ class DesignEval:
 
 
 def evaluate(
-    oracle: Any,
-    designs: Sequence[np.ndarray],
-    chunk: int | None = None,
-    block: int = 256,
-    progress: Any = None,
-    covering: Any = None,
+    oracle: Any, designs: Sequence[np.ndarray], covering: Any = None, **pass_options: Any
 ) -> list[DesignEval]:
     """Kernel matrix, pairwise D2, max-min and covering curves of each design.
 
     ``covering(designs) -> curves``: computes the covering curves instead of the in-memory
-    pass (``mlpdesign.report.streamed``: streamed / over MPI ranks).
+    pass (``mlpdesign.report.streamed``: streamed / over MPI ranks); ``pass_options``
+    (``chunk``, ``block``, ``progress``) are those of :func:`covering_curves`.
 
     ``oracle``: a :class:`mlpdesign.kernels.core.KernelData` or any :class:`KernelOracle`.
     """
@@ -345,7 +341,7 @@ def evaluate(
     if covering is not None:
         cover = covering(designs)
     else:
-        cover = covering_curves(oracle, designs, chunk=chunk, block=block, progress=progress)
+        cover = covering_curves(oracle, designs, **pass_options)
     out = []
     for d, c in zip(designs, cover, strict=True):
         k, d2 = pairwise_d2(oracle, d)

@@ -107,24 +107,15 @@ def maxmin_reference(
 # ---------------------------------------------------------------------------- library calls
 
 
-def maxmin(
-    kd: KernelData,
-    n: int,
-    *,
-    first=None,
-    seed: int = 1,
-    given: KernelData | None = None,
-    strata=None,
-    progress=None,
-) -> Design:
+def maxmin(kd: KernelData, n: int, *, progress=None, **options) -> Design:
     """Greedy max-min on a KernelData in memory: the picks of :func:`maxmin_reference`.
 
-    ``strata``: a label per candidate for a stratified design (:class:`Strata`).
-    ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)`` (see
-    :func:`mlpdesign.progress.progress`).
+    ``options``: ``first``, ``seed``, ``given`` and ``strata`` as for the reference (a label
+    per candidate for a stratified design, :class:`Strata`). ``progress``: an object with
+    ``update(k)`` and ``set_postfix_str(s)`` (see :func:`mlpdesign.progress.progress`).
     """
-    space = memory_space(kd, given)
-    return greedy(space, MaxMin(), n, first=first, seed=seed, strata=strata, progress=progress)
+    space = memory_space(kd, options.pop("given", None))
+    return greedy(space, MaxMin(), n, progress=progress, **options)
 
 
 def select_random(
