@@ -229,6 +229,7 @@ def test_finding_runs(tmp_path, runs):
     names = (runs / "runs.txt").read_text().split()
     one = find_runs([runs / names[0]])
     assert one == [(str(runs / names[0]), runs / names[0])]
+    assert find_runs([runs / names[0] / "vasprun.xml"]) == one  # the run by its output file
     (runs / "runs.txt").unlink()  # without the list: sub-folders that look like runs
     assert [n for n, _ in find_runs([runs])] == sorted(names)
     with pytest.raises(MlpdesignError, match="no such folder"):

@@ -11,6 +11,7 @@ from ase.build import bulk, molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from clihelpers import one_line_error, run
 from conftest import SMALL_GAP
+from test_scale import mpirun, needs_mpi
 from test_vasp_fakerun import lj_calculator, outcar_text, vasprun_text
 
 from mlpdesign.describe.runner import DescriptorCalculator
@@ -262,3 +263,19 @@ def test_given_set_in_any_ase_format(tmp_path, small_store, small_pool):
 
     ids = load_selection(sel).candidate_id.tolist()
     assert len(ids) == 5 and not {0, 1, 2} & set(ids)  # the given frames are not picked again
+
+
+@needs_mpi
+def test_several_inputs_under_mpi_equal_the_serial_store(tmp_path, small_pool):
+    """mpiexec describe of an extxyz + a .traj: ASE must not read in its MPI mode (rank 0
+    reads alone), and the store equals the serial one."""
+    from mlpdesign.io.store import stores_equal
+
+    frames = ase.io.read(small_pool, index=":8")
+    for a in frames:
+        a.info.pop("candidate_id")
+    ase.io.write(tmp_path / "b.traj", frames)
+    ins = [small_pool, tmp_path / "b.traj"]
+    assert run("describe", *ins, "-o", tmp_path / "s.h5", "--gap", SMALL_GAP).exit_code == 0
+    mpirun(2, "describe", *ins, "-o", tmp_path / "m.h5", "--gap", SMALL_GAP, "-q")
+    assert stores_equal(tmp_path / "s.h5", tmp_path / "m.h5") == []

@@ -71,7 +71,8 @@ def _looks_like_run(d: Path) -> bool:
 
 
 def find_runs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Run directories named by ``paths``: a run itself, or a folder of runs.
+    """Run directories named by ``paths``: a run itself (or its ``vasprun.xml``/``OUTCAR``),
+    or a folder of runs.
 
     A folder with ``runs.txt`` (written by ``mlpdesign vasp``) gives exactly the listed
     runs, in that order, so a run that never produced a directory is still reported;
@@ -84,6 +85,10 @@ def find_runs(paths: list[str | os.PathLike]) -> list[tuple[str, Path]]:
         p = Path(raw)
         if not p.exists():
             raise MlpdesignError(f"{p}: no such folder")
+        if p.is_file() and p.name in ("vasprun.xml", "OUTCAR"):  # a run named by its output
+            p = p.parent if str(p.parent) else Path(".")
+            runs.append((str(p), p))
+            continue
         if not p.is_dir():
             raise MlpdesignError(f"{p}: not a folder (expected a VASP run folder)")
         if not os.access(p, os.R_OK | os.X_OK):

@@ -227,7 +227,9 @@ def _read_ase(path: Path, fmt: str) -> list:
     import ase.io
 
     try:
-        frames = ase.io.read(str(path), index=":", format=fmt)
+        # parallel=False: under mpiexec ASE would read on rank 0 and broadcast, which needs
+        # every rank in the call; each rank here reads on its own
+        frames = ase.io.read(str(path), index=":", format=fmt, parallel=False)
     except Exception as e:  # noqa: BLE001 - ASE raises many kinds on a broken file
         raise MlpdesignError(f"{path}: cannot be read as {fmt}: {one_line(e)}") from None
     frames = frames if isinstance(frames, list) else [frames]
