@@ -98,6 +98,24 @@ def _first_type(text: str | None):
     "structure labels; --no-stratify gives the paper's plain max-min.",
 )
 @click.option(
+    "--stratify-by",
+    "strata_key",
+    default="structure",
+    show_default=True,
+    metavar="KEY",
+    help="What the strata are: structure (generate's labels), source (each candidate's "
+    "input file: one per MD run, temperature or defect) or any info key of the pool's "
+    "frames (config_type, origin, ...). Implies --stratify unless --no-stratify.",
+)
+@click.option(
+    "--strata-share",
+    type=click.Choice(["pool", "equal"]),
+    default="pool",
+    show_default=True,
+    help="Each stratum's share of the picks: its share of the pool, or the same for all "
+    "(a rare defect run gets as many picks as the bulk).",
+)
+@click.option(
     "--per-atom",
     is_flag=True,
     help="Average instead of sum over atoms (matters only with --no-normalize).",
@@ -157,6 +175,8 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
     from mlpdesign.select import run
 
     criterion = _criterion(criterion, random_, kw["stratify"], kw["continue_from"], first)
+    if kw["stratify"] is None and kw["strata_key"] != "structure":
+        kw["stratify"] = True
     comm = world()
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -221,7 +241,8 @@ def _summary(sel, design, output, seconds: float) -> str:
         frac = costly / max(1, s.get("adds", 1)) / design.n_pool
         soap = f" ({100 * frac:.1f}% in full)"
     strata = s.get("strata")
-    by = "; by structure " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
+    key = sel.attrs.get("stratify") or "structure"
+    by = f"; by {key} " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
     lines.append(
         f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}{by}; "
         f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "

@@ -47,7 +47,7 @@ ATTR_KEYS = (
     "command",
 )
 #: attributes written only when a selection has them (after ATTR_KEYS)
-OPTIONAL_KEYS = ("stratify", "strata", "until_psi")
+OPTIONAL_KEYS = ("stratify", "strata", "strata_share", "until_psi")
 _INT_KEYS = ("format_version", "seed", "n_requested")
 
 

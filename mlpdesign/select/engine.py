@@ -93,19 +93,24 @@ class Strata:
 
     Pick k goes to the stratum furthest behind its share of the pool (largest
     ``(k + 1) * pool_h - picks_h * N``, exact integers; ties: the first label in sorted
-    order), and within it to the criterion's best candidate. Psi still counts every
+    order; ``share="equal"``: every stratum the same share), and within it to the
+    criterion's best candidate. Psi still counts every
     design point, so distances across strata condition the design as before. Every prefix
     keeps each stratum within one pick of its share. A stratum with no candidate left
     above the floor is dropped. The first pick of an unconditional design is not
     constrained; it counts.
     """
 
-    def __init__(self, labels) -> None:
+    def __init__(self, labels, share: str = "pool") -> None:
+        if share not in ("pool", "equal"):
+            raise MlpdesignError(f"--strata-share must be pool or equal, got {share!r}")
         labels = np.asarray(labels)
         self.names, code = np.unique(labels, return_inverse=True)
         self.code = code.astype(np.int64)
         self.members = [np.flatnonzero(self.code == h) for h in range(len(self.names))]
         self.pool = np.array([len(m) for m in self.members], dtype=np.int64)
+        if share == "equal":  # the same share for every stratum, whatever its size
+            self.pool = np.ones(len(self.names), dtype=np.int64)
         self.picks = np.zeros(len(self.names), dtype=np.int64)
         self.open = np.ones(len(self.names), dtype=bool)
 
@@ -468,12 +473,15 @@ def greedy(
 ) -> Design:
     """``n`` picks of criterion ``crit`` over ``space`` (conditional on its given set).
 
-    ``first``: see :func:`first_pick`; ``strata``: a label per candidate (:class:`Strata`);
+    ``first``: see :func:`first_pick`; ``strata``: a label per candidate, or a
+    :class:`Strata`;
     ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)``; ``until``: a
     budget, stop before the first pick whose Psi would fall below it (``n``: the most).
     """
     _start(space, crit, n)
-    quota = make_strata(strata, space.n)
+    quota = strata if isinstance(strata, Strata) else make_strata(strata, space.n)
+    if quota is not None and len(quota.code) != space.n:
+        raise MlpdesignError(f"{len(quota.code)} stratum labels for a pool of {space.n}")
     conditional = space.given is not None
     S, P, budget = [], [], False
     how = "conditional" if crit.uses_first else crit.name

@@ -26,7 +26,8 @@ from mlpdesign.kernels.blocks import (
     reference_kernel,
 )
 from mlpdesign.kernels.core import KernelData, StoreKernel
-from mlpdesign.select.engine import Design, MemorySpace, ShardSpace, criterion, greedy
+from mlpdesign.select.engine import Design, MemorySpace, ShardSpace, Strata, criterion, greedy
+from mlpdesign.select.strata import strata_labels  # noqa: F401  (re-exported)
 
 
 def _same_kernel_specs(a, b) -> bool:
@@ -67,23 +68,6 @@ def given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None
     return gk, info
 
 
-def strata_labels(store, store_path, stratify: bool | None = None) -> np.ndarray | None:
-    """The pool's ``structure`` labels, the strata of ``select --stratify``, or None for a
-    plain design (``stratify`` False; or None and fewer than two distinct labels)."""
-    if stratify is False:
-        return None
-    labels = np.asarray(store.structure)
-    named = labels[labels != labels[:0].dtype.type()]
-    if stratify is None:
-        return labels if len(np.unique(named)) >= 2 else None
-    if len(named) == 0:
-        raise MlpdesignError(
-            f"{store_path}: the pool has no structure labels to stratify by "
-            "(extxyz info key 'structure', as generate writes)"
-        )
-    return labels
-
-
 def selection_attrs(
     store,
     store_path,
@@ -96,7 +80,7 @@ def selection_attrs(
     n,
     given,
     command,
-    stratify: bool = False,
+    stratify: bool | str = False,
 ) -> dict:
     """The attributes a selection file records: method, pool checksum, gap string, kernel
     (options and terms), seed, first pick, request, given sets, strata and command line."""
@@ -127,7 +111,14 @@ def selection_attrs(
         "given": given,
         "distance": "D2",
         "command": command,
-        **({"stratify": "structure", "strata": design.stats.get("strata", {})} if stratify else {}),
+        **(
+            {
+                "stratify": "structure" if stratify is True else stratify,
+                "strata": design.stats.get("strata", {}),
+            }
+            if stratify
+            else {}
+        ),
     }
 
 
@@ -136,6 +127,8 @@ class Options:
     """What a selection is made with; ``--continue`` restores them from the file."""
 
     criterion: object = "maxmin"  # a name of engine.CRITERIA, or a Criterion
+    strata_key: str = "structure"  # stratify by: structure, source, or a frames' info key
+    strata_share: str = "pool"  # each stratum's share of the picks: "pool" or "equal"
     first: object = None  # None (extreme), a candidate_id, or "random"
     seed: int = 1
     normalize: bool = True
@@ -181,6 +174,10 @@ def continued(path, n: int, opts: Options):
         raise MlpdesignError(
             f"-n {n} is smaller than the {prev.n} picks of {path}; take a prefix instead"
         )
+    key = str(prev.attrs.get("stratify", ""))
+    share = str(prev.attrs.get("strata_share", "pool"))
+    if key not in ("", "True", "False"):
+        opts = dataclasses.replace(opts, strata_key=key, strata_share=share)
     return prev, opts
 
 
@@ -267,7 +264,7 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
     first = c.agree(_first_position, store, store_path, opts.first)
     labels = None
     if crit.stratified:
-        labels = c.agree(strata_labels, store, store_path, opts.stratify)
+        labels = c.agree(strata_labels, store, store_path, opts.stratify, opts.strata_key)
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         space, kd, ginfo = c.agree(open_space, stack, store, opts, given, n, **engine)
@@ -280,7 +277,7 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             n,
             first=first,
             seed=opts.seed,
-            strata=labels,
+            strata=None if labels is None else Strata(labels, opts.strata_share),
             progress=bar,
             until=opts.until_psi,
         )
@@ -297,8 +294,10 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         n=n,
         given=[ginfo] if ginfo is not None else [],
         command="",
-        stratify=labels is not None,
+        stratify=opts.strata_key if labels is not None else False,
     )
+    if labels is not None and opts.strata_share != "pool":
+        attrs["strata_share"] = opts.strata_share
     if opts.until_psi is not None:
         attrs["until_psi"] = float(opts.until_psi)
     return design, attrs
