@@ -279,3 +279,26 @@ def test_several_inputs_under_mpi_equal_the_serial_store(tmp_path, small_pool):
     assert run("describe", *ins, "-o", tmp_path / "s.h5", "--gap", SMALL_GAP).exit_code == 0
     mpirun(2, "describe", *ins, "-o", tmp_path / "m.h5", "--gap", SMALL_GAP, "-q")
     assert stores_equal(tmp_path / "s.h5", tmp_path / "m.h5") == []
+
+
+@pytest.mark.parametrize("command", ["vasp", "label", "select-given", "write"])
+def test_every_reader_refuses_unphysical_frames(tmp_path, small_store, small_pool, command):
+    """NaN positions never reach POSCAR, a calculator, a given set or a training file."""
+    frames = ase.io.read(small_pool, index=":3")
+    frames[2].positions[0] = np.nan
+    bad = tmp_path / "bad.xyz"
+    ase.io.write(bad, frames, format="extxyz")
+    out = tmp_path / "out"
+    args = {
+        "vasp": ["vasp", bad, "-o", out],
+        "label": ["label", bad, "--calculator", "ase.calculators.emt:EMT", "-o", out],
+        "select-given": ["select", small_store, "-n", "2", "--given", bad, "-o", out],
+        "write": ["write", bad, tmp_path / "sel.h5", "-o", out],
+    }[command]
+    if command == "write":
+        from test_vasp_fakerun import make_selection
+
+        make_selection(tmp_path / "sel.h5", bad, [2])
+    msg = one_line_error(run(*args))
+    assert "bad.xyz: frame 2: atom 0 has a non-finite position" in msg, msg
+    assert not out.exists()

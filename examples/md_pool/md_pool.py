@@ -49,19 +49,26 @@ def run_md(atoms, calc, temperature: float, snapshots: int, every: int, seed: in
     ``every`` steps apart, each with the calculator's energy, forces and stress."""
     from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    try:  # ASE >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     a = atoms.copy()
     a.calc = calc
+    a.set_constraint(FixCom())
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(a, temperature_K=temperature, rng=rng)
-    md = Langevin(a, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng)
+    thermalize_momenta(a, temperature_K=temperature, rng=rng)
+    md = Langevin(a, 2 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng)
     md.run(5 * every)
     frames = []
     for _ in range(snapshots):
         md.run(every)
         f = a.copy()
+        f.set_constraint()  # the MD's constraint is not part of the configuration
         stress = a.get_stress() if all(a.pbc) else None
         f.calc = SinglePointCalculator(
             f, energy=a.get_potential_energy(), forces=a.get_forces(), stress=stress
