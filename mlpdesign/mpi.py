@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.launcher import launched_rank  # noqa: F401 - part of this API
 
 #: launcher variables holding the number of ranks (MPICH/Hydra and PMI-2 under srun,
 #: Open MPI, PMIx, Slurm's srun step)

@@ -42,9 +42,13 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:  # noqa: D102 - click API
-        from mlpdesign.mpi import rank_size
+        from mlpdesign.mpi import launched_rank, rank_size
 
-        if rank_size()[0] == 0:  # under MPI every rank fails alike: one line, from rank 0
+        try:
+            rank = rank_size()[0]
+        except MlpdesignError:  # a launcher but no mpi4py: the rank from its environment
+            rank = launched_rank()
+        if rank == 0:  # under MPI every rank fails alike: one line, from rank 0
             click.echo(f"mlpdesign: error: {self.format_message()}", err=True)
 
 
@@ -55,6 +59,12 @@ def usage_error(e: click.UsageError) -> CliError:
     msg = " ".join(e.format_message().split())
     head = "" if where == "mlpdesign" else f"{where}: "
     return CliError(f"{head}{msg} (see '{where} --help')", 2)
+
+
+def os_error_line(e: OSError) -> str:
+    """``<path>: <strerror>`` of an OS error (the path where the error names one)."""
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    return f"{where}{e.strerror or ' '.join(str(e).split())}"
 
 
 class Group(click.Group):
@@ -78,12 +88,8 @@ class Group(click.Group):
             raise usage_error(e) from None
         except MlpdesignError as e:
             raise CliError(str(e), e.exit_code) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            raise CliError(f"{where}{e.strerror or e}", 2) from None
-        except OSError as e:  # disk full, I/O error: still one line, never a traceback
-            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            raise CliError(f"{where}{e.strerror or e}", 1) from None
+        except OSError as e:  # no access, disk full, I/O error: one line naming the path
+            raise CliError(os_error_line(e), 2) from None
         finally:
             release_all()  # the outputs' locks (kept by a failed run until here)
 

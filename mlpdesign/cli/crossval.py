@@ -52,10 +52,12 @@ def command(
           --store pool.h5 -o cv/
       mlpdesign crossval OPT=opt.xyz RND=rnd.xyz --store pool.h5 --n-sparse soap=200 -o cv/
     """
-    from mlpdesign.gap.crossval import crossval, parse_sets
+    from mlpdesign.gap.crossval import crossval, parse_sets, same_data_warnings
     from mlpdesign.progress import progress
 
     named = parse_sets(sets)
+    for line in same_data_warnings(named):
+        click.echo(f"mlpdesign: warning: {line}", err=True)
     echo = None if quiet else (lambda line: click.echo(line, err=True))
     res = crossval(
         named,

@@ -132,7 +132,7 @@ def command(
     if not quiet:
         from mlpdesign.io.store import open_store
 
-        with open_store(out) as s:
+        with open_store(out, check=False) as s:  # just written
             rows = ", ".join(
                 f"{d.name}: {s.n_rows(k)} x {d.dim}" for k, d in enumerate(s.descriptors)
             )

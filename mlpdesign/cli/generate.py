@@ -131,10 +131,18 @@ def command(
         eig_max=hi,
         seed=seed,
     )
+    empty = ""
     if shard is not None:
         if start or count is not None:
             raise MlpdesignError("--shard cannot be combined with --start/--count")
         start, count = shard_range(n, *shard)
+        if count == 0:  # more shards than candidates: this one is empty, and that is fine
+            empty = f" (shard {shard[0]}/{shard[1]} of {n} candidates is empty)"
+    if empty:
+        written = generate(output, 0, spec, start=start, force=force)
+        if not quiet:
+            click.echo(f"wrote 0 candidates{empty} to {output}", err=True)
+        return
     if start < 0 or start >= n:
         raise MlpdesignError(f"--start must be in [0, {n}), got {start}")
     count = n - start if count is None else count

@@ -10,6 +10,7 @@ folder also gets ``runs.txt`` (one directory per line, for a SLURM array) and an
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -118,9 +119,11 @@ def parse_incar_overrides(items: Sequence[str]) -> tuple[dict[str, str | None], 
             warnings.append(f"INCAR key {key} is not one ASE knows; written as given")
         elif kind in ("float", "exp"):
             try:
-                float(value.replace("d", "e").replace("D", "E"))
+                number = float(value.replace("d", "e").replace("D", "E"))
             except ValueError:
                 raise MlpdesignError(f"--incar {key}={value}: expected a number") from None
+            if not math.isfinite(number):
+                raise MlpdesignError(f"--incar {key}={value}: expected a finite number")
         elif kind == "int":
             if not re.fullmatch(r"[+-]?\d+", value):
                 raise MlpdesignError(f"--incar {key}={value}: expected an integer")

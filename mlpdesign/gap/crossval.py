@@ -55,6 +55,24 @@ def parse_sets(items: Sequence[str]) -> dict[str, Path]:
     return sets
 
 
+def same_data_warnings(sets: dict[str, Path]) -> list[str]:
+    """A warning for each set holding the same bytes as an earlier one: a model tested on
+    its twin is tested on its own training data, so its 'off-sample' numbers are on-sample."""
+    from mlpdesign.io.atomic import file_sha256
+
+    seen: dict[str, str] = {}
+    out = []
+    for name, path in sets.items():
+        first = seen.setdefault(file_sha256(path), name)
+        if first != name:
+            same = "the same file" if Path(sets[first]).resolve() == path.resolve() else "equal"
+            out.append(
+                f"sets {first} and {name} are {same} ({path}): their off-sample numbers "
+                "are on-sample"
+            )
+    return out
+
+
 def error_stats(err_per_atom: np.ndarray) -> dict[str, float]:
     """Statistics of the energy error per atom (eV/atom): rmse, std and q99 of |dE|, ..."""
     e = np.asarray(err_per_atom, dtype=float)

@@ -120,6 +120,13 @@ def calculator_from_spec(spec: str, kwargs: dict[str, Any] | None = None):
     cls = getattr(mod, cls_name, None)
     if cls is None:
         raise MlpdesignError(f"--calculator {spec}: {mod_name} has no {cls_name}")
+    known = calculator_parameters(cls)
+    unknown = sorted(set(kwargs or {}) - known) if known is not None else []
+    if unknown:
+        raise MlpdesignError(
+            f"--calc-arg {unknown[0]}: {cls_name} has no such parameter "
+            f"(it takes {', '.join(sorted(known)) or 'none'})"
+        )
     try:
         calc = cls(**(kwargs or {}))
     except Exception as e:  # noqa: BLE001 - a wrong argument is bad input
@@ -128,6 +135,34 @@ def calculator_from_spec(spec: str, kwargs: dict[str, Any] | None = None):
         ) from None
     calc.mlpdesign_source = spec
     return calc
+
+
+def calculator_parameters(cls) -> set[str] | None:
+    """The keyword arguments ``cls`` takes: the named ones of every ``__init__`` in its
+    class hierarchy plus an ASE calculator's ``default_parameters`` (ASE files any other
+    keyword away silently); None when ``cls`` takes any keyword and says no more."""
+    import inspect
+
+    names: set[str] = set(getattr(cls, "default_parameters", None) or {})
+    open_ended = True
+    for klass in getattr(cls, "__mro__", [cls]):
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        kinds = {p.kind for p in params}
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {
+            "self"
+        }
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            open_ended = False
+            break
+    if open_ended and not hasattr(cls, "default_parameters"):
+        return None
+    return names
 
 
 def parse_calc_args(items: Sequence[str]) -> dict[str, Any]:

@@ -344,8 +344,8 @@ def generate(
     ``progress`` is an optional object with ``update(k)``. Returns the number written.
     """
     spec = spec or PoolSpec()
-    if n <= 0:
-        raise MlpdesignError(f"-n must be a positive number of candidates, got {n}")
+    if n < 0:
+        raise MlpdesignError(f"the number of candidates must not be negative, got {n}")
     if start < 0:
         raise MlpdesignError(f"--start must be >= 0, got {start}")
     written = 0

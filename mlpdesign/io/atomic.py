@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -90,7 +91,10 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     p = check_output(path, force)
     tmp = _tmp_name(p)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # a full disk while writing: name the output, not the temporary
+            raise named_os_error(e, p) from None
         if not tmp.exists():
             raise MlpdesignError(f"internal error: nothing was written for {p}")
         os.replace(tmp, p)
@@ -105,6 +109,16 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         release(p)
 
 
+def named_os_error(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name where it names none or a temporary of ``path``."""
+    name = str(e.filename or "")
+    if name and f".{path.name}.tmp-" not in name:
+        return e
+    if e.errno is None:
+        return OSError(errno.EIO, " ".join(str(e).split()), str(path))
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_path` for an output folder: built in a temporary folder.
@@ -117,7 +131,10 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.tmp-", dir=p.parent if str(p.parent) else "."))
     try:
         honour_umask(tmp)
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            raise named_os_error(e, p) from None
         if p.exists():
             merge_into(tmp, p)
             tmp.rmdir()

@@ -30,22 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.launcher import launched_rank
 
 #: resolved output path -> (open lock file descriptor, lock file path)
 _HELD: dict[Path, tuple[int, Path]] = {}
 #: claims taken by :func:`holding`: kept until its block ends, whoever calls :func:`release`
 _PINNED: set[Path] = set()
-
-#: launcher variables holding this process's MPI rank
-_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
-
-
-def _launched_rank() -> int:
-    for var in _RANK_VARS:
-        v = os.environ.get(var, "")
-        if v.isdigit():
-            return int(v)
-    return 0
 
 
 def _key(path: str | os.PathLike) -> Path:
@@ -103,7 +93,7 @@ def claim(path: str | os.PathLike) -> bool:
     temporaries of killed runs of the same output (:func:`clean_stale`).
     """
     key = _key(path)
-    if key in _HELD or _launched_rank() != 0:
+    if key in _HELD or launched_rank() != 0:
         return False
     if not key.parent.is_dir():
         return False  # the caller reports the missing folder

@@ -183,26 +183,39 @@ def _typed_attr(k: str, v):
     return v
 
 
+def _load_h5(p: Path) -> Selection:
+    import h5py
+
+    with h5py.File(p, "r") as f:
+        attrs = {k: _typed_attr(k, v) for k, v in f.attrs.items()}
+        if attrs.get("format") != FORMAT:
+            raise MlpdesignError(
+                f"{p}: not an mlpdesign selection (format={attrs.get('format')!r}); a store?"
+            )
+        try:
+            cid, idx, psi = f["candidate_id"][()], f["index"][()], f["psi"][()]
+        except KeyError as e:
+            raise MlpdesignError(f"{p}: selection lacks dataset {e}") from None
+    idx = None if len(idx) and np.all(idx < 0) else idx
+    try:
+        return Selection(cid, idx, psi, attrs)
+    except MlpdesignError as e:
+        raise MlpdesignError(f"{p}: is damaged ({e})") from None
+
+
 def load_selection(path: str | os.PathLike) -> Selection:
     """Read a selection in any of the three formats (told apart by the file's content)."""
     p = require_file(path, "selection file")
     with open(p, "rb") as f:
         head = f.read(8)
     if head == _HDF5_MAGIC:
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            attrs = {k: _typed_attr(k, v) for k, v in f.attrs.items()}
-            if attrs.get("format") != FORMAT:
-                raise MlpdesignError(
-                    f"{p}: not an mlpdesign selection (format={attrs.get('format')!r}); a store?"
-                )
-            try:
-                cid, idx, psi = f["candidate_id"][()], f["index"][()], f["psi"][()]
-            except KeyError as e:
-                raise MlpdesignError(f"{p}: selection lacks dataset {e}") from None
-        idx = None if len(idx) and np.all(idx < 0) else idx
-        return Selection(cid, idx, psi, attrs)
+        try:
+            return _load_h5(p)
+        except (OSError, RuntimeError, ValueError, TypeError) as e:  # h5py on a damaged file
+            detail = " ".join(str(e).split())[:160]
+            raise MlpdesignError(
+                f"{p}: is damaged (truncated or overwritten? {detail}); select again"
+            ) from None
     text = p.read_text(errors="replace")
     stripped = text.lstrip()
     if stripped.startswith("{"):

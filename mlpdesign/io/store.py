@@ -425,17 +425,19 @@ class Store:
         require_file(self.path, "store")
         try:
             self.f = h5py.File(self.path, "r")
-        except OSError:
-            raise MlpdesignError(
-                f"{self.path}: not an HDF5 file (expected a store written by mlpdesign describe)"
-            ) from None
+        except OSError as e:
+            raise _open_error(self.path, e) from None
+        self._offsets: dict[int, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}
         try:
             self._validate()
+            check_layout(self)
+        except _READ_ERRORS as e:  # h5py on a damaged heap or B-tree; a missing attribute
+            self.f.close()
+            raise _damaged(self.path, _one_line(e)) from None
         except BaseException:
             self.f.close()
             raise
-        self._offsets: dict[int, np.ndarray] = {}
-        self._cache: dict[str, np.ndarray] = {}
 
     def _validate(self) -> None:
         a = self.f.attrs
@@ -448,6 +450,11 @@ class Store:
                 f"{self.path}: store format version {a.get('format_version')}"
                 f" is not supported (expected {FORMAT_VERSION})"
             )
+        for key in ("gap", "n_configs"):
+            if key not in a:
+                raise _damaged(self.path, f"no attribute {key!r}")
+        if "descriptors" not in self.f:
+            raise _damaged(self.path, "no group 'descriptors'")
         self.attrs = {
             k: (
                 v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
@@ -639,9 +646,138 @@ class Store:
         }
 
 
-def open_store(path: str | os.PathLike) -> Store:
-    """Open a store for reading; refuse anything that is not one, with one line."""
-    return Store(path)
+def open_store(path: str | os.PathLike, check: bool = True) -> Store:
+    """Open a store for reading; refuse anything that is not one, or a damaged one, with
+    one line. ``check``: also read every row once (block by block, once per process,
+    :func:`check_values`): non-finite numbers, or a SOAP row off the unit sphere."""
+    s = Store(path)
+    if check:
+        try:
+            check_values(s)
+        except _READ_ERRORS as e:
+            s.close()
+            raise _damaged(s.path, _one_line(e)) from None
+        except BaseException:
+            s.close()
+            raise
+    return s
+
+
+_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text}"[:200] if isinstance(e, KeyError) else text[:200]
+
+
+#: Bytes of rows read at a time when a store's values are checked on open.
+CHECK_BYTES = 16 << 20
+#: A SOAP row of a normalised store whose norm is further than this from 1 is damaged.
+NORM_TOLERANCE = 1e-3
+#: Stores whose values were checked in this process: (path, inode, size, mtime).
+_CHECKED: set[tuple] = set()
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _damaged(path: Path, what: str) -> MlpdesignError:
+    return MlpdesignError(f"{path}: is damaged ({what}); describe the pool again")
+
+
+def _open_error(path: Path, e: OSError) -> MlpdesignError:
+    """Why h5py could not open ``path``: a damaged store, or not HDF5 at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        head = b""
+    if _HDF5_SIGNATURE in head:
+        msg = " ".join(str(e).split())
+        return _damaged(path, f"truncated or overwritten? {msg[:160]}")
+    return MlpdesignError(
+        f"{path}: not an HDF5 file (expected a store written by mlpdesign describe)"
+    )
+
+
+def _require(f, name: str, shape: tuple, path: Path):
+    """Dataset ``name`` of ``f``, checked to have ``shape`` (None: any length)."""
+    import h5py
+
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        raise _damaged(path, f"no dataset {name!r}")
+    if len(obj.shape) != len(shape) or any(
+        want is not None and got != want for got, want in zip(obj.shape, shape, strict=True)
+    ):
+        raise _damaged(path, f"dataset {name!r} has shape {obj.shape}, expected {shape}")
+    return obj
+
+
+def check_layout(store: Store) -> None:
+    """Every dataset a reader needs, with consistent shapes and CSR offsets."""
+    f, n, p = store.f, store.n_configs, store.path
+    for name, shape in (("candidate_id", (n,)), ("n_atoms", (n,)), ("structure", (n,))):
+        _require(f, name, shape, p)
+    _require(f, "F", (n, 9), p)
+    if not store.descriptors:
+        raise _damaged(p, "no descriptor")
+    for k, d in enumerate(store.descriptors):
+        rows = _require(f, f"descriptors/{k}/rows", (None, d.dim), p)
+        nr = rows.shape[0]
+        _require(f, f"descriptors/{k}/weights", (nr,), p)
+        o = _require(f, f"descriptors/{k}/offsets", (n + 1,), p)[()]
+        if o[0] != 0 or o[-1] != nr or np.any(np.diff(o) < 0):
+            raise _damaged(p, f"offsets of descriptor {k} are not 0 .. {nr}, non-decreasing")
+
+
+def _check_rows(store: Store, k: int) -> None:
+    """Finite rows and weights of descriptor ``k``, read block by block; for SOAP in a
+    store whose rows are unit vectors (QUIP's normalize=T), no row far from norm 1.
+
+    One pass of squared row norms (in the stored dtype) finds both: a row's squared norm
+    is finite only if every number in it is."""
+    d = store.descriptors[k]
+    rows = store.f[f"descriptors/{k}/rows"]
+    weights = store.f[f"descriptors/{k}/weights"]
+    nr = rows.shape[0]
+    step = max(1, CHECK_BYTES // (rows.dtype.itemsize * max(1, d.dim)))
+    unit, off_norm = 0, None
+    for r0 in range(0, nr, step):
+        r1 = min(nr, r0 + step)
+        sq = np.einsum("ij,ij->i", *(2 * [rows[r0:r1]]))
+        for what, v in (("rows", sq), ("weights", weights[r0:r1])):
+            bad = ~np.isfinite(v)
+            if bad.any():
+                row = r0 + int(np.argmax(bad))
+                raise _damaged(store.path, _where(store, k, row, f"NaN or infinite {what}"))
+        if d.name == "soap":
+            ok = np.abs(np.sqrt(sq, dtype=np.float64) - 1.0) <= NORM_TOLERANCE
+            unit += int(ok.sum())
+            if off_norm is None and not ok.all():
+                off_norm = r0 + int(np.argmin(ok))
+    if off_norm is not None and 2 * unit >= nr:
+        x = np.asarray(rows[off_norm], dtype=np.float64)
+        raise _damaged(
+            store.path,
+            _where(store, k, off_norm, f"norm {np.linalg.norm(x):.6g} where SOAP rows are unit"),
+        )
+
+
+def _where(store: Store, k: int, row: int, what: str) -> str:
+    c = int(np.searchsorted(store.offsets(k), row, side="right")) - 1
+    return f"{what} in row {row} of descriptor {k} ({store.descriptors[k].name}), config {c}"
+
+
+def check_values(store: Store) -> None:
+    """Check every stored number once per process (block by block: memory stays small)."""
+    st = store.path.stat()
+    key = (os.path.realpath(store.path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    for k in range(len(store.descriptors)):
+        _check_rows(store, k)
+    _CHECKED.add(key)
 
 
 def verify_pool(store: Store, pool_path: str | os.PathLike | Sequence) -> None:
