@@ -264,8 +264,8 @@ def test_bad_arguments(small_pool, small_store, tmp_path):
     _nothing_written(out)
     code, err = _run(["describe", str(small_pool), "-o", str(small_store)])
     assert code == 2 and "exists; use --force" in err
-    code, err = _run(["info", str(small_pool)])
-    assert code == 2 and "not an HDF5 file" in err
+    code, err = _run(["info", str(small_pool / "missing.h5")])
+    assert code == 2 and "no such file" in err
 
 
 def test_partial_of_another_pool_is_refused(small_pool, tmp_path):

@@ -154,7 +154,9 @@ def test_cli_help_and_errors(tmp_path):
     assert r.exit_code == 0 and "Examples:" in r.output
     store = make_store(tmp_path / "pool.h5", TINY_GAP)
     r = runner.invoke(cli, ["gap-command", str(store), "--default-sigma", "0.1 0.2"])
-    assert r.exit_code == 2 and "expected 4 numbers" in r.stderr
+    assert r.exit_code == 2 and "--sigma expects E,F,V[,H]" in r.stderr
+    r = runner.invoke(cli, ["gap-command", "--help"])
+    assert "--sigma E,F,V[,H]" in r.output and "--default-sigma" not in r.output  # old: hidden
     r = runner.invoke(cli, ["gap-command", str(tmp_path / "none.h5")])
     assert r.exit_code == 2 and r.stderr.startswith("mlpdesign: error: ")
     assert r.stderr.count("\n") == 1

@@ -215,10 +215,15 @@ def test_mpi_error_is_one_line_no_hang(store, tmp_path):
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_mpi_describe_equals_serial(small_pool, small_store, tmp_path, ranks):
     out = tmp_path / "pool.h5"
-    mpirun(ranks, "describe", small_pool, "-o", out, "--gap", SMALL_GAP, "-q")
+    quiet = ["-q"] if ranks == 2 else ["--chunk-size", "4"]
+    res = mpirun(ranks, "describe", small_pool, "-o", out, "--gap", SMALL_GAP, *quiet)
     assert stores_equal(small_store, out) == []
     assert not list(tmp_path.glob(".pool.h5.mpi-*"))  # parts removed after the merge
-    if ranks == 3:
+    if ranks == 3:  # the progress counts the whole pool, not rank 0's part (14 of 40)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("describe: ")]
+        totals = {ln.split("/")[1].split()[0] for ln in lines}
+        assert "describe: 40/40 (100%)" in res.stderr and totals == {"40"}, res.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.h5"]  # no lock, no part
         return
     # refused: an MPI launch and --shard together
     res = mpirun(2, "describe", small_pool, "-o", tmp_path / "x.h5", "--shard", "1/2", check=False)
@@ -353,6 +358,24 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
     assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 0  # up to date
     os.utime(tmp_path / "pool.xyz")
     assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 1  # out of date
+
+
+def test_slurm_makefile_defaults_and_parameter_stamps(tmp_path):
+    """MODE=local with every other default runs (PICKS <= N_POOL), makes logs/, and the
+    parameter stamps make a changed PICKS remake select and what follows, not the pool."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    args = ["make", "-f", str(SLURM / "Makefile"), "MODE=local", f"MLPDESIGN={MLPDESIGN}"]
+    env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
+    res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "report" / "metrics.json").exists() and (tmp_path / "logs").is_dir()
+    assert subprocess.run([*args, "-q"], cwd=tmp_path, env=env).returncode == 0  # up to date
+    plan = subprocess.run([*args, "-n", "PICKS=10"], cwd=tmp_path, env=env, capture_output=True)
+    steps = plan.stdout.decode()
+    assert "N=10" in steps and " write " in steps and " report " in steps
+    assert " generate " not in steps and "describe_array" not in steps and " merge " not in steps
+    assert subprocess.run([*args, "-q", "PICKS=10"], cwd=tmp_path, env=env).returncode == 1
 
 
 def test_covering_streamed_equals_in_memory(store, serial):

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import click
 
-from .options import seed_option
+from .options import AliasOption, quiet_option, seed_option
 
 
 def _sigma(ctx, param, value: str | None):
-    if value is None:
-        return None
-    try:
-        vals = tuple(float(x) for x in value.replace(",", " ").split())
-    except ValueError:
-        raise click.BadParameter(f"expected 4 numbers, got {value!r}") from None
-    if len(vals) != 4:
-        raise click.BadParameter(f"expected 4 numbers (E F V H), got {value!r}")
-    return vals
+    from mlpdesign.gap.fit import parse_sigma
+
+    return None if value is None else parse_sigma(value)
 
 
 @click.command("gap-command")
@@ -30,15 +24,20 @@ def _sigma(ctx, param, value: str | None):
 )
 @click.option("--gp-file", default="gap.xml", show_default=True, help="Potential file to write.")
 @click.option(
+    "--sigma",
     "--default-sigma",
+    "default_sigma",
+    cls=AliasOption,
+    hidden_names=("--default-sigma",),
     callback=_sigma,
     default=None,
-    metavar="'E F V H'",
-    help="Expected errors: energy (eV/atom), forces (eV/A), virials (eV/atom), "
-    "Hessians. [default: '0.002 0.05 0.05 0.0']",
+    metavar="E,F,V[,H]",
+    help="gap_fit default_sigma, as for 'fit': energy (eV/atom), force (eV/A), virial "
+    "(eV/atom)[, hessian].  [default: 0.002,0.05,0.05]",
 )
 @seed_option(help="rnd_seed of gap_fit (sparse-point choice).")
-def command(store, at_file, gp_file, default_sigma, seed) -> None:
+@quiet_option
+def command(store, at_file, gp_file, default_sigma, seed, quiet) -> None:
     """Print the gap_fit command that fits a GAP with STORE's descriptors and kernels.
 
     The gap={...} argument is the store's GAP string (the kernel the design was made
@@ -52,7 +51,7 @@ def command(store, at_file, gp_file, default_sigma, seed) -> None:
     \b
     Examples:
       mlpdesign gap-command pool.h5 --at-file labelled.xyz
-      mlpdesign gap-command pool.h5 --at-file labelled.xyz --default-sigma '0.001 0.1 0.05 0'
+      mlpdesign gap-command pool.h5 --at-file labelled.xyz --sigma 0.001,0.1,0.05
       eval "$(mlpdesign gap-command pool.h5 --at-file labelled.xyz)"   # run it
     """
     from mlpdesign.gap.command import gap_fit_command
@@ -60,6 +59,6 @@ def command(store, at_file, gp_file, default_sigma, seed) -> None:
     cmd, notes = gap_fit_command(
         store, at_file=at_file, gp_file=gp_file, sigma=default_sigma, seed=seed
     )
-    for n in notes:
+    for n in notes if not quiet else []:
         click.echo(f"mlpdesign: note: {n}", err=True)
     click.echo(cmd)

@@ -1,11 +1,37 @@
-"""Options shared by several subcommands, written once."""
+"""Options shared by several subcommands, written once: one vocabulary for every command.
+
+``-f/--force``, ``-j/--jobs`` (processes or threads), ``-q/--quiet``, ``--seed``, ``-o``,
+``--shard`` and ``--format`` (one set per kind: :data:`FILE_FORMATS` for what a command writes
+to a file, :data:`PRINT_FORMATS` for what it prints) mean the same wherever they appear.
+Old spellings stay as hidden aliases (:class:`AliasOption`): accepted, not shown in ``--help``.
+"""
 
 from __future__ import annotations
 
 import click
 
+#: ``--format`` of a command that prints a result on stdout
+PRINT_FORMATS = ("text", "json", "none")
+
+
+class AliasOption(click.Option):
+    """An option whose ``hidden_names`` (old spellings) work but are not shown in ``--help``."""
+
+    def __init__(self, *args, hidden_names: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_names = tuple(hidden_names)
+
+    def get_help_record(self, ctx: click.Context):  # noqa: D102 - click API
+        shown = [o for o in self.opts if o not in self.hidden_names]
+        opts, self.opts = self.opts, shown
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
 force_option = click.option(
-    "--force", is_flag=True, help="Overwrite an existing output (default: refuse)."
+    "-f", "--force", is_flag=True, help="Overwrite an existing output file (default: refuse)."
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 
@@ -30,6 +56,18 @@ jobs_option = click.option(
     show_default=True,
     help="Number of worker processes.",
 )
+
+
+def print_format_option(default: str = "text", help: str = "") -> callable:
+    """``--format text|json|none``: what a command prints on stdout."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(PRINT_FORMATS),
+        default=default,
+        show_default=True,
+        help=help or "What to print on stdout: text, JSON, or nothing (the exit status only).",
+    )
 
 
 def shard_type(text: str) -> tuple[int, int]:
@@ -60,7 +98,12 @@ def _set_threads(ctx, param, value):
 
 
 threads_option = click.option(
+    "-j",
+    "--jobs",
     "--threads",
+    "threads",
+    cls=AliasOption,
+    hidden_names=("--threads",),
     type=click.IntRange(min=1),
     default=None,
     expose_value=False,

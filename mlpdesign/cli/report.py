@@ -6,7 +6,14 @@ import json
 
 import click
 
-from .options import force_option, memory_limit_option, output_option, quiet_option, seed_option
+from .options import (
+    force_option,
+    memory_limit_option,
+    output_option,
+    print_format_option,
+    quiet_option,
+    seed_option,
+)
 
 
 def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -94,14 +101,7 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     help="Kernel options as JSON, e.g. '{\"normalize\": true}' (default: those the "
     "first selection was made with).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "none"]),
-    default="text",
-    show_default=True,
-    help="What to print on stdout: a table, the metrics JSON, or nothing.",
-)
+@print_format_option(help="What to print on stdout: a table, the metrics JSON, or nothing.")
 @memory_limit_option(
     "Stream the pool from the store in blocks for the covering radius, keeping the "
     "kernel data of each process under SIZE (512M, 4G). Under mpiexec/srun the pool is "

@@ -28,6 +28,50 @@ def _reusable_part(path, command: str, shard: str) -> bool:
         return False
 
 
+class PoolProgress:
+    """Rank 0's progress over the whole pool: every rank's finished chunks, counted from the
+    parts' ``.partial/`` folders beside the output (one shared folder), and finished parts.
+
+    Given to rank 0's :func:`describe` as its progress factory; each of its own updates
+    recounts all ranks. ``finish()`` fills the bar once every rank is done."""
+
+    def __init__(self, progress, shards: list[tuple[int, int]], parts: list) -> None:
+        self.shards, self.parts = shards, parts
+        self.total = sum(c for _, c in shards)
+        self.shown = self.count()
+        self.bar = progress(self.total, self.shown)
+
+    def count(self) -> int:
+        """Configs described so far by every rank (finished parts and saved chunks)."""
+        done = 0
+        for (_, count), part in zip(self.shards, self.parts, strict=True):
+            partial = part.with_name(part.name + ".partial")
+            if part.is_file() and not partial.exists():
+                done += count
+                continue
+            for chunk in partial.glob("chunk-*-*.npz"):
+                a, b = chunk.stem.split("-")[1:3]
+                done += int(b) - int(a)
+        return min(done, self.total)
+
+    def factory(self, total: int, initial: int):
+        return self
+
+    def update(self, k: int = 1) -> None:
+        now = self.count()
+        if now > self.shown:
+            self.bar.update(now - self.shown)
+            self.shown = now
+
+    def close(self) -> None:  # rank 0's own part is done; the others may not be
+        pass
+
+    def finish(self) -> None:
+        self.bar.update(self.total - self.shown)
+        self.shown = self.total
+        self.bar.close()
+
+
 def describe_mpi(
     pool,
     output,
@@ -64,6 +108,10 @@ def describe_mpi(
     count = shard_range(n_pool, *shard)[1]
     part = _part_path(out, c.rank, c.size)
     part_cmd = f"{command} [MPI rank {c.rank + 1} of {c.size}]"
+    bar = None
+    if progress is not None and c.rank == 0:
+        shards = [shard_range(n_pool, r + 1, c.size) for r in range(c.size)]
+        bar = PoolProgress(progress, shards, [_part_path(out, r, c.size) for r in range(c.size)])
 
     def mine():
         if count == 0:
@@ -83,13 +131,15 @@ def describe_mpi(
             force=True,
             restart=restart,
             command=part_cmd,
-            progress=progress if c.rank == 0 else None,
+            progress=bar.factory if bar is not None else None,
             log=log if c.rank == 0 else None,
             min_distance=md,
         )
         return str(part)
 
     parts = [p for p in c.allgather(c.agree(mine)) if p is not None]
+    if bar is not None:
+        bar.finish()
 
     def merge():
         if c.rank != 0:
