@@ -104,6 +104,7 @@ def test_values_are_checked_block_by_block(tmp_path, small_store, monkeypatch):
         read.append(ds.shape[0])
         return real(store, k)
 
+    monkeypatch.setattr(store_mod, "_CHECKED", set())  # as in a fresh process
     monkeypatch.setattr(store_mod, "CHECK_BYTES", 8 * 51 * 4)  # four SOAP rows at a time
     monkeypatch.setattr(store_mod, "_check_rows", spy)
     with pytest.raises(MlpdesignError, match=f"row {n - 1} of descriptor 1 .soap., config 39"):
