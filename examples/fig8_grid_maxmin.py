@@ -17,7 +17,7 @@ import numpy as np
 
 from mlpdesign.kernels import core as kernels
 from mlpdesign.report import metrics as report
-from mlpdesign.select import greedy as select
+from mlpdesign.select.greedy import maxmin  # the module, not select.greedy (the loop)
 
 
 def grid(seed: int = 0) -> np.ndarray:
@@ -30,7 +30,7 @@ def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int =
     """Design, compare with random designs, draw the figure; return the numbers."""
     x = grid(seed)
     kd = kernels.linear(x, normalize=False)  # D2 = |x - y|^2, the squared Euclidean distance
-    picked = select.maxmin(kd, n, first=int(np.argmax((x * x).sum(1))))  # start in a corner
+    picked = maxmin(kd, n, first=int(np.argmax((x * x).sum(1))))  # start in a corner
     design, psi = picked.index, picked.psi
     evals = report.evaluate(kd, [design, *report.random_designs(len(x), n, n_random, seed)])
     dist = [np.sqrt(e.min_pairwise) for e in evals]  # smallest pairwise distance of each prefix
@@ -46,7 +46,8 @@ def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int =
     for rank, (a, b) in enumerate(x[design], start=1):
         ax1.annotate(str(rank), (a, b), xytext=(3, 3), textcoords="offset points", fontsize=8)
     ax1.set(xlabel="x₁", ylabel="x₂", aspect="equal", title="Max-min design (labels: order)")
-    ax1.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    # below the axes: inside, any corner would hide a pick (pick 2 is in a corner)
+    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
     m = np.arange(1, n + 1)
     rnd = np.vstack(dist[1:])
     ax2.fill_between(

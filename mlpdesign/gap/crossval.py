@@ -245,71 +245,65 @@ def crossval(
     return CrossvalResult(folder=out, matrix=result, fits=fits)
 
 
+def _residual_panel(ax, ref, pred, st, on_sample: bool, ylim) -> None:
+    """One panel: dE = predicted - reference (meV/atom) against the reference energy,
+    relative to the set's lowest (meV/atom), so no axis carries long eV labels."""
+    from matplotlib.ticker import MaxNLocator
+
+    x = (ref - ref.min()) * 1e3
+    de = (pred - ref) * 1e3
+    ax.axhline(0.0, color="0.5", lw=0.6)
+    q = st["q99"] * 1e3
+    ax.axhspan(-q, q, color="0.85" if on_sample else "#fde0c5", lw=0, zorder=0)
+    ax.scatter(x, de, s=4, color="0.45" if on_sample else "C0", rasterized=True, lw=0)
+    ax.set_ylim(*ylim)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
+    ax.tick_params(labelsize=6)
+    where = "on-sample" if on_sample else "off-sample"
+    ax.set_title(
+        f"{where}: std {st['std'] * 1e3:.2f}, q99 {q:.2f}",
+        fontsize=7,
+        color="0.4" if on_sample else "k",
+        style="italic" if on_sample else "normal",
+    )
+
+
 def parity_grid(preds: dict, matrix: dict, names: Sequence[str], path: Path) -> None:
-    """Fig. 6 of the paper: rows = models, columns = test sets; reference vs predicted
-    energy per atom, coloured by |dE|, each panel labelled with std and q99 (meV/atom)."""
+    """Fig. 6 of the paper as residuals: rows = models, columns = test sets; each panel the
+    error dE = GAP - reference (meV/atom) against the reference energy, the band its 0.99
+    quantile of |dE|; on-sample panels (a model on its own set) grey, off-sample coloured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
 
     n = len(names)
-    allerr = (
-        np.concatenate(
-            [
-                np.abs(np.array(preds[s]["predicted"][m]) - np.array(preds[s]["reference"]))
-                for s in names
-                for m in names
-            ]
-        )
-        * 1e3
-    )
-    pos = allerr[allerr > 0]
-    lo = max(float(np.quantile(pos, 0.01)) if pos.size else 1e-3, 1e-3)
-    hi = max(float(allerr.max()), lo * 10)
-    norm = LogNorm(vmin=lo, vmax=hi)
+    errs = [
+        (np.array(preds[s]["predicted"][m]) - np.array(preds[s]["reference"])) * 1e3
+        for s in names
+        for m in names
+    ]
+    top = max(float(np.max(np.abs(np.concatenate(errs)))), 1e-3) * 1.08
     fig, axes = plt.subplots(
-        n, n, figsize=(2.6 * n + 1.2, 2.5 * n + 0.6), squeeze=False, constrained_layout=True
+        n, n, figsize=(2.7 * n + 0.8, 2.4 * n + 0.9), squeeze=False, constrained_layout=True
     )
-    sc = None
     for i, m in enumerate(names):
         for j, s in enumerate(names):
             ax = axes[i][j]
             ref = np.array(preds[s]["reference"])
-            pr = np.array(preds[s]["predicted"][m])
-            err = np.maximum(np.abs(pr - ref) * 1e3, lo)
-            order = np.argsort(err)
-            sc = ax.scatter(
-                ref[order],
-                pr[order],
-                c=err[order],
-                s=4,
-                cmap="viridis",
-                norm=norm,
-                rasterized=True,
-                linewidths=0,
+            _residual_panel(
+                ax, ref, np.array(preds[s]["predicted"][m]), matrix[m][s], m == s, (-top, top)
             )
-            lim = [min(ref.min(), pr.min()), max(ref.max(), pr.max())]
-            ax.plot(lim, lim, color="0.5", lw=0.6)
-            st = matrix[m][s]
-            ax.set_title(
-                f"{st['std'] * 1e3:.2f} / {st['q99'] * 1e3:.2f}",
-                fontsize=8,
-                color="k" if m != s else "0.35",
-            )
-            ax.tick_params(labelsize=6)
             if i == n - 1:
-                ax.set_xlabel(f"{s}: reference (eV/atom)", fontsize=7)
+                ax.set_xlabel(f"set {s}: reference − lowest (meV/atom)", fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"model {m}: GAP (eV/atom)", fontsize=7)
-    if sc is not None:
-        cb = fig.colorbar(sc, ax=axes, shrink=0.6)
-        cb.set_label("|dE| (meV/atom)", fontsize=8)
+                ax.set_ylabel(f"model {m}: dE (meV/atom)", fontsize=7)
     fig.suptitle(
-        "Cross-validation: std / 0.99 quantile of |dE| (meV/atom); "
-        "rows = models, columns = test sets",
-        fontsize=9,
+        "Cross-validation: energy error dE = GAP − reference per atom; rows = models, "
+        "columns = test sets\nband: 0.99 quantile of |dE|; grey italic = on-sample "
+        "(the model's own training set), black = off-sample",
+        fontsize=8,
     )
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)

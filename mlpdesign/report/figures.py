@@ -183,24 +183,34 @@ def logdet(data: ReportData, path: Path) -> bool:
     jitter = data.metrics["logdet_jitter"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     sizes = sorted({m["size"] for d in data.metrics["designs"] for m in d["metrics"]})
-    rng = np.random.default_rng(0)  # horizontal jitter of the random points only
-    width = 0.25 * (min(np.diff(sizes)) if len(sizes) > 1 else max(sizes))
-    for k, s in enumerate(sizes):
+    for k, s in enumerate(sizes):  # every random design at its exact size: a column of ticks
         vals = [r.logdet(s, jitter) for r in data.random_evals]
         if vals:
             ax.scatter(
-                s + width * (rng.random(len(vals)) - 0.5),
+                np.full(len(vals), s),
                 vals,
-                s=12,
+                s=90,
+                marker="_",
                 color=RANDOM_COLOR,
-                alpha=0.6,
+                alpha=0.7,
                 label=f"random designs ({len(vals)} realisations)" if k == 0 else None,
+            )
+            ax.scatter(
+                [s],
+                [np.median(vals)],
+                s=40,
+                marker="o",
+                facecolor="white",
+                edgecolor=RANDOM_COLOR,
+                zorder=3,
+                label="median of the random designs" if k == 0 else None,
             )
     for i, d in enumerate(data.metrics["designs"]):
         xs = [m["size"] for m in d["metrics"]]
         ys = [np.nan if m["logdet_k"] is None else m["logdet_k"] for m in d["metrics"]]
         ax.plot(xs, ys, "D-", color=_color(i), ms=7, label=d["name"])
     ax.set_xlabel("design size (points)")
+    ax.set_xticks(sizes)
     ax.set_ylabel(f"log det(K + {jitter:g} I)  (entropy, nats)")
     ax.set_title("MaxEnt criterion of the design kernel matrix (higher is better)")
     ax.grid(alpha=0.3)
@@ -250,7 +260,9 @@ def strain(data: ReportData, path: Path, bins: int = 40) -> bool:
 
 
 def structure_share(data: ReportData, path: Path) -> bool:
-    """Share of each structure type in each design vs the pool and the random designs."""
+    """Share of each structure type in each design vs the pool and the random designs (top),
+    and each group's difference from the pool in percentage points (bottom), where a 1-3 %
+    shift is visible; the legend sits beside the axes, never over a bar."""
     if data.structure is None:
         return False
     plt = _plt()
@@ -263,25 +275,29 @@ def structure_share(data: ReportData, path: Path) -> bool:
             (f"random designs ({len(data.random_evals)} pooled)", lab[ridx], RANDOM_COLOR)
         )
     groups += [(d.name, lab[d.index], _color(i)) for i, d in enumerate(data.designs)]
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) * len(groups) / 3), 4.2))
+    width = max(7.5, 1.4 * len(names) * len(groups) / 3 + 2.5)
+    fig, (top, diff) = plt.subplots(
+        2, 1, figsize=(width, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
     w = 0.8 / len(groups)
     x = np.arange(len(names))
+    pool_share = np.array([float(np.mean(lab == n)) for n in names])
     for g, (label, vals, color) in enumerate(groups):
-        share = [float(np.mean(vals == n)) for n in names]
-        ax.bar(
-            x + (g - (len(groups) - 1) / 2) * w,
-            share,
-            w,
-            color=color,
-            label=label,
-            edgecolor="black",
-            lw=0.5,
-        )
-    ax.set_xticks(x, [n or "?" for n in names])
-    ax.set_xlabel("structure")
-    ax.set_ylabel("share of configurations (fraction)")
-    ax.set_title("Structure types in the design vs the pool")
-    ax.legend(fontsize=8)
+        share = np.array([float(np.mean(vals == n)) for n in names])
+        at = x + (g - (len(groups) - 1) / 2) * w
+        style = dict(color=color, edgecolor="black", lw=0.5)
+        top.bar(at, share, w, label=label, **style)
+        if g:
+            diff.bar(at, 100 * (share - pool_share), w, **style)
+    diff.axhline(0.0, color="black", lw=0.6)
+    diff.set_xticks(x, [n or "?" for n in names])
+    diff.set_xlabel("structure")
+    diff.set_ylabel("minus the pool's\nshare (% points)")
+    top.set_ylabel("share of configurations")
+    top.set_title("Structure types in the design vs the pool")
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for ax in (top, diff):
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 
