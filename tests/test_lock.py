@@ -125,3 +125,46 @@ def test_describe_killed_then_rerun_leaves_no_temporaries(moment, tmp_path, smal
     res = run("describe", small_pool, "-o", out, "--gap", SMALL_GAP, "--chunk-size", "8", "-q")
     assert res.exit_code == 0, res.stderr
     assert _leftovers(tmp_path, set()) == ["pool.h5"]
+
+
+#: Runs a command in a child and SIGKILLs it just before its output is renamed into place,
+#: when the whole temporary (a file, or a folder of figures) is on disk.
+_KILL_AT_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    real = os.replace
+    def replace_then_die(src, dst, *a, **k):
+        if Path(dst).name == sys.argv[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *a, **k)
+    os.replace = replace_then_die
+    from mlpdesign.cli import main
+    main(sys.argv[2:])
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["select", "report"])
+def test_killed_at_the_rename_then_rerun_leaves_no_temporaries(command, tmp_path, small_store):
+    sel = tmp_path / "sel.h5"
+    if command == "report":
+        assert run("select", small_store, "-n", "4", "-o", sel, "-q").exit_code == 0
+    out = tmp_path / ("rep" if command == "report" else "out.h5")
+    args = {
+        "select": ["select", str(small_store), "-n", "3", "-o", str(out), "-q"],
+        "report": ["report", str(small_store), str(sel), "--random", "2", "-o", str(out), "-q"],
+    }[command]
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    child = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_RENAME, out.name, *args],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    left = _leftovers(tmp_path, {sel.name})
+    assert not out.exists() and any(n.startswith(f".{out.name}.tmp-") for n in left), left
+    res = run(*args)
+    assert res.exit_code == 0, res.stderr
+    assert _leftovers(tmp_path, {sel.name}) == [out.name]
