@@ -100,8 +100,8 @@ def claim(path: str | os.PathLike) -> bool:
     lock = lock_path(path)
     try:
         fd = _lock_fd(lock, str(path))
-    except PermissionError:
-        return False  # a read-only folder: the caller reports it
+    except OSError:  # not MlpdesignError (another run holds it): that one is raised
+        return False  # a read-only folder or file system: the caller reports it
     if fd is None:
         return False
     _HELD[key] = (fd, lock)
