@@ -1,8 +1,8 @@
 """Every subcommand against one corpus of broken inputs: one line on stderr, exit 2, nothing
 left behind (no output, no temporary, no lock), whatever is wrong with the file.
 
-The corpus, per kind of input (pool/configurations, labelled set, store, selection, VASP
-runs): missing, empty, a folder, truncated, a NaN where a number must be, a foreign file, and
+The corpus, per kind of input (pool or configurations, labelled set, store, selection):
+missing, empty, a folder, truncated, a NaN where a number must be, a foreign file, and
 an HDF5 file with a damaged heap.
 """
 
@@ -109,18 +109,10 @@ def _commands(good, x, o):
 
 NAMES = sorted(_commands(dict.fromkeys(("store", "selection", "pool"), ""), "", Path()))
 
-#: cases another helper owns (physical validation of frames in the one reader: issue 15,
-#: item 3), expected to pass once that lands
-NAN_FRAMES = {"describe", "select-given", "vasp", "label"}
-
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", NAMES)
-def test_broken_input_is_one_line_and_leaves_nothing(name, case, tmp_path, good, corpus, request):
-    if case == "nan" and name in NAN_FRAMES:
-        request.applymarker(
-            pytest.mark.xfail(reason="NaN positions: the frame reader's validation", strict=False)
-        )
+def test_broken_input_is_one_line_and_leaves_nothing(name, case, tmp_path, good, corpus):
     out = tmp_path / "out"
     out.mkdir()
     kind = _commands(good, "", out)[name][1]
