@@ -72,6 +72,16 @@ class PoolProgress:
         self.bar.close()
 
 
+def _pool_progress(progress, c: Comm, n_pool: int, out) -> PoolProgress | None:
+    """Rank 0's :class:`PoolProgress` (None on the other ranks, or without progress)."""
+    from mlpdesign.generate.pool import shard_range
+
+    if progress is None or c.rank != 0:
+        return None
+    shards = [shard_range(n_pool, r + 1, c.size) for r in range(c.size)]
+    return PoolProgress(progress, shards, [_part_path(out, r, c.size) for r in range(c.size)])
+
+
 def describe_mpi(
     pool,
     output,
@@ -108,10 +118,7 @@ def describe_mpi(
     count = shard_range(n_pool, *shard)[1]
     part = _part_path(out, c.rank, c.size)
     part_cmd = f"{command} [MPI rank {c.rank + 1} of {c.size}]"
-    bar = None
-    if progress is not None and c.rank == 0:
-        shards = [shard_range(n_pool, r + 1, c.size) for r in range(c.size)]
-        bar = PoolProgress(progress, shards, [_part_path(out, r, c.size) for r in range(c.size)])
+    bar = _pool_progress(progress, c, n_pool, out)
 
     def mine():
         if count == 0:
