@@ -88,3 +88,14 @@ def test_ties_on_real_descriptors_fast_equals_textbook():
 
 def test_criteria_registry_names_the_cli_choices():
     assert {"maxmin", "random"} <= set(CRITERIA)
+
+
+def test_continue_works_streamed_too(small_store, tmp_path):
+    """The one front door: ``--continue`` runs on the streamed engine as in memory."""
+    kw = dict(memory_limit="3M", block_rows=8)
+    first, _ = run(small_store, 8, tmp_path / "a.h5", **kw)
+    more, _ = run(small_store, 16, tmp_path / "b.h5", continue_from=tmp_path / "a.h5", **kw)
+    once, _ = run(small_store, 16, tmp_path / "c.h5", **kw)
+    mem, _ = run(small_store, 16, tmp_path / "d.h5")
+    assert list(more.index[:8]) == list(first.index)
+    assert list(more.index) == list(once.index) == list(mem.index)

@@ -2,11 +2,12 @@
 
 :func:`run` is its front door (a store in, a selection file out; in memory, streamed or
 over MPI ranks, chosen from ``memory_limit``/``comm``/``block_rows``). The loop and the
-criteria protocol are in :mod:`mlpdesign.select.engine`; the library calls on a KernelData
-in memory and the textbook reference in :mod:`mlpdesign.select.greedy`.
+criteria protocol are in :mod:`mlpdesign.select.engine` (``engine.greedy``); the library
+calls on a KernelData in memory and the textbook reference in :mod:`mlpdesign.select.greedy`
+(a module: this package does not shadow it with the loop's name).
 """
 
-from mlpdesign.select.engine import CRITERIA, Criterion, Design, greedy
+from mlpdesign.select.engine import CRITERIA, Criterion, Design
 from mlpdesign.select.stage import Options, run
 
-__all__ = ["CRITERIA", "Criterion", "Design", "Options", "greedy", "run"]
+__all__ = ["CRITERIA", "Criterion", "Design", "Options", "run"]
