@@ -77,6 +77,14 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     help="Covering radii (D2) for which to state the design size that first reaches them "
     "('how many DFT runs for this coverage'); marked on design_curve.png.",
 )
+@click.option(
+    "--cost-exponent",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="Relative DFT cost of a design: sum over its configurations of n_atoms^P "
+    "(plane-wave DFT scales about as n^3), beside its total atoms.",
+)
 @seed_option(help="Seed of the random designs (same seed, same bytes).")
 @click.option(
     "--jitter",
@@ -109,23 +117,7 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
 )
 @force_option
 @quiet_option
-def command(
-    store,
-    selections,
-    output,
-    n_random,
-    sizes,
-    cover_targets,
-    seed,
-    jitter,
-    bins,
-    kernel,
-    fmt,
-    force,
-    quiet,
-    memory_limit,
-    block_rows,
-) -> None:
+def command(store, selections, output, fmt, quiet, memory_limit, block_rows, **options) -> None:
     """Measure how good designs are, before any label exists (paper figs. 3, 4, 8).
 
     For each SELECTION of the pool described by STORE, and for --random R random designs
@@ -158,17 +150,6 @@ def command(
     if output is None and fmt == "none":
         raise click.UsageError("nothing to do: give -o/--output or a --format to print")
     comm = world()
-    args = dict(
-        n_random=n_random,
-        sizes=sizes,
-        seed=seed,
-        jitter=jitter,
-        bins=bins,
-        kernel=kernel,
-        force=force,
-        show_progress=not quiet,
-        cover_targets=cover_targets,
-    )
     data = run(
         store,
         selections,
@@ -176,7 +157,8 @@ def command(
         memory_limit=memory_limit,
         comm=comm,
         block_rows=block_rows,
-        **args,
+        show_progress=not quiet,
+        **options,
     )
     if data is None:  # not rank 0
         return

@@ -467,6 +467,16 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[ReportDesign]) -
 DEFAULT_COVER_TARGETS = (0.1, 0.05, 0.02, 0.01)
 
 
+def design_cost(n_atoms: np.ndarray, exponent: float = 3.0) -> dict:
+    """A design's total atoms and relative DFT cost ``sum n ** exponent``."""
+    n = np.asarray(n_atoms, dtype=np.float64)
+    return {
+        "total_atoms": int(n.sum()),
+        "dft_cost": float((n**exponent).sum()),
+        "cost_exponent": float(exponent),
+    }
+
+
 def cover_sizes(covering: np.ndarray, targets: Sequence[float]) -> dict[str, int | None]:
     """For each target D², the first design size whose covering radius is below it (None:
     not reached by this design)."""
@@ -589,8 +599,13 @@ def compute(
     progress: Any = None,
     covering: Any = None,
     cover_targets: Sequence[float] = DEFAULT_COVER_TARGETS,
+    n_atoms: Sequence[int] | None = None,
+    cost_exponent: float = 3.0,
 ) -> ReportData:
     """Evaluate ``designs`` and ``n_random`` seeded random designs on the same pool.
+
+    ``n_atoms`` (per candidate): each design's total atoms and relative DFT cost
+    ``sum n_atoms ** cost_exponent`` (plane-wave DFT scales about as n^3).
 
     Random design r is one draw of ``max size`` candidates; its prefixes are the random
     designs of each smaller size, so every size is compared against the same R draws.
@@ -628,6 +643,8 @@ def compute(
     ]
     for doc, ev in zip(design_docs, evals, strict=True):
         doc["cover_targets"] = cover_sizes(ev.covering, cover_targets)
+        if n_atoms is not None:
+            doc.update(design_cost(np.asarray(n_atoms)[ev.index], cost_exponent))
     doc = _document(
         oracle.n, pool, seed, n_random, jitter, design_docs, random_rows, strain, labels
     )
@@ -678,6 +695,12 @@ def format_text(metrics: dict) -> str:
         for d in metrics["designs"]:
             sizes = ["-" if m is None else str(m) for m in d["cover_targets"].values()]
             lines.append(f"  {d['name'][:20]:<20} {' / '.join(sizes)}")
+    costed = [d for d in metrics["designs"] if "dft_cost" in d]
+    if costed:
+        p = costed[0]["cost_exponent"]
+        lines.append(f"cost of each design: total atoms, relative DFT cost (sum n_atoms^{p:g}):")
+        for d in costed:
+            lines.append(f"  {d['name'][:20]:<20} {d['total_atoms']} atoms, {d['dft_cost']:.4g}")
     return "\n".join(lines) + "\n"
 
 
@@ -754,6 +777,7 @@ def report(
     force: bool = False,
     show_progress: bool = False,
     cover_targets: Sequence[float] = DEFAULT_COVER_TARGETS,
+    cost_exponent: float = 3.0,
 ) -> ReportData:
     """Measure selections of a store against random designs; write ``metrics.json`` + PNGs.
 
@@ -800,6 +824,8 @@ def report(
             progress=bar,
             pool=pool_info(store, store_path, opts),
             cover_targets=cover_targets,
+            n_atoms=store.n_atoms,
+            cost_exponent=cost_exponent,
         )
         bar.close()
     if output is not None:

@@ -157,6 +157,7 @@ def _finish(store, store_path, ref, union, queries, designs, all_idx, curves, op
         **run,
         structure=store.structure,
         F=store.F,
+        n_atoms=store.n_atoms,
         covering=covering,
         pool=rp.pool_info(store, store_path, opts),
     )
@@ -207,6 +208,7 @@ def report_scaled(
     block_rows: int = BLOCK_ROWS,
     show_progress: bool = False,
     cover_targets=None,
+    cost_exponent: float = 3.0,
 ):
     """:func:`mlpdesign.report.metrics.report` with the pool streamed and/or split over MPI ranks:
     the covering radius (the only pass over the pool) runs on each rank's shard of blocks
@@ -242,6 +244,7 @@ def report_scaled(
         run = dict(sizes=sizes, n_random=n_random, seed=seed, jitter=jitter)
         if cover_targets is not None:
             run["cover_targets"] = cover_targets
+        run["cost_exponent"] = cost_exponent
         data = c.agree(
             _finish,
             store,
