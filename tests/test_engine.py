@@ -99,3 +99,16 @@ def test_continue_works_streamed_too(small_store, tmp_path):
     mem, _ = run(small_store, 16, tmp_path / "d.h5")
     assert list(more.index[:8]) == list(first.index)
     assert list(more.index) == list(once.index) == list(mem.index)
+
+
+def test_suggested_memory_limit_is_accepted(small_store, tmp_path):
+    """'give at least X' rounds up: X itself then runs (issue 15)."""
+    import re
+
+    from mlpdesign.errors import MlpdesignError
+
+    with pytest.raises(MlpdesignError, match="give at least") as err:
+        run(small_store, 5, None, memory_limit="20K", block_rows=8)
+    least = re.search(r"give at least (\S+)", str(err.value)).group(1)
+    sel, _ = run(small_store, 5, None, memory_limit=least, block_rows=8)
+    assert sel.n == 5

@@ -80,12 +80,18 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(value)
 
 
-def fmt_bytes(n: float) -> str:
-    """``1.5G``-style text for a byte count (binary units)."""
+def fmt_bytes(n: float, up: bool = False) -> str:
+    """``1.5G``-style text for a byte count (binary units, 3 significant digits);
+    ``up``: rounded up, so that the text given back as a limit is at least ``n``."""
     for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{int(n)}B"
+            v = n / size
+            if up:
+                scale = 10.0 ** (2 - math.floor(math.log10(v)))
+                return f"{math.ceil(v * scale - 1e-9) / scale:g}{unit}"
+            text = f"{v:.3g}"
+            return f"{text if 'e' not in text else f'{v:.0f}'}{unit}"
+    return f"{math.ceil(n)}B"
 
 
 def kernel_bytes(kd) -> int:
@@ -322,7 +328,8 @@ class PoolShard:
                 f"--memory-limit {fmt_bytes(limit)} is too small for {what} on "
                 f"{self.local_n} candidates: the O(N) state needs {fmt_bytes(state)}, one "
                 f"block of rows {fmt_bytes(biggest)} and working space "
-                f"{fmt_bytes(work + design + gbytes)}; give at least {fmt_bytes(fixed + biggest)}"
+                f"{fmt_bytes(work + design + gbytes)}; "
+                f"give at least {fmt_bytes(fixed + biggest, up=True)}"
             )
         if fixed + sum(est) <= limit:
             return set(range(len(self.blocks)))
