@@ -31,32 +31,36 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     this run (:mod:`mlpdesign.io.lock`): another run writing it is refused, and what killed
     runs of it left behind is removed.
     """
-    p = Path(path)
-    taken = claim(p)
-    try:
+
+    def check(p: Path) -> None:
         if p.is_dir():
             raise MlpdesignError(f"{p} is a folder; --force replaces files, never a folder")
         if p.exists() and not force:
             raise MlpdesignError(f"{p} exists; use --force to overwrite it")
-        _writable_parent(p)
-    except MlpdesignError:
-        if taken:
-            release(p)
-        raise
-    return p
+
+    return _claimed(Path(path), check)
 
 
 def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse an existing output folder unless ``force``, and an existing non-folder always.
 
     Claims the output like :func:`check_output`."""
-    p = Path(path)
-    taken = claim(p)
-    try:
+
+    def check(p: Path) -> None:
         if p.exists() and not p.is_dir():
             raise MlpdesignError(f"{p} exists and is not a folder")
         if p.exists() and not force:
             raise MlpdesignError(f"{p} exists; use --force to overwrite it")
+
+    return _claimed(Path(path), check)
+
+
+def _claimed(p: Path, check) -> Path:
+    """``p`` claimed (its lock) and checked by ``check(p)`` and for a writable folder; the
+    claim is given back when a check fails."""
+    taken = claim(p)
+    try:
+        check(p)
         _writable_parent(p)
     except MlpdesignError:
         if taken:
