@@ -1,0 +1,660 @@
+"""Greedy maximum-entropy (D-optimal) design on a GAP kernel: the math, apart from storage.
+
+Shewry & Wynn's maximum-entropy design maximises ``log det(K_TT + λI)`` of the design's
+kernel matrix (λ > 0 a jitter). Adding a point x to T multiplies the determinant by the
+posterior variance of x given T::
+
+    σ²(x | T) = k(x,x) + λ − k_xT (K_TT + λI)⁻¹ k_Tx,
+    log det(K_{T+x} + λI) = log det(K_TT + λI) + log σ²(x | T)
+
+so the greedy design adds, at each step, the candidate of largest σ² (T = the given set
+and the design so far). Ties: every candidate within ``tol`` of the largest σ² (default
+``2 eps``, the kernel's rounding bound) counts as the largest, and the lowest index wins.
+Every prefix is the greedy design of its size. With a normalised kernel k(x,x) = 1, so the
+first pick of an unconditional design is candidate 0 (all σ² equal 1 + λ).
+
+Three implementations, the same picks:
+
+* :func:`maxent_lazy` (fast, lean): σ² never increases as T grows (conditioning on more
+  points cannot raise a variance), so a stale σ² is an upper bound; so is σ² given only
+  the nearest design point, a function of max-min's Ψ (kept exactly by
+  :class:`~mlpdesign.select.greedy.MaxMinState`; kernels with k(x,x) = 1). The bounds are
+  the priority queue: each round re-evaluates the largest bounds still within ``tol`` of
+  the best fresh σ² (an ``argpartition`` over the array: one O(N) numpy pass, not a heap
+  pop per candidate in Python), until none is left. A re-evaluation extends the
+  candidate's cached row of the Cholesky factor by the columns of the design points added
+  since, for a block of candidates at once: one kernel block
+  (:mod:`mlpdesign.kernels.kblock`, a matrix product), one triangular solve. Memory O(N)
+  + the cached rows (evicted, lowest bounds first, above ``cache_bytes``) + |T|²; no
+  N×N or N×n matrix.
+* :func:`maxent_full`: the plain pivoted Cholesky, one kernel row and one rank-one update
+  of every σ² per pick (an N × |T| factor): the benchmark's baseline.
+* :func:`maxent_bruteforce`: ``numpy.linalg.slogdet`` of every augmented matrix at every
+  step, from the kernel matrix of the whole pool; the reference of the tests.
+
+Set functions (for ``score`` and reports): :func:`log_det_set`, :func:`loo_variances`
+(``1 / [(K + λI)⁻¹]_tt``: how much each member adds given the others) and
+:func:`variances_given` (σ² of every candidate given a set).
+
+Design points are integers: ``i >= 0`` is pool candidate i, ``-1 - j`` is config j of the
+given set. Kernel access goes through :class:`KernelOracle`: blocks between candidates and
+design points from :func:`mlpdesign.kernels.kblock.k_block`, and the brute force's matrix
+from the public ``KernelData.k_subset`` (independent arithmetic: the tests compare them).
+
+On the paper's 100 000-candidate Zr pool (normalised kernel) σ² falls to a few λ within
+~50 picks (the kernel's spectrum decays fast), after which most candidates stay close to
+the best and the lazy rounds re-evaluate most of them: the kernel values computed come
+near the full-row greedy's N × n (``benchmarks/bench_maxent.py``).
+
+Library API::
+
+    maxent_lazy(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None,
+                cache_bytes=1 << 30, psi_bound=True) -> EntropyDesign
+                # .index, .var (σ² at pick time), .logdet(size), .stats
+    maxent_full(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None)
+    maxent_bruteforce(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None)
+    log_det_set(oracle, points, jitter) -> float
+    loo_variances(oracle, points, jitter) -> (len(points),)
+    variances_given(oracle, points, jitter) -> (oracle.n,)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from mlpdesign.errors import MlpdesignError
+from mlpdesign.kernels.core import PIECE, KernelData
+from mlpdesign.kernels.kblock import Points, Rows, k_block
+from mlpdesign.select.greedy import MaxMinState, Strata, make_strata
+
+DEFAULT_JITTER = 1e-6  # the report's log-det jitter (mlpdesign.report.metrics)
+#: kernel values per chunk of a lazy re-evaluation (bounds its temporary matrix)
+CHUNK = 1 << 20
+
+
+_CONTROLLER: list = []
+
+
+def one_blas_thread(fn: Callable) -> Callable:
+    """Run ``fn`` with BLAS (numpy's and scipy's) on one thread: its products and
+    triangular solves are small, and waking BLAS threads costs more than they do (8 ms for
+    a 10 x 10 solve on a busy 2-core machine)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            if not _CONTROLLER:
+                from threadpoolctl import ThreadpoolController
+
+                _CONTROLLER.append(ThreadpoolController())
+            limit = _CONTROLLER[0].limit(limits=1, user_api="blas")
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            limit = contextlib.nullcontext()
+        with limit:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@dataclass
+class EntropyDesign:
+    """An ordered MaxEnt design: pool positions ``index`` and σ² at pick time ``var``;
+    ``logdet_given`` is log det(K_GG + λI) of the given set (0 without one)."""
+
+    index: np.ndarray
+    var: np.ndarray
+    jitter: float
+    logdet_given: float = 0.0
+    stopped_early: bool = False
+    stats: dict = field(default_factory=dict)
+
+    def logdet(self, size: int | None = None) -> float:
+        """log det(K_TT + λI) of the given set and the first ``size`` picks."""
+        return self.logdet_given + float(np.log(self.var[:size]).sum())
+
+
+def self_kernel(kd: KernelData) -> np.ndarray:
+    """k(x, x) of every config in the kernel's mode: exactly 1 when normalised."""
+    if kd.normalize or kd.balance:
+        return np.ones(kd.n)
+    return np.asarray(kd.diag, dtype=np.float64)
+
+
+def ties(values: np.ndarray, idx: np.ndarray, tol: float) -> int:
+    """The pick among candidates ``idx`` with σ² ``values``: the lowest index among those
+    within ``tol`` of the largest."""
+    top = float(values.max())
+    return int(idx[values >= top - tol].min())
+
+
+class KernelOracle:
+    """Kernel values between pool candidates and design points (module docstring's
+    numbering), counting the values computed in :attr:`kernel_values`."""
+
+    def __init__(self, kd: KernelData, given: KernelData | None = None) -> None:
+        if given is not None:
+            kd.compatible(given)
+        self.kd, self.given = kd, given
+        self.n = kd.n
+        self.kxx = self_kernel(kd)
+        self.kxx_given = self_kernel(given) if given is not None else np.zeros(0)
+        self.eps = max(kd.eps, kd.eps_with(given)) if given is not None else kd.eps
+        self.kernel_values = 0
+
+    def query(self, p: int):
+        return self.kd.query(p) if p >= 0 else self.given.query(-1 - p)
+
+    def self_k(self, points: Sequence[int]) -> np.ndarray:
+        """k(p, p) of design points ``points``."""
+        p = np.asarray(points, dtype=np.int64)
+        out = np.empty(len(p))
+        out[p >= 0] = self.kxx[p[p >= 0]]
+        out[p < 0] = self.kxx_given[-1 - p[p < 0]]
+        return out
+
+    def block(self, idx: np.ndarray, B: Rows) -> np.ndarray:
+        """``(len(idx), B.n)`` k between pool candidates ``idx`` and design points ``B``
+        (products of at most :data:`CHUNK` row pairs)."""
+        out = np.empty((len(idx), B.n))
+        step = max(1, CHUNK // max(1, B.n))
+        for a in range(0, len(idx), step):
+            sub = idx[a : a + step]
+            out[a : a + len(sub)] = k_block(self.kd, Rows.gather(self.kd, sub), B)
+        self.kernel_values += out.size
+        return out
+
+    def range_block(self, c0: int, c1: int, B: Rows) -> np.ndarray:
+        """k between pool candidates ``c0 .. c1-1`` and design points ``B`` (no copy of
+        the candidates' rows)."""
+        out = np.empty((c1 - c0, B.n))
+        step = max(1, min(PIECE, CHUNK // max(1, B.n)))
+        for a in range(c0, c1, step):
+            b = min(c1, a + step)
+            out[a - c0 : b - c0] = k_block(self.kd, Rows.range(self.kd, a, b), B)
+        self.kernel_values += out.size
+        return out
+
+    def against(self, q, points: Sequence[int]) -> np.ndarray:
+        """k between a query (a pool or given config) and design points ``points``."""
+        p = np.asarray(points, dtype=np.int64)
+        out = np.empty(len(p))
+        pool, giv = p >= 0, p < 0
+        if pool.any():
+            out[pool] = self.kd.k_subset(q, p[pool])
+        if giv.any():
+            out[giv] = self.given.k_subset(q, -1 - p[giv])
+        self.kernel_values += len(p)
+        return out
+
+    def tt(self, points: Sequence[int]) -> np.ndarray:
+        """The symmetric kernel matrix of design points ``points``, k(p, p) on the diagonal."""
+        p = list(points)
+        m = len(p)
+        K = np.zeros((m, m))
+        for a in range(m):
+            K[a, a:] = self.against(self.query(p[a]), p[a:])
+        K = np.triu(K, 1)
+        return K + K.T + np.diag(self.self_k(p))
+
+
+class Factor:
+    """The growing Cholesky factor L of ``K_TT + λI`` of the design points T, and their
+    rows stacked for kernel blocks (:attr:`rows`)."""
+
+    def __init__(self, jitter: float, oracle: KernelOracle, cap: int = 64) -> None:
+        self.jitter = jitter
+        self.oracle = oracle
+        self.L = np.zeros((cap, cap))
+        self.points: list[int] = []
+        self.rows = Points(oracle.kd)
+
+    @property
+    def m(self) -> int:
+        return len(self.points)
+
+    def append(self, p: int, row: np.ndarray, var: float) -> None:
+        """Add design point ``p`` with its factor row ``row`` (length m) and σ² ``var``."""
+        m = self.m
+        if m == len(self.L):
+            big = np.zeros((2 * m, 2 * m))
+            big[:m, :m] = self.L[:m, :m]
+            self.L = big
+        self.L[m, :m] = row
+        self.L[m, m] = math.sqrt(var)
+        self.points.append(int(p))
+        self.rows.add(self.oracle.query(int(p)))
+
+    def start(self, points: Sequence[int]) -> None:
+        """Factor the design points ``points`` (a given set) directly."""
+        if not len(points):
+            return
+        A = self.oracle.tt(points) + self.jitter * np.eye(len(points))
+        try:
+            C = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            raise MlpdesignError("the given set's kernel matrix is not positive definite") from None
+        for j, p in enumerate(points):
+            self.append(p, C[j, :j], float(C[j, j]) ** 2)
+
+    def extend(self, rows: np.ndarray, kb: np.ndarray, a: int) -> np.ndarray:
+        """The factor columns ``a .. m-1`` of candidates whose columns ``0 .. a-1`` are
+        ``rows`` and whose kernel values against design points ``a .. m-1`` are ``kb``."""
+        m = self.m
+        R = kb - rows @ self.L[a:m, :a].T if a else kb
+        return solve_triangular(self.L[a:m, a:m], R.T, lower=True, check_finite=False).T
+
+    def logdet(self) -> float:
+        return 2.0 * float(np.log(np.diag(self.L)[: self.m]).sum())
+
+
+def _setup(kd, n, jitter, given, strata, tol, first):
+    """Checks shared by the three implementations: the oracle, tolerance and quotas."""
+    if not jitter > 0:
+        raise MlpdesignError(f"the jitter must be positive, got {jitter}")
+    if kd.n == 0:
+        raise MlpdesignError("the pool is empty")
+    if n < 1:
+        raise MlpdesignError(f"-n must be at least 1, got {n}")
+    if n > kd.n:
+        raise MlpdesignError(f"-n {n} is larger than the pool ({kd.n} candidates)")
+    if first is not None and not 0 <= int(first) < kd.n:
+        raise MlpdesignError(f"first candidate {first} is outside the pool (0..{kd.n - 1})")
+    oracle = KernelOracle(kd, given)
+    tol = 2.0 * oracle.eps if tol is None else float(tol)
+    factor = Factor(float(jitter), oracle)
+    factor.start([-1 - j for j in range(given.n)] if given is not None else [])
+    return oracle, tol, factor, make_strata(strata, kd.n)
+
+
+def _stats(stats: dict, quota: Strata | None) -> dict:
+    if quota is not None:
+        stats["strata"] = quota.counts()
+    return stats
+
+
+# ---------------------------------------------------------------------------- lazy
+
+
+class LazyState:
+    """Cached factor rows and σ² upper bounds of the candidates (see module docstring)."""
+
+    def __init__(
+        self, oracle: KernelOracle, factor: Factor, cache_bytes: int, psi: bool, tol: float
+    ) -> None:
+        self.oracle, self.factor = oracle, factor
+        n = oracle.n
+        self.rows: list[np.ndarray | None] = [None] * n
+        self.mx = np.zeros(n, dtype=np.int64)  # factor columns cached per candidate
+        self.top = oracle.kxx + factor.jitter  # σ² given nothing
+        self.ub = self.top.copy()  # last σ² computed: an upper bound from then on
+        self.fpsi = np.full(n, np.inf)  # the Psi bound
+        # Psi bound: with k(x,x) = 1 everywhere, σ²(x|T) <= σ²(x|p) for the design point p
+        # nearest to x, a function of Psi_x alone (max-min's state keeps Psi exactly)
+        unit = bool(np.all(oracle.kxx == 1.0) and np.all(oracle.kxx_given == 1.0))
+        self.mm = MaxMinState(oracle.kd, oracle.given) if (psi and unit) else None
+        if self.mm is not None and oracle.given is not None:
+            for j in range(oracle.given.n):
+                self.mm.add_given(j)
+            self.update_psi_bound(tol)
+        self.picked = np.zeros(n, dtype=bool)
+        self.cached = 0  # floats in self.rows
+        self.cache_floats = max(1, int(cache_bytes) // 8)
+        self.stats = {
+            "evaluations": 0,
+            "evictions": 0,
+            "cache_peak_bytes": 0,
+            "rounds": 0,
+        }
+        self.size = 8  # first round's batch: half the last pick's evaluations
+
+    def _kernel(self, batch: np.ndarray, lo: int) -> np.ndarray:
+        """k of candidates ``batch`` against design points ``lo .. m-1`` (one block)."""
+        return self.oracle.block(batch, self.factor.rows.rows(lo, self.factor.m))
+
+    def evaluate(self, batch: np.ndarray) -> None:
+        """Bring the σ² of candidates ``batch`` up to date with the whole design (in chunks
+        of at most :data:`CHUNK` kernel values)."""
+        m = self.factor.m
+        batch = batch[self.mx[batch] < m]
+        batch = batch[np.argsort(self.mx[batch], kind="stable")]
+        r, most = 0, max(64, -(-len(batch) // 8))  # a few blocks: little unused width
+        while r < len(batch):
+            width = m - int(self.mx[batch[r]])
+            chunk = batch[r : r + max(1, min(most, CHUNK // width))]
+            self._evaluate_sorted(chunk)
+            r += len(chunk)
+        self.stats["evaluations"] += len(batch)
+        self.stats["cache_peak_bytes"] = max(self.stats["cache_peak_bytes"], 8 * self.cached)
+        if self.cached > self.cache_floats:
+            self.evict(keep=batch)
+
+    def _evaluate_sorted(self, batch: np.ndarray) -> None:
+        """One block: the kernel against design points ``lo .. m-1`` (lo: the stalest row),
+        the factor columns from lo on for every row, σ² = k(x,x) + λ - |row|²."""
+        m = self.factor.m
+        mx = self.mx[batch]
+        lo = int(mx[0])
+        kb = self._kernel(batch, lo)
+        old = np.stack([self.rows[x][:lo] for x in batch]) if lo else np.zeros((len(batch), 0))
+        new = np.concatenate([old, self.factor.extend(old, kb, lo)], axis=1)
+        self.ub[batch] = self.top[batch] - np.einsum("ij,ij->i", new, new)
+        for r, x in enumerate(batch):
+            self.rows[x] = new[r]
+        self.cached += int((m - mx).sum())
+        self.mx[batch] = m
+
+    def evict(self, keep: np.ndarray) -> None:
+        """Drop the cached rows of the lowest bounds, but those of ``keep``, until half the
+        cache is free (their bounds stay valid; a later evaluation starts their rows again
+        from scratch)."""
+        held = np.flatnonzero(self.mx > 0)
+        held = held[~np.isin(held, keep)]
+        for x in held[np.argsort(self.ub[held], kind="stable")]:
+            if self.cached <= self.cache_floats // 2:
+                break
+            self.cached -= int(self.mx[x])
+            self.rows[x], self.mx[x] = None, 0
+            self.stats["evictions"] += 1
+
+    def update_psi_bound(self, tol: float) -> None:
+        """σ²(x | T) <= σ²(x | p) = 1 + λ - k²/(1 + λ) for the design point p nearest to x,
+        with k >= 1 - (Psi + eps)/2, plus a margin for the rounding of computed σ²."""
+        if self.mm is None:
+            return
+        lam = self.factor.jitter
+        k = np.maximum(0.0, 1.0 - 0.5 * (self.mm.psi + self.mm.eps))
+        self.fpsi = 1.0 + lam - k * k / (1.0 + lam) + (tol + 1e-9)
+
+    def pick(self, members: np.ndarray | None, tol: float) -> int | None:
+        """The greedy pick among ``members`` (None: the whole pool). The bounds are the
+        priority queue: each round re-evaluates the ``size`` largest bounds still within
+        ``tol`` of the best fresh σ² (``argpartition``, one O(N) pass), until none is left;
+        then the tie rule among the fresh values."""
+        b = np.minimum(self.ub, self.fpsi)
+        live = ~self.picked
+        if members is not None:
+            inside = np.zeros(len(b), dtype=bool)
+            inside[members] = True
+            live &= inside
+        best, fresh, size = -np.inf, [], self.size
+        while True:
+            cand = np.flatnonzero(live & (b >= best - tol))
+            if not len(cand):
+                break
+            if len(cand) > size:
+                cand = cand[np.argpartition(-b[cand], size - 1)[:size]]
+            self.evaluate(cand)
+            best = max(best, float(self.ub[cand].max()))
+            live[cand] = False  # fresh: out of the queue
+            fresh.append(cand)
+            self.stats["rounds"] += 1
+            size *= 2
+        if not fresh:
+            return None
+        f = np.concatenate(fresh)
+        self.size = max(8, len(f) // 2)
+        return ties(self.ub[f], f, tol)
+
+    def take(self, s: int, tol: float) -> float:
+        """Add candidate ``s`` to the design; returns its σ² at pick time."""
+        self.evaluate(np.array([s], dtype=np.int64))
+        var = float(self.ub[s])
+        self.factor.append(s, self.rows[s], var)
+        self.picked[s] = True
+        self.cached -= int(self.mx[s])
+        self.rows[s] = None
+        if self.mm is not None:
+            self.mm.add_pool(s)
+            self.update_psi_bound(tol)
+        return var
+
+
+@one_blas_thread
+def maxent_lazy(
+    kd: KernelData,
+    n: int,
+    *,
+    jitter: float = DEFAULT_JITTER,
+    given: KernelData | None = None,
+    strata=None,
+    tol: float | None = None,
+    first: int | None = None,
+    cache_bytes: int = 1 << 30,
+    psi_bound: bool = True,
+) -> EntropyDesign:
+    """Lazy greedy MaxEnt (module docstring): the picks of :func:`maxent_full`.
+
+    ``strata``: a label per candidate; pick k goes to the stratum furthest behind its share
+    (:class:`~mlpdesign.select.greedy.Strata`), to its candidate of largest σ². ``first``:
+    force the first pick (it counts toward its stratum). ``cache_bytes``: cached rows above
+    this are evicted. ``psi_bound``: also bound σ² by the nearest design point (max-min's
+    Psi, kept exactly as :class:`~mlpdesign.select.greedy.MaxMinState` does; kernels with
+    k(x,x) = 1 only)."""
+    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
+    st = LazyState(oracle, factor, cache_bytes, psi_bound, tol)
+    S, V = [], []
+    stopped = False
+    while len(S) < n:
+        if not S and first is not None:
+            s = int(first)
+        elif quota is None:
+            s = st.pick(None, tol)
+        else:
+            s = None
+            for h in quota.order():
+                s = st.pick(quota.members[h], tol)
+                if s is not None:
+                    break
+                quota.open[h] = False
+        if s is None:
+            stopped = True
+            break
+        V.append(st.take(s, tol))
+        S.append(s)
+        if quota is not None:
+            quota.take(s)
+    stats = {**st.stats, "kernel_values": oracle.kernel_values, "tol": tol}
+    return EntropyDesign(
+        np.array(S, dtype=np.int64),
+        np.array(V),
+        float(jitter),
+        _given_logdet(factor, given),
+        stopped,
+        _stats(stats, quota),
+    )
+
+
+def _given_logdet(factor: Factor, given: KernelData | None) -> float:
+    if given is None:
+        return 0.0
+    return 2.0 * float(np.log(np.diag(factor.L)[: given.n]).sum())
+
+
+# ---------------------------------------------------------------------------- full rows
+
+
+def _full_pick(s2: np.ndarray, picked: np.ndarray, quota: Strata | None, tol: float):
+    """argmax σ² with the tie rule, within the stratum whose turn it is."""
+    groups = [(None, np.arange(len(s2)))] if quota is None else None
+    if quota is not None:
+        groups = [(h, quota.members[h]) for h in quota.order()]
+    for h, m in groups:
+        m = m[~picked[m]]
+        if len(m):
+            return ties(s2[m], m, tol)
+        if h is not None:
+            quota.open[h] = False
+    return None
+
+
+@one_blas_thread
+def maxent_full(
+    kd: KernelData,
+    n: int,
+    *,
+    jitter: float = DEFAULT_JITTER,
+    given: KernelData | None = None,
+    strata=None,
+    tol: float | None = None,
+    first: int | None = None,
+) -> EntropyDesign:
+    """Plain greedy MaxEnt by pivoted Cholesky: one kernel row of every candidate and one
+    rank-one update of every σ² per design point (an N × (|given| + n) factor)."""
+    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
+    g0 = factor.m
+    Lp = np.zeros((kd.n, g0 + n))
+    s2 = oracle.kxx + float(jitter)
+    for j in range(g0):
+        k = oracle.range_block(0, kd.n, factor.rows.rows(j, j + 1))[:, 0]
+        col = (k - Lp[:, :j] @ factor.L[j, :j]) / factor.L[j, j]
+        Lp[:, j] = col
+        s2 -= col * col
+    picked = np.zeros(kd.n, dtype=bool)
+    S, V = [], []
+    stopped = False
+    while len(S) < n:
+        s = int(first) if (not S and first is not None) else _full_pick(s2, picked, quota, tol)
+        if s is None:
+            stopped = True
+            break
+        m = factor.m
+        var = float(s2[s])
+        row = Lp[s, :m].copy()
+        factor.append(s, row, var)
+        k = oracle.range_block(0, kd.n, factor.rows.rows(m, m + 1))[:, 0]
+        col = (k - Lp[:, :m] @ row) / factor.L[m, m]
+        Lp[:, m] = col
+        s2 -= col * col
+        picked[s] = True
+        S.append(s)
+        V.append(var)
+        if quota is not None:
+            quota.take(s)
+    stats = {"kernel_values": oracle.kernel_values, "tol": tol}
+    return EntropyDesign(
+        np.array(S, dtype=np.int64),
+        np.array(V),
+        float(jitter),
+        _given_logdet(factor, given),
+        stopped,
+        _stats(stats, quota),
+    )
+
+
+# ---------------------------------------------------------------------------- brute force
+
+
+def _slogdet(A: np.ndarray) -> float:
+    if len(A) == 0:
+        return 0.0
+    sign, ld = np.linalg.slogdet(A)
+    if sign <= 0:
+        raise MlpdesignError("a kernel matrix plus jitter is not positive definite")
+    return float(ld)
+
+
+@one_blas_thread
+def maxent_bruteforce(
+    kd: KernelData,
+    n: int,
+    *,
+    jitter: float = DEFAULT_JITTER,
+    given: KernelData | None = None,
+    strata=None,
+    tol: float | None = None,
+    first: int | None = None,
+) -> EntropyDesign:
+    """The reference: at every step ``slogdet(K_{T+x} + λI)`` of every remaining
+    candidate x, σ² = exp(difference to log det(K_TT + λI)), from the kernel matrix of the
+    whole pool and given set (N + |given| squared: small pools only)."""
+    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
+    G = factor.m
+    pts = factor.points + list(range(kd.n))  # given first, then the pool
+    K = oracle.tt(pts) + float(jitter) * np.eye(len(pts))
+    T = list(range(G))  # positions in pts
+    ld_given = _slogdet(K[np.ix_(T, T)])
+    ld = ld_given
+    picked = np.zeros(kd.n, dtype=bool)
+    S, V = [], []
+    stopped = False
+    while len(S) < n:
+        var = np.zeros(kd.n)
+        for x in np.flatnonzero(~picked):
+            Tx = T + [G + int(x)]
+            var[x] = math.exp(_slogdet(K[np.ix_(Tx, Tx)]) - ld)
+        s = int(first) if (not S and first is not None) else _full_pick(var, picked, quota, tol)
+        if s is None:
+            stopped = True
+            break
+        T.append(G + s)
+        ld = _slogdet(K[np.ix_(T, T)])
+        picked[s] = True
+        S.append(s)
+        V.append(float(var[s]))
+        if quota is not None:
+            quota.take(s)
+    return EntropyDesign(
+        np.array(S, dtype=np.int64),
+        np.array(V),
+        float(jitter),
+        ld_given if given is not None else 0.0,
+        stopped,
+        _stats({"tol": tol}, quota),
+    )
+
+
+# ---------------------------------------------------------------------------- sets
+
+
+def _set_factor(oracle: KernelOracle, points: Sequence[int], jitter: float) -> Factor:
+    if not jitter > 0:
+        raise MlpdesignError(f"the jitter must be positive, got {jitter}")
+    f = Factor(float(jitter), oracle, max(1, len(points)))
+    try:
+        f.start(list(points))
+    except MlpdesignError:
+        raise MlpdesignError(
+            "the set's kernel matrix plus jitter is not positive definite"
+        ) from None
+    return f
+
+
+@one_blas_thread
+def log_det_set(oracle: KernelOracle, points: Sequence[int], jitter: float) -> float:
+    """log det(K_TT + λI) of design points ``points``."""
+    return _set_factor(oracle, points, jitter).logdet()
+
+
+@one_blas_thread
+def loo_variances(oracle: KernelOracle, points: Sequence[int], jitter: float) -> np.ndarray:
+    """Leave-one-out σ² of each member of a set given the others: ``1 / [(K+λI)⁻¹]_tt``."""
+    m = len(points)
+    if m == 0:
+        return np.zeros(0)
+    L = _set_factor(oracle, points, jitter).L[:m, :m]
+    inv = solve_triangular(L, np.eye(m), lower=True, check_finite=False)
+    return 1.0 / np.einsum("ij,ij->j", inv, inv)
+
+
+@one_blas_thread
+def variances_given(
+    oracle: KernelOracle, points: Sequence[int], jitter: float, block: int = 8192
+) -> np.ndarray:
+    """σ²(x | points) of every pool candidate x (in blocks of ``block`` candidates)."""
+    f = _set_factor(oracle, points, jitter)
+    out = oracle.kxx + float(jitter)
+    if f.m == 0:
+        return out
+    for c0 in range(0, oracle.n, block):
+        c1 = min(oracle.n, c0 + block)
+        kb = oracle.range_block(c0, c1, f.rows.rows(0, f.m))
+        Y = f.extend(np.zeros((c1 - c0, 0)), kb, 0)
+        out[c0:c1] -= np.einsum("ij,ij->i", Y, Y)
+    return out
