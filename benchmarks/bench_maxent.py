@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ def main() -> None:
         "lazy_evaluations": int(s["evaluations"]),
         "lazy_cache_peak_bytes": int(s["cache_peak_bytes"]),
         "last_var": float(lazy.var[-1]),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
     }
     if not args.skip_full:
         full, t_full = timed(maxent_full, kd, args.n, jitter=args.jitter)

@@ -18,7 +18,7 @@ Three implementations, the same picks:
 * :func:`maxent_lazy` (fast, lean): σ² never increases as T grows (conditioning on more
   points cannot raise a variance), so a stale σ² is an upper bound; so is σ² given only
   the nearest design point, a function of max-min's Ψ (kept exactly by
-  :class:`~mlpdesign.select.greedy.MaxMinState`; kernels with k(x,x) = 1). The bounds are
+  :class:`~mlpdesign.kernels.nearest.MaxMinState`; kernels with k(x,x) = 1). The bounds are
   the priority queue: each round re-evaluates the largest bounds still within ``tol`` of
   the best fresh σ² (an ``argpartition`` over the array: one O(N) numpy pass, not a heap
   pop per candidate in Python), until none is left. A re-evaluation extends the
@@ -72,7 +72,8 @@ from scipy.linalg import solve_triangular
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.kernels.core import PIECE, KernelData
 from mlpdesign.kernels.kblock import Points, Rows, k_block
-from mlpdesign.select.greedy import MaxMinState, Strata, make_strata
+from mlpdesign.kernels.nearest import MaxMinState
+from mlpdesign.select.engine import Strata, make_strata, tie_window
 
 DEFAULT_JITTER = 1e-6  # the report's log-det jitter (mlpdesign.report.metrics)
 #: kernel values per chunk of a lazy re-evaluation (bounds its temporary matrix)
@@ -267,7 +268,7 @@ def _setup(kd, n, jitter, given, strata, tol, first):
     if first is not None and not 0 <= int(first) < kd.n:
         raise MlpdesignError(f"first candidate {first} is outside the pool (0..{kd.n - 1})")
     oracle = KernelOracle(kd, given)
-    tol = 2.0 * oracle.eps if tol is None else float(tol)
+    tol = tie_window(oracle.eps, kd.terms[0].rows.dtype) if tol is None else float(tol)
     factor = Factor(float(jitter), oracle)
     factor.start([-1 - j for j in range(given.n)] if given is not None else [])
     return oracle, tol, factor, make_strata(strata, kd.n)
@@ -432,10 +433,10 @@ def maxent_lazy(
     """Lazy greedy MaxEnt (module docstring): the picks of :func:`maxent_full`.
 
     ``strata``: a label per candidate; pick k goes to the stratum furthest behind its share
-    (:class:`~mlpdesign.select.greedy.Strata`), to its candidate of largest σ². ``first``:
+    (:class:`~mlpdesign.select.engine.Strata`), to its candidate of largest σ². ``first``:
     force the first pick (it counts toward its stratum). ``cache_bytes``: cached rows above
     this are evicted. ``psi_bound``: also bound σ² by the nearest design point (max-min's
-    Psi, kept exactly as :class:`~mlpdesign.select.greedy.MaxMinState` does; kernels with
+    Psi, kept exactly as :class:`~mlpdesign.kernels.nearest.MaxMinState` does; kernels with
     k(x,x) = 1 only)."""
     oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
     st = LazyState(oracle, factor, cache_bytes, psi_bound, tol)
