@@ -58,7 +58,16 @@ def _first_type(text: str | None):
     type=click.Choice(CRITERIA_CHOICES),
     default=None,
     help="What the greedy design maximises: maxmin (default: the largest Psi, the "
-    "paper's design) or random (a seeded random order, the 'representative' baseline).",
+    "paper's design), maxent (the largest posterior variance sigma^2 given the design: "
+    "greedy max log det(K + jitter I), Shewry & Wynn's maximum entropy) or random (a "
+    "seeded random order, the 'representative' baseline).",
+)
+@click.option(
+    "--jitter",
+    type=float,
+    default=None,
+    help="lambda of --criterion maxent: sigma^2(x|T) = k(x,x) + lambda - "
+    "k_xT (K_TT + lambda I)^-1 k_Tx; must be > 0 (default 1e-6, report's log-det jitter).",
 )
 @click.option(
     "--random",
@@ -162,6 +171,7 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
       mlpdesign select pool.h5 -n 200 --given existing.xyz -o more.h5
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
       mlpdesign select pool.h5 -n 1000 --random --seed 3 -o random.h5
+      mlpdesign select pool.h5 -n 1000 --criterion maxent --jitter 1e-6 -o maxent.h5
       mlpdesign select pool.h5 -n 100 --balance --format json -o sel.json
       mlpdesign select pool.h5 -n 1000 --no-stratify -o plain.h5   # the paper's design
       mlpdesign select pool.h5 -n 1000 --memory-limit 4G -o selection.h5
@@ -177,6 +187,10 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
     criterion = _criterion(criterion, random_, kw["stratify"], kw["continue_from"], first)
     if kw["stratify"] is None and kw["strata_key"] != "structure":
         kw["stratify"] = True
+    if kw["continue_from"] is not None and kw["jitter"] is not None:
+        from mlpdesign.errors import MlpdesignError
+
+        raise MlpdesignError("--continue takes --jitter from the saved selection; drop --jitter")
     comm = world()
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -235,6 +249,8 @@ def _summary(sel, design, output, seconds: float) -> str:
             f"{s['blocks_skipped']} skipped by the bound"
         )
     last = f", last psi {sel.psi[-1]:.4g}" if sel.n else ""
+    if sel.var is not None and sel.n:
+        last += f", last var {sel.var[-1]:.4g} (jitter {sel.attrs.get('jitter', 0):g})"
     costly = s.get("costly_evaluated")
     soap = ""
     if costly is not None and design.n_pool and costly < design.evaluated:

@@ -47,7 +47,7 @@ ATTR_KEYS = (
     "command",
 )
 #: attributes written only when a selection has them (after ATTR_KEYS)
-OPTIONAL_KEYS = ("stratify", "strata", "strata_share", "until_psi")
+OPTIONAL_KEYS = ("stratify", "strata", "strata_share", "until_psi", "jitter")
 _INT_KEYS = ("format_version", "seed", "n_requested")
 
 
@@ -59,10 +59,15 @@ class Selection:
     index: np.ndarray | None
     psi: np.ndarray
     attrs: dict = field(default_factory=dict)
+    var: np.ndarray | None = None  # σ² at pick time (maxent designs), else None
 
     def __post_init__(self) -> None:
         self.candidate_id = np.asarray(self.candidate_id, dtype=np.int64)
         self.psi = np.asarray(self.psi, dtype=np.float64)
+        if self.var is not None:
+            self.var = np.asarray(self.var, dtype=np.float64)
+            if self.var.shape != self.psi.shape:
+                raise MlpdesignError("selection arrays have different lengths")
         if self.index is not None:
             self.index = np.asarray(self.index, dtype=np.int64)
         if self.psi.shape != self.candidate_id.shape or (
@@ -89,6 +94,7 @@ class Selection:
             None if self.index is None else self.index[:k],
             self.psi[:k],
             dict(self.attrs),
+            None if self.var is None else self.var[:k],
         )
 
 
@@ -151,19 +157,30 @@ def write_selection(
                 f.create_dataset("candidate_id", data=sel.candidate_id, dtype=np.int64)
                 f.create_dataset("index", data=index, dtype=np.int64)
                 f.create_dataset("psi", data=sel.psi, dtype=np.float64)
+                if sel.var is not None:
+                    f.create_dataset("var", data=sel.var, dtype=np.float64)
         elif fmt == "json":
             doc = {k: attrs[k] for k in keys}
             doc["candidate_id"] = [int(x) for x in sel.candidate_id]
             doc["index"] = [int(x) for x in index]
             doc["psi"] = [None if not math.isfinite(x) else float(x) for x in sel.psi]
+            if sel.var is not None:
+                doc["var"] = [float(x) for x in sel.var]
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
         else:
             lines = [f"# {k}: {attrs[k]}" for k in keys]
-            lines.append("# rank candidate_id psi")
-            lines += [
-                f"{r} {int(c)} {float(s)!r}"
-                for r, (c, s) in enumerate(zip(sel.candidate_id, sel.psi, strict=True))
-            ]
+            if sel.var is None:
+                lines.append("# rank candidate_id psi")
+                lines += [
+                    f"{r} {int(c)} {float(s)!r}"
+                    for r, (c, s) in enumerate(zip(sel.candidate_id, sel.psi, strict=True))
+                ]
+            else:
+                lines.append("# rank candidate_id psi var")
+                rows = zip(sel.candidate_id, sel.psi, sel.var, strict=True)
+                lines += [
+                    f"{r} {int(c)} {float(s)!r} {float(v)!r}" for r, (c, s, v) in enumerate(rows)
+                ]
             tmp.write_text("\n".join(lines) + "\n")
     return p
 
@@ -196,9 +213,10 @@ def _load_h5(p: Path) -> Selection:
             cid, idx, psi = f["candidate_id"][()], f["index"][()], f["psi"][()]
         except KeyError as e:
             raise MlpdesignError(f"{p}: selection lacks dataset {e}") from None
+        var = f["var"][()] if "var" in f else None
     idx = None if len(idx) and np.all(idx < 0) else idx
     try:
-        return Selection(cid, idx, psi, attrs)
+        return Selection(cid, idx, psi, attrs, var)
     except MlpdesignError as e:
         raise MlpdesignError(f"{p}: is damaged ({e})") from None
 
@@ -232,13 +250,13 @@ def load_selection(path: str | os.PathLike) -> Selection:
             attrs = {
                 k: _typed_attr(k, v)
                 for k, v in doc.items()
-                if k not in ("candidate_id", "index", "psi")
+                if k not in ("candidate_id", "index", "psi", "var")
             }
-            return Selection(doc["candidate_id"], idx, psi, attrs)
+            return Selection(doc["candidate_id"], idx, psi, attrs, doc.get("var"))
         except (KeyError, TypeError, ValueError) as e:
             raise MlpdesignError(f"{p}: malformed selection JSON ({e})") from None
     if stripped.startswith("#"):
-        attrs, cid, psi = {}, [], []
+        attrs, cid, psi, var = {}, [], [], []
         for n, line in enumerate(text.splitlines(), 1):
             if line.startswith("#"):
                 key, sep, val = line[1:].strip().partition(": ")
@@ -249,17 +267,21 @@ def load_selection(path: str | os.PathLike) -> Selection:
                 continue
             parts = line.split()
             try:
-                if len(parts) != 3:
+                if len(parts) not in (3, 4) or (var and len(parts) == 3):
                     raise ValueError
                 cid.append(int(parts[1]))
                 psi.append(float(parts[2]))
+                if len(parts) == 4:
+                    var.append(float(parts[3]))
             except ValueError:
                 raise MlpdesignError(
                     f"{p}:{n}: expected 'rank candidate_id psi', got {line.strip()!r}"
                 ) from None
         if attrs.get("format") != FORMAT:
             raise MlpdesignError(f"{p}: not an mlpdesign selection (no '# format: {FORMAT}')")
-        return Selection(cid, None, psi, attrs)
+        if var and len(var) != len(cid):
+            raise MlpdesignError(f"{p}: some lines have a var column and some do not")
+        return Selection(cid, None, psi, attrs, var or None)
     raise MlpdesignError(
         f"{p}: not a selection file (expected HDF5, JSON or text written by mlpdesign select)"
     )

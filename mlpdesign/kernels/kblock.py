@@ -15,6 +15,7 @@ Library API::
 
     Rows.gather(kd, idx)        # configs idx of a KernelData, rows copied per term
     Rows.range(kd, c0, c1)      # configs c0..c1-1, views
+    Rows.concat([rows, ...])    # several, in order
     Rows.of_queries(queries)    # design points (core.Query objects, pool or given set)
     Points(kd)                  # a growing set of design points: .add(q), .rows(lo, hi)
     k_block(kd, A: Rows, B: Rows, piece=1 << 22) -> (A.n, B.n) kernel matrix
@@ -60,6 +61,21 @@ class Rows:
             w.append(t.weights[r])
             counts.append(cnt)
         return cls(rows, aux, w, counts, kd.diag_t[:, idx], kd.diag[idx], kd.n_atoms[idx])
+
+    @classmethod
+    def concat(cls, parts: list[Rows]) -> Rows:
+        """The configs of ``parts``, in order."""
+        cat = lambda xs: np.concatenate(xs)  # noqa: E731
+        nt = len(parts[0].rows)
+        return cls(
+            [cat([p.rows[t] for p in parts]) for t in range(nt)],
+            [cat([p.aux[t] for p in parts]) for t in range(nt)],
+            [cat([p.weights[t] for p in parts]) for t in range(nt)],
+            [cat([p.counts[t] for p in parts]) for t in range(nt)],
+            np.concatenate([p.diag_t for p in parts], axis=1),
+            cat([p.diag for p in parts]),
+            cat([p.n_atoms for p in parts]),
+        )
 
     @classmethod
     def range(cls, kd: KernelData, c0: int, c1: int) -> Rows:

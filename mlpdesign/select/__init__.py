@@ -8,6 +8,9 @@ calls on a KernelData in memory and the textbook reference in :mod:`mlpdesign.se
 """
 
 from mlpdesign.select.engine import CRITERIA, Criterion, Design
+from mlpdesign.select.maxent import MaxEnt
 from mlpdesign.select.stage import Options, run
 
-__all__ = ["CRITERIA", "Criterion", "Design", "Options", "run"]
+CRITERIA.setdefault("maxent", MaxEnt)
+
+__all__ = ["CRITERIA", "Criterion", "Design", "MaxEnt", "Options", "run"]

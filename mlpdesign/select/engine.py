@@ -353,6 +353,11 @@ class Criterion:
     floor = 0.0
     tie = 0.0
 
+    @classmethod
+    def from_options(cls, seed: int = 1, **options) -> Criterion:
+        """An instance from the stage's options (``seed``; ``jitter`` for maxent, ...)."""
+        return cls()
+
     def start(self, space) -> None:
         """Per-candidate state, once the given set is in the space."""
         self.floor, self.tie = space.eps, space.tie
@@ -400,6 +405,10 @@ class Random(Criterion):
     def __init__(self, seed: int = 1) -> None:
         self.seed = seed
 
+    @classmethod
+    def from_options(cls, seed: int = 1, **options) -> Random:
+        return cls(seed)
+
     def start(self, space) -> None:
         super().start(space)
         self.order = np.random.default_rng(self.seed).permutation(space.n)
@@ -415,17 +424,19 @@ class Random(Criterion):
         return None
 
 
-CRITERIA = {"maxmin": MaxMin, "random": Random}
+#: criteria by name; ``maxent`` (:mod:`mlpdesign.select.maxent`) registers itself here
+#: when the select package is imported
+CRITERIA: dict[str, type] = {"maxmin": MaxMin, "random": Random}
 
 
-def criterion(name_or_obj, seed: int = 1) -> Criterion:
-    """A criterion instance from its name (``maxmin``, ``random``) or itself."""
+def criterion(name_or_obj, seed: int = 1, **options) -> Criterion:
+    """A criterion instance from its name (``maxmin``, ``random``, ``maxent``) or itself;
+    ``options`` (e.g. ``jitter``) go to the class's ``from_options``."""
     if isinstance(name_or_obj, Criterion):
         return name_or_obj
     if name_or_obj not in CRITERIA:
         raise MlpdesignError(f"unknown criterion {name_or_obj!r} ({', '.join(sorted(CRITERIA))})")
-    cls = CRITERIA[name_or_obj]
-    return cls(seed) if cls is Random else cls()
+    return CRITERIA[name_or_obj].from_options(seed=seed, **options)
 
 
 # ---------------------------------------------------------------------------- the loop

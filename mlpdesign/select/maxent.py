@@ -9,13 +9,17 @@ posterior variance of x given T::
 
 so the greedy design adds, at each step, the candidate of largest σ² (T = the given set
 and the design so far). Ties: every candidate within ``tol`` of the largest σ² (default
-``2 eps``, the kernel's rounding bound) counts as the largest, and the lowest index wins.
-Every prefix is the greedy design of its size. With a normalised kernel k(x,x) = 1, so the
-first pick of an unconditional design is candidate 0 (all σ² equal 1 + λ).
+the engine's window, ``2 eps``, eps the kernel's rounding bound) counts as the largest, and
+the lowest index wins. Every prefix is the greedy design of its size. The engine's rules
+hold as for max-min: the first pick of an unconditional design is the candidate farthest
+from candidate 0 (or ``first``; with a normalised kernel every σ² is then 1 + λ anyway),
+and a duplicate of the design or the given set (Ψ <= eps) is never picked.
 
 Three implementations, the same picks:
 
-* :func:`maxent_lazy` (fast, lean): σ² never increases as T grows (conditioning on more
+* :class:`MaxEnt`, the criterion of :mod:`mlpdesign.select.engine` (``select --criterion
+  maxent``; in memory, streamed and under MPI), and :func:`maxent_lazy` (it in memory),
+  fast and lean: σ² never increases as T grows (conditioning on more
   points cannot raise a variance), so a stale σ² is an upper bound; so is σ² given only
   the nearest design point, a function of max-min's Ψ (kept exactly by
   :class:`~mlpdesign.kernels.nearest.MaxMinState`; kernels with k(x,x) = 1). The bounds are
@@ -37,9 +41,12 @@ Set functions (for ``score`` and reports): :func:`log_det_set`, :func:`loo_varia
 :func:`variances_given` (σ² of every candidate given a set).
 
 Design points are integers: ``i >= 0`` is pool candidate i, ``-1 - j`` is config j of the
-given set. Kernel access goes through :class:`KernelOracle`: blocks between candidates and
-design points from :func:`mlpdesign.kernels.kblock.k_block`, and the brute force's matrix
-from the public ``KernelData.k_subset`` (independent arithmetic: the tests compare them).
+given set. Kernel access: :class:`SpaceOracle` (the criterion's, over the engine space's
+local candidates) and :class:`KernelOracle` (the references' and set functions', a
+KernelData in memory): blocks between candidates and design points from
+:func:`mlpdesign.kernels.kblock.k_block`; the brute force's matrix from the public
+``KernelData.k_subset`` (independent arithmetic: the tests compare them). The factor of
+``K_TT + λI`` is the same on every MPI rank: each pick's row is computed from its query.
 
 On the paper's 100 000-candidate Zr pool (normalised kernel) σ² falls to a few λ within
 ~50 picks (the kernel's spectrum decays fast), after which most candidates stay close to
@@ -48,8 +55,9 @@ near the full-row greedy's N × n (``benchmarks/bench_maxent.py``).
 
 Library API::
 
+    MaxEnt(jitter=1e-6, cache_bytes=1 << 30)   # the engine's criterion ("maxent")
     maxent_lazy(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None,
-                cache_bytes=1 << 30, psi_bound=True) -> EntropyDesign
+                cache_bytes=1 << 30, progress=None) -> EntropyDesign   # MaxEnt in memory
                 # .index, .var (σ² at pick time), .logdet(size), .stats
     maxent_full(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None)
     maxent_bruteforce(kd, n, *, jitter=1e-6, given=None, strata=None, tol=None, first=None)
@@ -72,8 +80,15 @@ from scipy.linalg import solve_triangular
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.kernels.core import PIECE, KernelData
 from mlpdesign.kernels.kblock import Points, Rows, k_block
-from mlpdesign.kernels.nearest import MaxMinState
-from mlpdesign.select.engine import Strata, make_strata, tie_window
+from mlpdesign.select.engine import (
+    Criterion,
+    Strata,
+    greedy,
+    make_strata,
+    memory_space,
+    tie_argmax,
+    tie_window,
+)
 
 DEFAULT_JITTER = 1e-6  # the report's log-det jitter (mlpdesign.report.metrics)
 #: kernel values per chunk of a lazy re-evaluation (bounds its temporary matrix)
@@ -160,17 +175,6 @@ class KernelOracle:
         out[p < 0] = self.kxx_given[-1 - p[p < 0]]
         return out
 
-    def block(self, idx: np.ndarray, B: Rows) -> np.ndarray:
-        """``(len(idx), B.n)`` k between pool candidates ``idx`` and design points ``B``
-        (products of at most :data:`CHUNK` row pairs)."""
-        out = np.empty((len(idx), B.n))
-        step = max(1, CHUNK // max(1, B.n))
-        for a in range(0, len(idx), step):
-            sub = idx[a : a + step]
-            out[a : a + len(sub)] = k_block(self.kd, Rows.gather(self.kd, sub), B)
-        self.kernel_values += out.size
-        return out
-
     def range_block(self, c0: int, c1: int, B: Rows) -> np.ndarray:
         """k between pool candidates ``c0 .. c1-1`` and design points ``B`` (no copy of
         the candidates' rows)."""
@@ -209,7 +213,7 @@ class Factor:
     """The growing Cholesky factor L of ``K_TT + λI`` of the design points T, and their
     rows stacked for kernel blocks (:attr:`rows`)."""
 
-    def __init__(self, jitter: float, oracle: KernelOracle, cap: int = 64) -> None:
+    def __init__(self, jitter: float, oracle, cap: int = 64) -> None:
         self.jitter = jitter
         self.oracle = oracle
         self.L = np.zeros((cap, cap))
@@ -220,8 +224,9 @@ class Factor:
     def m(self) -> int:
         return len(self.points)
 
-    def append(self, p: int, row: np.ndarray, var: float) -> None:
-        """Add design point ``p`` with its factor row ``row`` (length m) and σ² ``var``."""
+    def append(self, p: int, row: np.ndarray, var: float, q=None) -> None:
+        """Add design point ``p`` (its query ``q``, else fetched) with its factor row
+        ``row`` (length m) and σ² ``var``."""
         m = self.m
         if m == len(self.L):
             big = np.zeros((2 * m, 2 * m))
@@ -230,7 +235,7 @@ class Factor:
         self.L[m, :m] = row
         self.L[m, m] = math.sqrt(var)
         self.points.append(int(p))
-        self.rows.add(self.oracle.query(int(p)))
+        self.rows.add(self.oracle.query(int(p)) if q is None else q)
 
     def start(self, points: Sequence[int]) -> None:
         """Factor the design points ``points`` (a given set) directly."""
@@ -256,9 +261,10 @@ class Factor:
 
 
 def _setup(kd, n, jitter, given, strata, tol, first):
-    """Checks shared by the three implementations: the oracle, tolerance and quotas."""
-    if not jitter > 0:
-        raise MlpdesignError(f"the jitter must be positive, got {jitter}")
+    """Checks shared by the references: the oracle, tolerance, first pick and quotas (the
+    engine's rules: an unconditional design starts at the candidate farthest from
+    candidate 0 unless ``first`` says otherwise)."""
+    _check_jitter(jitter)
     if kd.n == 0:
         raise MlpdesignError("the pool is empty")
     if n < 1:
@@ -269,9 +275,11 @@ def _setup(kd, n, jitter, given, strata, tol, first):
         raise MlpdesignError(f"first candidate {first} is outside the pool (0..{kd.n - 1})")
     oracle = KernelOracle(kd, given)
     tol = tie_window(oracle.eps, kd.terms[0].rows.dtype) if tol is None else float(tol)
+    if first is None and given is None:
+        first = tie_argmax(kd.d2_row(0), tie_window(oracle.eps, kd.terms[0].rows.dtype))
     factor = Factor(float(jitter), oracle)
     factor.start([-1 - j for j in range(given.n)] if given is not None else [])
-    return oracle, tol, factor, make_strata(strata, kd.n)
+    return oracle, tol, factor, make_strata(strata, kd.n), first
 
 
 def _stats(stats: dict, quota: Strata | None) -> dict:
@@ -283,12 +291,57 @@ def _stats(stats: dict, quota: Strata | None) -> dict:
 # ---------------------------------------------------------------------------- lazy
 
 
-class LazyState:
-    """Cached factor rows and σ² upper bounds of the candidates (see module docstring)."""
+class SpaceOracle:
+    """Kernel access for :class:`MaxEnt` over an engine space's local candidates (0-based
+    from ``space.lo``): blocks against design points (the space's KernelData, or its
+    shard's blocks), self-kernels, queries (collective on a shard), the given set."""
 
-    def __init__(
-        self, oracle: KernelOracle, factor: Factor, cache_bytes: int, psi: bool, tol: float
-    ) -> None:
+    def __init__(self, space) -> None:
+        self.space, self.given = space, space.given
+        self.shard = getattr(space, "shard", None)
+        self.kd = space.kd if self.shard is None else self.shard.ref
+        self.n = space.hi - space.lo
+        self.parts = [(-1, 0, self.n)]
+        if self.shard is not None:
+            self.parts = [(i, *self.shard.local_range(i)) for i in range(len(self.shard.blocks))]
+        if self.kd.normalize or self.kd.balance:
+            self.kxx = np.ones(self.n)
+        else:
+            self.kxx = np.zeros(self.n)
+            for i, a, b in self.parts:
+                self.kxx[a:b] = self._part(i).diag
+        self.kxx_given = self_kernel(self.given) if self.given is not None else np.zeros(0)
+        self.kernel_values = 0
+
+    def _part(self, i: int) -> KernelData:
+        return self.space.kd if i < 0 else self.shard.block(i)
+
+    def query(self, p: int):
+        return self.space.query(p) if p >= 0 else self.given.query(-1 - p)
+
+    def tt(self, points: Sequence[int]) -> np.ndarray:
+        """The kernel matrix of given-set points ``points`` (``-1 - j``)."""
+        j = -1 - np.asarray(points, dtype=np.int64)
+        K = np.array([self.given.k_subset(self.given.query(int(a)), j) for a in j])
+        K = np.triu(K.reshape(len(j), len(j)), 1)
+        return K + K.T + np.diag(self.kxx_given[j])
+
+    def block(self, idx: np.ndarray, B: Rows) -> np.ndarray:
+        """k between local candidates ``idx`` (ascending) and design points ``B``."""
+        pieces = []
+        for i, a, b in self.parts:
+            lo, hi = np.searchsorted(idx, [a, b])
+            if hi > lo:
+                pieces.append(Rows.gather(self._part(i), idx[lo:hi] - a))
+        out = k_block(self.kd, pieces[0] if len(pieces) == 1 else Rows.concat(pieces), B)
+        self.kernel_values += out.size
+        return out
+
+
+class LazyState:
+    """Cached factor rows and σ² upper bounds of the local candidates (module docstring)."""
+
+    def __init__(self, oracle: SpaceOracle, factor: Factor, cache_bytes: int) -> None:
         self.oracle, self.factor = oracle, factor
         n = oracle.n
         self.rows: list[np.ndarray | None] = [None] * n
@@ -296,28 +349,10 @@ class LazyState:
         self.top = oracle.kxx + factor.jitter  # σ² given nothing
         self.ub = self.top.copy()  # last σ² computed: an upper bound from then on
         self.fpsi = np.full(n, np.inf)  # the Psi bound
-        # Psi bound: with k(x,x) = 1 everywhere, σ²(x|T) <= σ²(x|p) for the design point p
-        # nearest to x, a function of Psi_x alone (max-min's state keeps Psi exactly)
-        unit = bool(np.all(oracle.kxx == 1.0) and np.all(oracle.kxx_given == 1.0))
-        self.mm = MaxMinState(oracle.kd, oracle.given) if (psi and unit) else None
-        if self.mm is not None and oracle.given is not None:
-            for j in range(oracle.given.n):
-                self.mm.add_given(j)
-            self.update_psi_bound(tol)
-        self.picked = np.zeros(n, dtype=bool)
         self.cached = 0  # floats in self.rows
         self.cache_floats = max(1, int(cache_bytes) // 8)
-        self.stats = {
-            "evaluations": 0,
-            "evictions": 0,
-            "cache_peak_bytes": 0,
-            "rounds": 0,
-        }
-        self.size = 8  # first round's batch: half the last pick's evaluations
-
-    def _kernel(self, batch: np.ndarray, lo: int) -> np.ndarray:
-        """k of candidates ``batch`` against design points ``lo .. m-1`` (one block)."""
-        return self.oracle.block(batch, self.factor.rows.rows(lo, self.factor.m))
+        self.stats = {"evaluations": 0, "evictions": 0, "cache_peak_bytes": 0, "rounds": 0}
+        self.size = 8  # first round's batch: half the last scan's evaluations
 
     def evaluate(self, batch: np.ndarray) -> None:
         """Bring the σ² of candidates ``batch`` up to date with the whole design (in chunks
@@ -329,20 +364,20 @@ class LazyState:
         while r < len(batch):
             width = m - int(self.mx[batch[r]])
             chunk = batch[r : r + max(1, min(most, CHUNK // width))]
-            self._evaluate_sorted(chunk)
+            self._evaluate_chunk(np.sort(chunk))
             r += len(chunk)
         self.stats["evaluations"] += len(batch)
         self.stats["cache_peak_bytes"] = max(self.stats["cache_peak_bytes"], 8 * self.cached)
         if self.cached > self.cache_floats:
             self.evict(keep=batch)
 
-    def _evaluate_sorted(self, batch: np.ndarray) -> None:
+    def _evaluate_chunk(self, batch: np.ndarray) -> None:
         """One block: the kernel against design points ``lo .. m-1`` (lo: the stalest row),
         the factor columns from lo on for every row, σ² = k(x,x) + λ - |row|²."""
         m = self.factor.m
         mx = self.mx[batch]
-        lo = int(mx[0])
-        kb = self._kernel(batch, lo)
+        lo = int(mx.min())
+        kb = self.oracle.block(batch, self.factor.rows.rows(lo, m))
         old = np.stack([self.rows[x][:lo] for x in batch]) if lo else np.zeros((len(batch), 0))
         new = np.concatenate([old, self.factor.extend(old, kb, lo)], axis=1)
         self.ub[batch] = self.top[batch] - np.einsum("ij,ij->i", new, new)
@@ -360,31 +395,31 @@ class LazyState:
         for x in held[np.argsort(self.ub[held], kind="stable")]:
             if self.cached <= self.cache_floats // 2:
                 break
-            self.cached -= int(self.mx[x])
-            self.rows[x], self.mx[x] = None, 0
+            self.drop(int(x))
             self.stats["evictions"] += 1
 
-    def update_psi_bound(self, tol: float) -> None:
-        """σ²(x | T) <= σ²(x | p) = 1 + λ - k²/(1 + λ) for the design point p nearest to x,
-        with k >= 1 - (Psi + eps)/2, plus a margin for the rounding of computed σ²."""
-        if self.mm is None:
-            return
+    def drop(self, x: int) -> None:
+        """Forget candidate ``x``'s cached row (picked, or evicted)."""
+        self.cached -= int(self.mx[x])
+        self.rows[x], self.mx[x] = None, 0
+
+    def psi_bound(self, psi: np.ndarray, eps: float, tol: float) -> None:
+        """σ²(x | T) <= σ²(x | p) = 1 + λ - k²/(1 + λ) for the design point p nearest to x
+        (k(x,x) = 1 kernels), with k >= 1 - (Psi + eps)/2, plus a margin for the rounding
+        of computed σ²."""
         lam = self.factor.jitter
-        k = np.maximum(0.0, 1.0 - 0.5 * (self.mm.psi + self.mm.eps))
+        k = np.maximum(0.0, 1.0 - 0.5 * (psi + eps))
         self.fpsi = 1.0 + lam - k * k / (1.0 + lam) + (tol + 1e-9)
 
-    def pick(self, members: np.ndarray | None, tol: float) -> int | None:
-        """The greedy pick among ``members`` (None: the whole pool). The bounds are the
-        priority queue: each round re-evaluates the ``size`` largest bounds still within
-        ``tol`` of the best fresh σ² (``argpartition``, one O(N) pass), until none is left;
-        then the tie rule among the fresh values."""
+    def scan(self, live: np.ndarray, tol: float) -> np.ndarray:
+        """Fresh σ² (-inf elsewhere) of every ``live`` candidate that may be within ``tol``
+        of the best. The bounds are the priority queue: each round re-evaluates the
+        ``size`` largest bounds still within ``tol`` of the best fresh σ²
+        (``argpartition``), until none is left."""
         b = np.minimum(self.ub, self.fpsi)
-        live = ~self.picked
-        if members is not None:
-            inside = np.zeros(len(b), dtype=bool)
-            inside[members] = True
-            live &= inside
-        best, fresh, size = -np.inf, [], self.size
+        live = live.copy()
+        vals = np.full(len(b), -np.inf)
+        best, size, count = -np.inf, self.size, 0
         while True:
             cand = np.flatnonzero(live & (b >= best - tol))
             if not len(cand):
@@ -392,29 +427,107 @@ class LazyState:
             if len(cand) > size:
                 cand = cand[np.argpartition(-b[cand], size - 1)[:size]]
             self.evaluate(cand)
-            best = max(best, float(self.ub[cand].max()))
+            vals[cand] = self.ub[cand]
+            best = max(best, float(vals[cand].max()))
             live[cand] = False  # fresh: out of the queue
-            fresh.append(cand)
+            count += len(cand)
             self.stats["rounds"] += 1
             size *= 2
-        if not fresh:
-            return None
-        f = np.concatenate(fresh)
-        self.size = max(8, len(f) // 2)
-        return ties(self.ub[f], f, tol)
+        self.size = max(8, count // 2)
+        return vals
 
-    def take(self, s: int, tol: float) -> float:
-        """Add candidate ``s`` to the design; returns its σ² at pick time."""
-        self.evaluate(np.array([s], dtype=np.int64))
-        var = float(self.ub[s])
-        self.factor.append(s, self.rows[s], var)
-        self.picked[s] = True
-        self.cached -= int(self.mx[s])
-        self.rows[s] = None
-        if self.mm is not None:
-            self.mm.add_pool(s)
-            self.update_psi_bound(tol)
-        return var
+
+class MaxEnt(Criterion):
+    """Greedy maximum entropy (module docstring): the largest σ²(x | T), lazily.
+
+    Keeps per local candidate a σ² upper bound and a cached factor row
+    (:class:`LazyState`); the factor of ``K_TT + λI`` is the same on every rank (each
+    pick's row is computed from its query, which every rank has). Candidates at max-min's
+    floor (Psi <= eps: duplicates of the design or the given set) are never picked.
+    ``var``: σ² of each pick at pick time; ``logdet_given``: log det(K_GG + λI)."""
+
+    name = "maxent"
+
+    def __init__(
+        self,
+        jitter: float = DEFAULT_JITTER,
+        *,
+        cache_bytes: int = 1 << 30,
+        tie: float | None = None,
+    ) -> None:
+        _check_jitter(jitter)
+        self.jitter = float(jitter)
+        self.cache_bytes = int(cache_bytes)
+        self.tie_override = tie
+        self.var: list[float] = []
+
+    @classmethod
+    def from_options(cls, seed: int = 1, jitter: float | None = None, **_) -> MaxEnt:
+        return cls(DEFAULT_JITTER if jitter is None else jitter)
+
+    def start(self, space) -> None:
+        super().start(space)
+        if self.tie_override is not None:
+            self.tie = float(self.tie_override)
+        self.oracle = SpaceOracle(space)
+        self.factor = Factor(self.jitter, self.oracle)
+        g = space.given.n if space.given is not None else 0
+        self.factor.start([-1 - j for j in range(g)])
+        self.logdet_given = self.factor.logdet()
+        self.lazy = LazyState(self.oracle, self.factor, self.cache_bytes)
+        o = self.oracle
+        self.unit = bool(np.all(o.kxx == 1.0) and np.all(o.kxx_given == 1.0))
+        self.var = []
+        self._bound(space)
+
+    def _bound(self, space) -> None:
+        if self.unit:
+            self.lazy.psi_bound(space.psi, space.eps, self.tie)
+
+    @one_blas_thread
+    def next(self, space, strata: Strata | None) -> int | None:
+        live = space.psi > self.floor
+        if strata is None:
+            return space.best(self.lazy.scan(live, self.tie), self.tie, -math.inf)
+        for h in strata.order():
+            m = strata.members[h]
+            a, b = np.searchsorted(m, [space.lo, space.hi])
+            inside = np.zeros(len(live), dtype=bool)
+            inside[m[a:b] - space.lo] = True
+            s = space.best(self.lazy.scan(live & inside, self.tie), self.tie, -math.inf, m)
+            if s is not None:
+                return s
+            strata.open[h] = False
+        return None
+
+    @one_blas_thread
+    def update(self, space, s: int) -> None:
+        q = space.query(s)
+        m, kd = self.factor.m, self.oracle.kd
+        row = np.zeros(0)
+        if m:
+            kb = k_block(kd, Rows.of_queries([q], len(kd.terms)), self.factor.rows.rows(0, m))
+            row = self.factor.extend(np.zeros((1, 0)), kb, 0)[0]
+        kxx = 1.0 if (kd.normalize or kd.balance) else float(q.diag)
+        var = kxx + self.jitter - float(row @ row)
+        if not var > 0:
+            raise MlpdesignError(
+                f"σ² of pick {len(self.var) + 1} is not positive ({var:.3g}): "
+                f"--jitter {self.jitter:g} is below the rounding of this kernel; use a larger one"
+            )
+        self.factor.append(s, row, var, q)
+        self.var.append(var)
+        if space.lo <= s < space.hi:
+            self.lazy.drop(s - space.lo)
+        self._bound(space)
+
+    def label(self, psi: float) -> str:
+        return f"var={self.var[-1]:.4g}" if self.var else super().label(psi)
+
+
+def _check_jitter(jitter) -> None:
+    if not (isinstance(jitter, (int, float, np.floating)) and jitter > 0 and math.isfinite(jitter)):
+        raise MlpdesignError(f"--jitter must be a positive number, got {jitter}")
 
 
 @one_blas_thread
@@ -426,59 +539,31 @@ def maxent_lazy(
     given: KernelData | None = None,
     strata=None,
     tol: float | None = None,
-    first: int | None = None,
+    first=None,
     cache_bytes: int = 1 << 30,
-    psi_bound: bool = True,
+    progress=None,
 ) -> EntropyDesign:
-    """Lazy greedy MaxEnt (module docstring): the picks of :func:`maxent_full`.
-
-    ``strata``: a label per candidate; pick k goes to the stratum furthest behind its share
-    (:class:`~mlpdesign.select.engine.Strata`), to its candidate of largest σ². ``first``:
-    force the first pick (it counts toward its stratum). ``cache_bytes``: cached rows above
-    this are evicted. ``psi_bound``: also bound σ² by the nearest design point (max-min's
-    Psi, kept exactly as :class:`~mlpdesign.kernels.nearest.MaxMinState` does; kernels with
-    k(x,x) = 1 only)."""
-    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
-    st = LazyState(oracle, factor, cache_bytes, psi_bound, tol)
-    S, V = [], []
-    stopped = False
-    while len(S) < n:
-        if not S and first is not None:
-            s = int(first)
-        elif quota is None:
-            s = st.pick(None, tol)
-        else:
-            s = None
-            for h in quota.order():
-                s = st.pick(quota.members[h], tol)
-                if s is not None:
-                    break
-                quota.open[h] = False
-        if s is None:
-            stopped = True
-            break
-        V.append(st.take(s, tol))
-        S.append(s)
-        if quota is not None:
-            quota.take(s)
-    stats = {**st.stats, "kernel_values": oracle.kernel_values, "tol": tol}
+    """Lazy greedy MaxEnt in memory: :class:`MaxEnt` on the engine's loop
+    (:func:`~mlpdesign.select.engine.greedy`; ``first``: its first-pick rule, None: the
+    candidate farthest from candidate 0 of an unconditional design). ``strata``: a label
+    per candidate (:class:`~mlpdesign.select.engine.Strata`). ``cache_bytes``: cached rows
+    above this are evicted. The picks of :func:`maxent_full`."""
+    crit = MaxEnt(jitter, cache_bytes=cache_bytes, tie=tol)
+    d = greedy(memory_space(kd, given), crit, n, first=first, strata=strata, progress=progress)
+    stats = {**d.stats, **crit.lazy.stats, "kernel_values": crit.oracle.kernel_values}
+    stats["tol"] = crit.tie
     return EntropyDesign(
-        np.array(S, dtype=np.int64),
-        np.array(V),
-        float(jitter),
-        _given_logdet(factor, given),
-        stopped,
-        _stats(stats, quota),
+        d.index, np.array(crit.var), float(jitter), crit.logdet_given, d.stopped_early, stats
     )
+
+
+# ---------------------------------------------------------------------------- full rows
 
 
 def _given_logdet(factor: Factor, given: KernelData | None) -> float:
     if given is None:
         return 0.0
     return 2.0 * float(np.log(np.diag(factor.L)[: given.n]).sum())
-
-
-# ---------------------------------------------------------------------------- full rows
 
 
 def _full_pick(s2: np.ndarray, picked: np.ndarray, quota: Strata | None, tol: float):
@@ -508,7 +593,7 @@ def maxent_full(
 ) -> EntropyDesign:
     """Plain greedy MaxEnt by pivoted Cholesky: one kernel row of every candidate and one
     rank-one update of every σ² per design point (an N × (|given| + n) factor)."""
-    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
+    oracle, tol, factor, quota, first = _setup(kd, n, jitter, given, strata, tol, first)
     g0 = factor.m
     Lp = np.zeros((kd.n, g0 + n))
     s2 = oracle.kxx + float(jitter)
@@ -575,7 +660,7 @@ def maxent_bruteforce(
     """The reference: at every step ``slogdet(K_{T+x} + λI)`` of every remaining
     candidate x, σ² = exp(difference to log det(K_TT + λI)), from the kernel matrix of the
     whole pool and given set (N + |given| squared: small pools only)."""
-    oracle, tol, factor, quota = _setup(kd, n, jitter, given, strata, tol, first)
+    oracle, tol, factor, quota, first = _setup(kd, n, jitter, given, strata, tol, first)
     G = factor.m
     pts = factor.points + list(range(kd.n))  # given first, then the pool
     K = oracle.tt(pts) + float(jitter) * np.eye(len(pts))
@@ -615,8 +700,7 @@ def maxent_bruteforce(
 
 
 def _set_factor(oracle: KernelOracle, points: Sequence[int], jitter: float) -> Factor:
-    if not jitter > 0:
-        raise MlpdesignError(f"the jitter must be positive, got {jitter}")
+    _check_jitter(jitter)
     f = Factor(float(jitter), oracle, max(1, len(points)))
     try:
         f.start(list(points))

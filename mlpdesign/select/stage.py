@@ -137,6 +137,7 @@ class Options:
     dtype: str = "float64"
     stratify: bool | None = None
     until_psi: float | None = None  # stop when the next pick's Psi would fall below it
+    jitter: float | None = None  # maxent's λ (None: its default)
 
     @property
     def kernel(self) -> dict:
@@ -169,6 +170,7 @@ def continued(path, n: int, opts: Options):
         balance=bool(kern.get("balance", opts.balance)),
         dtype=str(kern.get("dtype", opts.dtype)),
         stratify=bool(prev.attrs.get("stratify", "")),  # files without it: plain
+        jitter=float(prev.attrs["jitter"]) if "jitter" in prev.attrs else opts.jitter,
     )
     if n < prev.n:
         raise MlpdesignError(
@@ -260,7 +262,9 @@ def open_space(stack, store, opts: Options, given, n: int, *, limit, comm, block
 def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict, bar):
     """The design and what its file records (every rank alike)."""
     c = Comm(engine["comm"])
-    crit = criterion(opts.criterion, opts.seed)
+    if opts.jitter is not None and crit_name(opts.criterion) != "maxent":
+        raise MlpdesignError("--jitter is for --criterion maxent")
+    crit = criterion(opts.criterion, opts.seed, jitter=opts.jitter)
     first = c.agree(_first_position, store, store_path, opts.first)
     labels = None
     if crit.stratified:
@@ -300,7 +304,16 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         attrs["strata_share"] = opts.strata_share
     if opts.until_psi is not None:
         attrs["until_psi"] = float(opts.until_psi)
-    return design, attrs
+    var = getattr(crit, "var", None)
+    if var is not None:
+        attrs["jitter"] = float(crit.jitter)
+        var = np.asarray(var, dtype=np.float64)
+    return design, attrs, var
+
+
+def crit_name(c) -> str:
+    """The name of a criterion given by name or as an object."""
+    return c if isinstance(c, str) else str(getattr(c, "name", ""))
 
 
 def _check_prefix(prev, continue_from, cids, design: Design) -> None:
@@ -353,7 +366,7 @@ def run(
         c.agree(_check_store, store, store_path, n, prev, continue_from)
         bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
         try:
-            design, attrs = _design(
+            design, attrs, var = _design(
                 store, store_path, n, opts, given, prev, continue_from, {**engine}, bar
             )
         finally:
@@ -363,7 +376,7 @@ def run(
         cids = np.asarray(store.candidate_id)
         if prev is not None:
             c.agree(_check_prefix, prev, continue_from, cids, design)
-        sel = Selection(cids[design.index], design.index, design.psi, attrs)
+        sel = Selection(cids[design.index], design.index, design.psi, attrs, var)
     if output is not None:
         c.agree(lambda: write_selection(output, sel, fmt, force) if c.rank == 0 else None)
     return sel, design
