@@ -23,6 +23,7 @@ COMMANDS = [
     "merge",
     "info",
     "select",
+    "score",
     "write",
     "vasp",
     "collect",

@@ -264,7 +264,7 @@ def _setup(kd, n, jitter, given, strata, tol, first):
     """Checks shared by the references: the oracle, tolerance, first pick and quotas (the
     engine's rules: an unconditional design starts at the candidate farthest from
     candidate 0 unless ``first`` says otherwise)."""
-    _check_jitter(jitter)
+    check_jitter(jitter)
     if kd.n == 0:
         raise MlpdesignError("the pool is empty")
     if n < 1:
@@ -455,7 +455,7 @@ class MaxEnt(Criterion):
         cache_bytes: int = 1 << 30,
         tie: float | None = None,
     ) -> None:
-        _check_jitter(jitter)
+        check_jitter(jitter)
         self.jitter = float(jitter)
         self.cache_bytes = int(cache_bytes)
         self.tie_override = tie
@@ -525,7 +525,8 @@ class MaxEnt(Criterion):
         return f"var={self.var[-1]:.4g}" if self.var else super().label(psi)
 
 
-def _check_jitter(jitter) -> None:
+def check_jitter(jitter) -> None:
+    """One line unless ``jitter`` is a finite number > 0."""
     if not (isinstance(jitter, (int, float, np.floating)) and jitter > 0 and math.isfinite(jitter)):
         raise MlpdesignError(f"--jitter must be a positive number, got {jitter}")
 
@@ -700,7 +701,7 @@ def maxent_bruteforce(
 
 
 def _set_factor(oracle: KernelOracle, points: Sequence[int], jitter: float) -> Factor:
-    _check_jitter(jitter)
+    check_jitter(jitter)
     f = Factor(float(jitter), oracle, max(1, len(points)))
     try:
         f.start(list(points))
