@@ -25,7 +25,7 @@ def kd(small_store):
         return K.StoreKernel(st)
 
 
-def test_score_of_a_selection_against_brute_force(small_store, kd, tmp_path):
+def test_score_of_a_selection_against_brute_force(small_pool, small_store, kd, tmp_path):
     lam = 1e-4
     res = run(
         "select",
@@ -91,6 +91,29 @@ def test_score_of_a_selection_against_brute_force(small_store, kd, tmp_path):
     assert np.allclose(psi[free], kd.d2_block(free, T).min(axis=1), rtol=0, atol=4 * kd.eps)
     order = free[np.lexsort((free, -var[free]))]
     assert np.array_equal(rank[order], np.arange(len(free)))
+    # a test set outside the pool (here: the pool's configs 10..19 as an extxyz): the same σ²
+    from ase.io import read, write
+
+    write(tmp_path / "md.xyz", read(small_pool, "10:20"))
+    res = run(
+        "score",
+        small_store,
+        "--train",
+        tmp_path / "sel.h5",
+        "--jitter",
+        lam,
+        "--test",
+        tmp_path / "md.xyz",
+        "-o",
+        tmp_path / "md.h5",
+        "-q",
+    )
+    assert res.exit_code == 0, res.stderr
+    with h5py.File(tmp_path / "md.h5") as f:
+        assert np.allclose(f["pool/var"][()], var[10:20], rtol=1e-6, atol=1e-12)
+        assert np.allclose(f["pool/psi"][()], psi[10:20], rtol=0, atol=1e-9)
+        assert np.allclose(f["train/loo_var"][()], loo, rtol=1e-8)
+        assert json.loads(f.attrs["scored"])["test"]["n_configs"] == 10
     # the next maxent pick is the top-ranked candidate
     res = run(
         "select",

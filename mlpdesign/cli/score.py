@@ -18,6 +18,13 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
     help="The training set: an extxyz (described here with the pool's gap string), a store "
     "described with the same gap string, or a selection of this pool.",
 )
+@click.option(
+    "--test",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Score the configurations of this file (an extxyz, e.g. an MD trajectory, or a "
+    "store with the pool's gap string) instead of the pool's.",
+)
 @output_option("Scores file (HDF5; .json or --format json for JSON).", required=False)
 @click.option(
     "--jitter",
@@ -76,6 +83,7 @@ def command(store, train, output, top, no_normalize, quiet, **kw) -> None:
     Examples:
       mlpdesign score pool.h5 --train train.xyz -o scores.h5
       mlpdesign score pool.h5 --train selection.h5 --top 20 --figure var.png -o s.json
+      mlpdesign score pool.h5 --train train.xyz --test md.xyz -o md_scores.h5
     """
     from mlpdesign.score import run
 

@@ -11,13 +11,15 @@ in the set (position and D²). For the set: log det(K_TT + λI), the largest σ�
 ("can this set cover the pool?") and the fraction of candidates with σ² above a threshold.
 
 The training set is an extxyz (described here with the pool's gap string), a store
-described with the same gap string, or a selection of this pool (its picks). In memory.
+described with the same gap string, or a selection of this pool (its picks). ``test``:
+score the configurations of another file (an MD trajectory, say; an extxyz or a store with
+the pool's gap string) instead of the pool's. In memory.
 
 Library API::
 
     run(pool_store, train, output=None, *, jitter=1e-6, threshold=0.01, fmt=None,
         figure=None, force=False, normalize=True, per_atom=False, balance=False,
-        dtype="float64", command="") -> Scores
+        dtype="float64", test=None, command="") -> Scores
     write_scores(path, scores, fmt=None, force=False)    # h5 (default) or json
 """
 
@@ -36,6 +38,7 @@ from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_
 from mlpdesign.io.selection import FORMAT as SELECTION_FORMAT
 from mlpdesign.io.selection import load_selection
 from mlpdesign.io.store import open_store
+from mlpdesign.kernels.blocks import DesignPoints
 from mlpdesign.kernels.core import KernelData, StoreKernel
 from mlpdesign.kernels.nearest import MaxMinState
 from mlpdesign.select.maxent import (
@@ -141,30 +144,47 @@ def _psi(kd: KernelData, gk: KernelData | None, points: list[int]) -> np.ndarray
     return st.psi.copy()
 
 
-def compute(store, kd: KernelData, train, jitter: float, threshold: float) -> Scores:
-    """The scores of ``store``'s pool (its KernelData ``kd``) given ``train``."""
+def _candidates(store, kd: KernelData, test, points, gk):
+    """The configurations to score (the pool, or ``test`` described like it), their ids,
+    and the training set as design points of a KernelData when the candidates are not
+    the pool (a selection's picks, rebuilt from the pool's rows)."""
+    if test is None:
+        return kd, np.asarray(store.candidate_id, dtype=np.int64), points, gk, None
+    if gk is None:
+        gk = DesignPoints(kd).build([kd.query(int(i)) for i in points])
+        points = [-1 - j for j in range(len(points))]
+    with tempfile.TemporaryDirectory(prefix="mlpdesign-test-") as tmp:
+        cand, tinfo = given_kernel(require_file(test, "test set"), store, kd, tmp)
+    return cand, np.arange(cand.n, dtype=np.int64), points, gk, tinfo
+
+
+def compute(store, kd: KernelData, train, jitter: float, threshold: float, test=None) -> Scores:
+    """The scores of ``store``'s pool (its KernelData ``kd``), or of the configurations
+    of ``test``, given ``train``."""
     points, gk, info = _training(train, store, kd)
-    oracle = KernelOracle(kd, gk)
-    var = variances_given(oracle, points, jitter)
-    psi = _psi(kd, gk, points)
-    dup = psi <= oracle.eps  # in the training set already: last, as select never picks them
-    rank = np.empty(kd.n, dtype=np.int64)
-    rank[np.lexsort((np.arange(kd.n), -var, dup))] = np.arange(kd.n)
+    cids_pool = np.asarray(store.candidate_id, dtype=np.int64)
+    train_id = cids_pool[points] if gk is None else np.arange(len(points), dtype=np.int64)
     nearest, nearest_d2 = _nearest(kd, gk, points)
-    cids = np.asarray(store.candidate_id, dtype=np.int64)
-    train_id = cids[points] if gk is None else np.arange(len(points), dtype=np.int64)
+    cand, cids, points, gk, tinfo = _candidates(store, kd, test, points, gk)
+    oracle = KernelOracle(cand, gk)
+    var = variances_given(oracle, points, jitter)
+    psi = _psi(cand, gk, points)
+    dup = psi <= oracle.eps  # in the training set already: last, as select never picks them
+    rank = np.empty(cand.n, dtype=np.int64)
+    rank[np.lexsort((np.arange(cand.n), -var, dup))] = np.arange(cand.n)
     attrs = {
         "pool_sha256": store.pool_sha256,
         "store_path": str(store.path),
         "gap": store.gap,
         "kernel": kd.options,
         "train": info,
+        "scored": "pool" if tinfo is None else {"test": tinfo},
         "jitter": float(jitter),
         "threshold": float(threshold),
         "logdet": log_det_set(oracle, points, jitter),
         "max_var": float(var.max()),
         "frac_above": float(np.mean(var > threshold)),
-        "n_pool": int(kd.n),
+        "n_pool": int(cand.n),
         "n_train": len(points),
     }
     return Scores(
@@ -265,9 +285,11 @@ def run(
     per_atom: bool = False,
     balance: bool = False,
     dtype: str = "float64",
+    test=None,
     command: str = "",
 ) -> Scores:
-    """Score ``pool_store``'s candidates given ``train`` (module docstring); write the
+    """Score ``pool_store``'s candidates (or, with ``test``, the configurations of that
+    extxyz or store, described like the pool) given ``train`` (module docstring); write the
     scores to ``output`` (None: nothing written) and the histogram to ``figure``."""
     check_jitter(jitter)
     if not (math.isfinite(threshold) and threshold >= 0):
@@ -279,7 +301,7 @@ def run(
         kd = StoreKernel(
             store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
         )
-        sc = compute(store, kd, train, float(jitter), float(threshold))
+        sc = compute(store, kd, train, float(jitter), float(threshold), test)
     sc.attrs["command"] = command
     if output is not None:
         write_scores(output, sc, fmt, force)
