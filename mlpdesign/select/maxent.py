@@ -382,7 +382,7 @@ class LazyState:
         new = np.concatenate([old, self.factor.extend(old, kb, lo)], axis=1)
         self.ub[batch] = self.top[batch] - np.einsum("ij,ij->i", new, new)
         for r, x in enumerate(batch):
-            self.rows[x] = new[r]
+            self.rows[x] = new[r].copy()  # not a view: the cache holds only its rows
         self.cached += int((m - mx).sum())
         self.mx[batch] = m
 
