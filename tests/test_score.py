@@ -114,6 +114,26 @@ def test_score_of_a_selection_against_brute_force(small_pool, small_store, kd, t
         assert np.allclose(f["pool/psi"][()], psi[10:20], rtol=0, atol=1e-9)
         assert np.allclose(f["train/loo_var"][()], loo, rtol=1e-8)
         assert json.loads(f.attrs["scored"])["test"]["n_configs"] == 10
+    res = run(
+        "score",
+        small_store,
+        "--train",
+        tmp_path / "sel.h5",
+        "--jitter",
+        lam,
+        "--test",
+        tmp_path / "md.xyz",
+        "-o",
+        tmp_path / "md_scored.xyz",
+        "-q",
+    )
+    assert res.exit_code == 0, res.stderr
+    frames = read(tmp_path / "md_scored.xyz", ":")
+    assert len(frames) == 10 and np.allclose(
+        [a.info["score_var"] for a in frames], var[10:20], rtol=1e-6, atol=1e-12
+    )
+    res = run("score", small_store, "--train", tmp_path / "sel.h5", "-o", tmp_path / "p.xyz")
+    assert "--test" in one_line_error(res) and not (tmp_path / "p.xyz").exists()
     # the next maxent pick is the top-ranked candidate
     res = run(
         "select",

@@ -25,7 +25,7 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
     help="Score the configurations of this file (an extxyz, e.g. an MD trajectory, or a "
     "store with the pool's gap string) instead of the pool's.",
 )
-@output_option("Scores file (HDF5; .json or --format json for JSON).", required=False)
+@output_option("Scores file (HDF5; .json/.xyz or --format for the others).", required=False)
 @click.option(
     "--jitter",
     type=float,
@@ -56,9 +56,10 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["h5", "json"]),
+    type=click.Choice(["h5", "json", "xyz"]),
     default=None,
-    help="Output format (default: from the suffix of -o, else h5).",
+    help="Output format (default: from the suffix of -o, else h5); xyz: the --test frames "
+    "with score_psi, score_var, score_rank info keys.",
 )
 @click.option("--balance", is_flag=True, help="Normalise each descriptor's kernel on its own.")
 @click.option("--per-atom", is_flag=True, help="Average over atoms (with --no-normalize).")

@@ -20,7 +20,7 @@ Library API::
     run(pool_store, train, output=None, *, jitter=1e-6, threshold=0.01, fmt=None,
         figure=None, force=False, normalize=True, per_atom=False, balance=False,
         dtype="float64", test=None, command="") -> Scores
-    write_scores(path, scores, fmt=None, force=False)    # h5 (default) or json
+    write_scores(path, scores, fmt=None, force=False)    # h5 (default), json, or xyz (--test)
 """
 
 from __future__ import annotations
@@ -200,12 +200,42 @@ def compute(store, kd: KernelData, train, jitter: float, threshold: float, test=
     )
 
 
+def scores_format(path, fmt: str | None, test=None) -> str:
+    """``h5``, ``json`` or ``xyz`` (the test set's frames with ``score_*`` info keys), from
+    ``fmt`` or the suffix of ``path``; ``xyz`` needs a ``test`` file that is not a store."""
+    suffix = Path(path).suffix.lower()
+    fmt = fmt or {".json": "json", ".xyz": "xyz", ".extxyz": "xyz"}.get(suffix, "h5")
+    if fmt not in ("h5", "json", "xyz"):
+        raise MlpdesignError(f"unknown scores format {fmt!r} (h5, json or xyz)")
+    if fmt == "xyz":
+        if test is None:
+            raise MlpdesignError(
+                "xyz output writes the --test configurations with score_* keys; "
+                "give --test FILE, or write h5/json for the pool"
+            )
+        with open(require_file(test, "test set"), "rb") as f:
+            if f.read(4) == b"\x89HDF":
+                raise MlpdesignError(f"{test}: a store has no frames to write; use h5 or json")
+    return fmt
+
+
+def _write_xyz(tmp: Path, sc: Scores) -> None:
+    from ase.io import read, write
+
+    frames = read(sc.attrs["scored"]["test"]["path"], ":")
+    for i, atoms in enumerate(frames):
+        atoms.info["score_psi"] = float(sc.psi[i])
+        atoms.info["score_var"] = float(sc.var[i])
+        atoms.info["score_rank"] = int(sc.rank[i])
+    write(tmp, frames, format="extxyz")
+
+
 def write_scores(path, sc: Scores, fmt: str | None = None, force: bool = False) -> Path:
-    """Write ``sc`` atomically as HDF5 (default) or JSON (``fmt`` or a ``.json`` suffix)."""
+    """Write ``sc`` atomically as HDF5 (default), JSON or, for a test set, its extxyz with
+    ``score_psi``, ``score_var``, ``score_rank`` info keys (``fmt`` or the suffix)."""
     p = Path(path)
-    fmt = fmt or ("json" if p.suffix.lower() == ".json" else "h5")
-    if fmt not in ("h5", "json"):
-        raise MlpdesignError(f"unknown scores format {fmt!r} (h5 or json)")
+    test = sc.attrs.get("scored")
+    fmt = scores_format(p, fmt, test["test"]["path"] if isinstance(test, dict) else None)
     attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, **sc.attrs}
     pool = {"candidate_id": sc.candidate_id, "psi": sc.psi, "var": sc.var, "rank": sc.rank}
     train = {
@@ -215,7 +245,9 @@ def write_scores(path, sc: Scores, fmt: str | None = None, force: bool = False) 
         "nearest_d2": sc.nearest_d2,
     }
     with atomic_path(p, force) as tmp:
-        if fmt == "h5":
+        if fmt == "xyz":
+            _write_xyz(tmp, sc)
+        elif fmt == "h5":
             import h5py
 
             with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
@@ -297,6 +329,8 @@ def run(
     for out in (output, figure):
         if out is not None:
             check_output(out, force)
+    if output is not None:
+        scores_format(output, fmt, test)
     with open_store(pool_store) as store:
         kd = StoreKernel(
             store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
