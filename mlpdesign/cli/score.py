@@ -56,10 +56,10 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["h5", "json", "xyz"]),
+    type=click.Choice(["h5", "json"]),
     default=None,
-    help="Output format (default: from the suffix of -o, else h5); xyz: the --test frames "
-    "with score_psi, score_var, score_rank info keys.",
+    help="Output format (default: from the suffix of -o, else h5; -o NAME.xyz writes the "
+    "--test frames with score_psi, score_var, score_rank info keys).",
 )
 @click.option("--balance", is_flag=True, help="Normalise each descriptor's kernel on its own.")
 @click.option("--per-atom", is_flag=True, help="Average over atoms (with --no-normalize).")
