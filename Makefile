@@ -26,7 +26,7 @@ demo: venv eam
 	$(BIN)/mlpdesign describe $(DEMO)/pool.xyz -o $(DEMO)/pool.h5 --jobs 2 --force
 	$(BIN)/mlpdesign info $(DEMO)/pool.h5
 	$(BIN)/mlpdesign select $(DEMO)/pool.h5 -n $(N_PICK) -o $(DEMO)/selection.h5 --force
-	$(BIN)/mlpdesign select $(DEMO)/pool.h5 -n $(N_PICK) --random --seed $(SEED) -o $(DEMO)/random.h5 --force
+	$(BIN)/mlpdesign select $(DEMO)/pool.h5 -n $(N_PICK) --criterion random --seed $(SEED) -o $(DEMO)/random.h5 --force
 	$(BIN)/mlpdesign write $(DEMO)/pool.xyz $(DEMO)/selection.h5 -o $(DEMO)/train.xyz --force
 	$(BIN)/mlpdesign vasp $(DEMO)/train.xyz -o $(DEMO)/runs --force
 	@# stand-in labels (EAM) and the paper's cross-validation, design vs random

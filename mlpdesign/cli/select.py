@@ -73,6 +73,7 @@ def _first_type(text: str | None):
     "--random",
     "random_",
     is_flag=True,
+    hidden=True,  # the old spelling of --criterion random (report's --random is a count)
     help="Same as --criterion random.",
 )
 @click.option(
@@ -170,7 +171,7 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
       mlpdesign select pool.h5 -n 1000 -o selection.h5
       mlpdesign select pool.h5 -n 200 --given existing.xyz -o more.h5
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
-      mlpdesign select pool.h5 -n 1000 --random --seed 3 -o random.h5
+      mlpdesign select pool.h5 -n 1000 --criterion random --seed 3 -o random.h5
       mlpdesign select pool.h5 -n 1000 --criterion maxent --jitter 1e-6 -o maxent.h5
       mlpdesign select pool.h5 -n 100 --balance --format json -o sel.json
       mlpdesign select pool.h5 -n 1000 --no-stratify -o plain.h5   # the paper's design
