@@ -23,3 +23,15 @@ def test_total_atoms_and_cost(small_store, tmp_path):
     assert np.isclose(d["dft_cost"], (n**3).sum())
     one = run("report", str(small_store), str(sel), "--random", "0", "--cost-exponent", "1")
     assert one.exit_code == 0 and f"{int(n.sum())} atoms, {n.sum():.4g}" in one.stdout
+
+
+def test_selection_records_total_atoms_and_cost(small_store, tmp_path):
+    sel = tmp_path / "s.json"
+    res = run("select", str(small_store), "-n", "7", "-o", str(sel))
+    assert res.exit_code == 0, res.output
+    s = load_selection(sel)
+    with open_store(small_store) as st:
+        n = np.asarray(st.n_atoms)[s.index].astype(float)
+    assert int(s.attrs["total_atoms"]) == int(n.sum())
+    assert np.isclose(float(s.attrs["dft_cost"]), (n**3).sum())
+    assert f"{int(n.sum())} atoms" in res.stderr

@@ -260,6 +260,8 @@ def _summary(sel, design, output, seconds: float) -> str:
     strata = s.get("strata")
     key = sel.attrs.get("stratify") or "structure"
     by = f"; by {key} " + " ".join(f"{k} {v}" for k, v in strata.items()) if strata else ""
+    if sel.attrs.get("total_atoms"):
+        last += f"; {sel.attrs['total_atoms']} atoms, DFT cost sum n^3 {sel.attrs['dft_cost']:.4g}"
     lines.append(
         f"selected {sel.n} of {design.n_pool} candidates ({sel.method}{last}{by}; "
         f"{100 * design.rows_per_pick:.1f}% of the pool evaluated per pick{soap}, "

@@ -47,8 +47,16 @@ ATTR_KEYS = (
     "command",
 )
 #: attributes written only when a selection has them (after ATTR_KEYS)
-OPTIONAL_KEYS = ("stratify", "strata", "strata_share", "until_psi", "jitter")
-_INT_KEYS = ("format_version", "seed", "n_requested")
+OPTIONAL_KEYS = (
+    "stratify",
+    "strata",
+    "strata_share",
+    "until_psi",
+    "jitter",
+    "total_atoms",
+    "dft_cost",
+)
+_INT_KEYS = ("format_version", "seed", "n_requested", "total_atoms")
 
 
 @dataclass

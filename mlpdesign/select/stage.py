@@ -304,6 +304,8 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         attrs["strata_share"] = opts.strata_share
     if opts.until_psi is not None:
         attrs["until_psi"] = float(opts.until_psi)
+    n_atoms = np.asarray(store.n_atoms, dtype=np.float64)[design.index]
+    attrs.update(total_atoms=int(n_atoms.sum()), dft_cost=float((n_atoms**3).sum()))
     var = getattr(crit, "var", None)
     if var is not None:
         attrs["jitter"] = float(crit.jitter)
