@@ -86,6 +86,14 @@ def _first_type(text: str | None):
 )
 @seed_option(help="Seed of --random and --first random.")
 @click.option(
+    "--max-atoms",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Leave out candidates with more than N atoms (a DFT budget per calculation); "
+    "the selection records the design's total atoms and cost either way.",
+)
+@click.option(
     "--until-psi",
     type=float,
     default=None,

@@ -55,8 +55,9 @@ OPTIONAL_KEYS = (
     "jitter",
     "total_atoms",
     "dft_cost",
+    "max_atoms",
 )
-_INT_KEYS = ("format_version", "seed", "n_requested", "total_atoms")
+_INT_KEYS = ("format_version", "seed", "n_requested", "total_atoms", "max_atoms")
 
 
 @dataclass

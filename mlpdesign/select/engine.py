@@ -206,7 +206,13 @@ class MemorySpace:
         return int(np.count_nonzero(values > x))
 
     def extreme(self) -> int:
-        return tie_argmax(self.kd.d2_row(0), self.tie)
+        d = self.kd.d2_row(0)
+        d[self.psi < 0] = -np.inf  # left out (--max-atoms)
+        return tie_argmax(d, self.tie)
+
+    def forbid(self, mask: np.ndarray) -> None:
+        """Leave out the candidates where ``mask`` (whole pool) is set: never picked."""
+        self.psi[np.asarray(mask, dtype=bool)] = PICKED
 
     def query(self, s: int) -> Query:
         return self.kd.query(s)
@@ -298,7 +304,12 @@ class ShardSpace:
             kd = sh.block(i)
             parts.append(kd.d2_range(q0, 0, kd.n))
         d = np.concatenate(parts) if parts else np.zeros(0)
+        d[self.psi < 0] = -np.inf  # left out (--max-atoms)
         return int(self.best(d, self.tie, -math.inf))
+
+    def forbid(self, mask: np.ndarray) -> None:
+        """Leave out the candidates where ``mask`` (whole pool) is set: never picked."""
+        self.psi[np.asarray(mask, dtype=bool)[self.lo : self.hi]] = PICKED
 
     def query(self, s: int) -> Query:
         return self._fetch(s)[1]
@@ -419,8 +430,9 @@ class Random(Criterion):
         while self.pos < len(self.order):
             s = int(self.order[self.pos])
             self.pos += 1
-            if not (self.conditional and space.psi_of(s) <= space.eps):
-                return s
+            psi = space.psi_of(s)
+            if psi >= 0 and not (self.conditional and psi <= space.eps):
+                return s  # not left out, not a duplicate of the given set
         return None
 
 
@@ -456,13 +468,21 @@ def first_pick(n: int, extreme, first, seed: int) -> tuple[int, str]:
     return i, str(i)
 
 
-def _start(space, crit: Criterion, n: int) -> None:
+def _start(space, crit: Criterion, n: int, left_out=None) -> None:
     if space.n == 0:
         raise MlpdesignError("the pool is empty")
     if n < 1:
         raise MlpdesignError(f"-n must be at least 1, got {n}")
     if n > space.n:
         raise MlpdesignError(f"-n {n} is larger than the pool ({space.n} candidates)")
+    if left_out is not None:
+        left_out = np.asarray(left_out, dtype=bool)
+        if n > space.n - int(left_out.sum()):
+            raise MlpdesignError(
+                f"-n {n} is larger than the {space.n - int(left_out.sum())} candidates "
+                "left after --max-atoms"
+            )
+        space.forbid(left_out)
     space.condition()
     if space.given is not None:
         left = space.count_above(space.psi, space.eps)
@@ -481,15 +501,17 @@ def greedy(
     strata=None,
     progress=None,
     until: float | None = None,
+    left_out=None,
 ) -> Design:
     """``n`` picks of criterion ``crit`` over ``space`` (conditional on its given set).
 
     ``first``: see :func:`first_pick`; ``strata``: a label per candidate, or a
     :class:`Strata`;
     ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)``; ``until``: a
-    budget, stop before the first pick whose Psi would fall below it (``n``: the most).
+    budget, stop before the first pick whose Psi would fall below it (``n``: the most);
+    ``left_out``: a mask over the pool of candidates never to pick (``--max-atoms``).
     """
-    _start(space, crit, n)
+    _start(space, crit, n, left_out)
     quota = strata if isinstance(strata, Strata) else make_strata(strata, space.n)
     if quota is not None and len(quota.code) != space.n:
         raise MlpdesignError(f"{len(quota.code)} stratum labels for a pool of {space.n}")
@@ -499,6 +521,8 @@ def greedy(
     while len(S) < n:
         if not S and crit.uses_first and (not conditional or first is not None):
             s, how = first_pick(space.n, space.extreme, first, seed)
+            if left_out is not None and space.psi_of(s) < 0:
+                raise MlpdesignError(f"first candidate {s} is left out by --max-atoms")
             if conditional and space.psi_of(s) <= space.eps:
                 raise MlpdesignError(f"first candidate {s} duplicates the given set")
         else:

@@ -137,6 +137,7 @@ class Options:
     dtype: str = "float64"
     stratify: bool | None = None
     until_psi: float | None = None  # stop when the next pick's Psi would fall below it
+    max_atoms: int | None = None  # leave out candidates with more atoms
     jitter: float | None = None  # maxent's λ (None: its default)
 
     @property
@@ -176,6 +177,8 @@ def continued(path, n: int, opts: Options):
         raise MlpdesignError(
             f"-n {n} is smaller than the {prev.n} picks of {path}; take a prefix instead"
         )
+    if "max_atoms" in prev.attrs:
+        opts = dataclasses.replace(opts, max_atoms=int(prev.attrs["max_atoms"]))
     key = str(prev.attrs.get("stratify", ""))
     share = str(prev.attrs.get("strata_share", "pool"))
     if key not in ("", "True", "False"):
@@ -284,6 +287,7 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             strata=None if labels is None else Strata(labels, opts.strata_share),
             progress=bar,
             until=opts.until_psi,
+            left_out=None if opts.max_atoms is None else store.n_atoms > opts.max_atoms,
         )
     if isinstance(space, ShardSpace):
         design.stats["wall_s"] = time.monotonic() - t0
@@ -304,6 +308,8 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         attrs["strata_share"] = opts.strata_share
     if opts.until_psi is not None:
         attrs["until_psi"] = float(opts.until_psi)
+    if opts.max_atoms is not None:
+        attrs["max_atoms"] = int(opts.max_atoms)
     n_atoms = np.asarray(store.n_atoms, dtype=np.float64)[design.index]
     attrs.update(total_atoms=int(n_atoms.sum()), dft_cost=float((n_atoms**3).sum()))
     var = getattr(crit, "var", None)
