@@ -113,7 +113,7 @@ def test_no_package_function_over_80_lines():
     assert set(long) <= KNOWN_LONG, sorted(set(long) - KNOWN_LONG)
 
 
-@pytest.mark.parametrize("stage", ["describe", "select", "report"])
+@pytest.mark.parametrize("stage", ["describe", "select", "report", "tune"])
 def test_each_stage_has_one_front_door(stage):
     if stage in STAGES_WITHOUT_FRONT_DOOR:
         pytest.skip(f"mlpdesign.{stage}.run: not yet (issue 16)")

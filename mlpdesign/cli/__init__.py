@@ -19,6 +19,7 @@ from mlpdesign.errors import MlpdesignError
 #: Subcommand modules, in the order ``--help`` lists them (pipeline order).
 COMMANDS = [
     "generate",
+    "tune",
     "describe",
     "merge",
     "info",
@@ -105,6 +106,8 @@ def cli() -> None:
     \b
     The pipeline (each stage reads the previous stage's file):
       generate  -> pool.xyz        deformed hcp/fcc/bcc crystals
+      tune      -> tune/           descriptor settings that keep overlapping and orthogonal
+                                   pairs rare, on a sample (prints the --gap for describe)
       describe  -> pool.h5         QUIP SOAP + distance_2b descriptors (HDF5)
       select    -> selection.h5    greedy conditional max-min design on the GAP kernel
       write     -> train.xyz       the chosen configurations, ready for VASP and gap_fit
