@@ -31,6 +31,7 @@ PAGES = [
     "docs/algorithm.md",
     "docs/scaling.md",
     "docs/cli.md",
+    "docs/tune.md",
 ]
 SECTION = re.compile(
     r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
@@ -178,8 +179,39 @@ def headline(results: dict[str, dict]) -> str:
     )
 
 
+def is_tune(name: str) -> bool:
+    return name.startswith("tune_")
+
+
+TUNE_COLS = ["kernel", "pick", "atom_sigma", "soap_cutoff", "l_max=n_max", "theta"]
+TUNE_COLS += ["overlap_%", "orthogonal_%", "median_D2", "pair_share_of_D2_%"]
+
+
+def tune_section(results: dict[str, dict]) -> str:
+    """docs/tune.md: the rule's pick vs the paper's on the grid, and the theta scan."""
+    out = []
+    grid = results.get("tune_paper_zr.json")
+    if grid:
+        picks = [r for r in grid["rows"] if r["pick"]]
+        out.append(table(TUNE_COLS, [[str(r[k]) for k in TUNE_COLS] for r in picks]))
+        for kernel in dict.fromkeys(r["kernel"] for r in grid["rows"]):
+            rows = [r for r in grid["rows"] if r["kernel"] == kernel]
+            n_tied = sum(1 for r in rows if r.get("tied"))
+            out.append(
+                f"\n{kernel}: {len(rows)} settings, {n_tied} tied with the pick, "
+                f"{grid.get(f'wall_s_{kernel}', '?')} s."
+            )
+        out.append(f"\n\nSource (`benchmarks/results/tune_paper_zr.json`): {grid['source']}\n")
+    scan = results.get("tune_paper_zr_theta.json")
+    if scan:
+        cols = ["theta", "pick", "overlap_%", "orthogonal_%", "median_D2", "pair_share_of_D2_%"]
+        out.append("\n" + table(cols, [[str(r[k]) for k in cols] for r in scan["rows"]]))
+        out.append(f"\nSource (`benchmarks/results/tune_paper_zr_theta.json`): {scan['source']}\n")
+    return "".join(out) or "(no tune results)\n"
+
+
 def speed(results: dict[str, dict]) -> str:
-    parts = [generic(n, d) for n, d in results.items() if not is_experiment(d)]
+    parts = [generic(n, d) for n, d in results.items() if not is_experiment(d) and not is_tune(n)]
     return "\n".join(parts) if parts else "(no results)\n"
 
 
@@ -195,6 +227,7 @@ RENDER = {
     "paper-main": paper_main,
     "paper-all": paper_all,
     "paper-means": paper_means,
+    "tune": tune_section,
 }
 
 

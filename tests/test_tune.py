@@ -163,3 +163,15 @@ def test_same_key_twice_and_lock_step_keys(small_pool):
     assert [len(g) for g in descriptor_groups(settings)] == [2, 2]  # delta is a kernel key
     assert settings[1].specs[1].kernel["delta"] == 0.5 and settings[1].changed == 3
     assert [s.render() for s in base] == SMALL_GAP.split(" : ")
+
+
+def test_cli_defaults_are_the_documented_ones():
+    from mlpdesign.cli.tune import command
+
+    defaults = {p.name: p.default for p in command.params}
+    assert (defaults["overlap"], defaults["orthogonal"], defaults["tie"]) == (
+        tune.OVERLAP,
+        tune.ORTHOGONAL,
+        tune.TIE,
+    )
+    assert defaults["sample"] == 500

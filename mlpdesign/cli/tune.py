@@ -77,7 +77,8 @@ def format_text(summary: dict) -> str:
     type=float,
     default=0.1,
     show_default=True,
-    help="Scores within (1 + tie) x best + 1/pairs of the best tie; the cheaper descriptor wins.",
+    help="Settings scoring at most (1 + tie) x best + 1/pairs tie with the best; the "
+    "cheaper descriptor wins.",
 )
 @click.option(
     "--balance",

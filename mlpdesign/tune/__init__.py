@@ -166,52 +166,67 @@ def run(
     :class:`MlpdesignError` and writes nothing. ``progress(total, desc)`` makes the describe
     progress bars; ``log`` gets one line per setting.
     """
-    from mlpdesign.io.atomic import atomic_dir, check_output_dir, file_sha256
+    from mlpdesign.io.atomic import check_output_dir
+    from mlpdesign.io.lock import holding
 
     _check_options(sample, overlap, orthogonal, tie)
     if jobs < 1:
         raise MlpdesignError(f"--jobs must be >= 1, got {jobs}")
-    if output is not None:
+    opts = dict(balance=balance, overlap=overlap, orthogonal=orthogonal, jobs=jobs, tie=tie)
+    if output is None:
+        return _tune(pool, None, gap, vary, sample, seed, opts, force, log, progress)
+    with holding(output):  # one run per output folder, for the whole run
         check_output_dir(output, force)
+        return _tune(pool, output, gap, vary, sample, seed, opts, force, log, progress)
+
+
+def _tune(pool, output, gap, vary, sample, seed, opts, force, log, progress) -> TuneResult:
+    """:func:`run` once its options are checked and its output claimed."""
+    from mlpdesign.io.atomic import atomic_dir
+
     index, base, varies, settings = plan(pool, gap, vary)
     idx = measure.sample_indices(index.n_configs, sample, seed)
-    opts = dict(balance=balance, overlap=overlap, orthogonal=orthogonal, jobs=jobs)
     with tempfile.TemporaryDirectory(prefix="mlpdesign-tune-") as tmp:
         sample_xyz = measure.write_sample(index, idx, Path(tmp) / "sample.xyz")
         records, d2s, ids, n_groups = _measure_all(sample_xyz, tmp, settings, opts, log, progress)
     n_pairs = len(idx) * (len(idx) - 1) // 2
-    pick, tied = measure.recommend(records, n_pairs, tie)
-    summary = {
-        "pool": str(pool),
-        "pool_sha256": file_sha256(pool),
-        "pool_n_configs": index.n_configs,
-        "sample": {"size": len(idx), "seed": seed, "candidate_id": ids},
-        "n_pairs": n_pairs,
-        "start_gap": " : ".join(s.render() for s in base),
-        "vary": [
-            {"descriptor": v.name, "keys": list(v.keys), "values": list(v.values)} for v in varies
-        ],
-        "kernel": {"normalize": True, "balance": balance},
-        "overlap": overlap,
-        "orthogonal": orthogonal,
-        "tie": tie,
-        "rule": RULE,
-        "n_described": n_groups,
-        "settings": records,
-        "histogram_edges": [float(x) for x in measure.HIST_EDGES],
-        "tied": tied,
-        "recommended": {
-            "index": pick,
-            "values": records[pick]["values"],
-            "gap": records[pick]["gap"],
-        },
-    }
+    pick, tied = measure.recommend(records, n_pairs, opts["tie"])
+    summary = _summary(pool, index, base, varies, opts)
+    summary.update(
+        sample={"size": len(idx), "seed": seed, "candidate_id": ids},
+        n_pairs=n_pairs,
+        n_described=n_groups,
+        settings=records,
+        tied=tied,
+        recommended={"index": pick, "values": records[pick]["values"], "gap": records[pick]["gap"]},
+    )
     out = None
     if output is not None:
         with atomic_dir(output, force) as tmpdir:
             write_outputs(summary, Path(tmpdir))
         out = Path(output)
     return TuneResult(summary, d2s, idx, settings, out)
+
+
+def _summary(pool, index, base, varies, opts: dict) -> dict:
+    """The parts of summary.json that the settings do not change."""
+    from mlpdesign.io.atomic import file_sha256
+
+    return {
+        "pool": str(pool),
+        "pool_sha256": file_sha256(pool),
+        "pool_n_configs": index.n_configs,
+        "start_gap": " : ".join(s.render() for s in base),
+        "vary": [
+            {"descriptor": v.name, "keys": list(v.keys), "values": list(v.values)} for v in varies
+        ],
+        "kernel": {"normalize": True, "balance": opts["balance"]},
+        "overlap": opts["overlap"],
+        "orthogonal": opts["orthogonal"],
+        "tie": opts["tie"],
+        "rule": RULE,
+        "histogram_edges": [float(x) for x in measure.HIST_EDGES],
+    }
 
 
 def write_outputs(summary: dict, folder: Path) -> None:

@@ -9,6 +9,7 @@ in both.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -89,12 +90,13 @@ def fractions(summary: dict, path: Path) -> None:
     bx.axvspan(2 - summary["orthogonal"], 2, color=ORTHOGONAL_COLOR, alpha=0.25, lw=0)
     bx.axhspan(y[pick] - 0.5, y[pick] + 0.5, color=PICK_COLOR, alpha=0.12, lw=0)
     sqrt_axis(bx)
-    bx.set_xlabel("pair D2, sqrt scale (o median, bar 10-90 %, line 1-99 %)")
+    bx.set_xlabel("pair D2, square-root scale\no median, bar 10-90 %, line 1-99 %")
     bx.set_title("D2 quantiles (0 identical, 2 orthogonal)", fontsize=10)
     bx.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.6, n - 0.4)
     fig.suptitle(_title(summary), fontsize=10)
-    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
+    h = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.3 / h, 1, 1 - 0.35 / h))
     fig.savefig(path, dpi=110, metadata=PNG_META)
     plt.close(fig)
 
@@ -114,7 +116,7 @@ def histograms(summary: dict, path: Path) -> None:
     recs = summary["settings"]
     pick = summary["recommended"]["index"]
     n = len(recs)
-    ncol = min(n, 4)
+    ncol = min(n, 4 if n <= 16 else 6)
     nrow = math.ceil(n / ncol)
     fig, axes = plt.subplots(
         nrow, ncol, figsize=(4.1 * ncol, 2.7 * nrow + 0.6), squeeze=False, sharex=True
@@ -129,7 +131,7 @@ def histograms(summary: dict, path: Path) -> None:
         ax.axvspan(2 - summary["orthogonal"], 2, color=ORTHOGONAL_COLOR, alpha=0.25, lw=0)
         sqrt_axis(ax)
         ax.set_title(
-            ("recommended: " if i == pick else "") + label(r),
+            textwrap.fill(("recommended: " if i == pick else "") + label(r), 46),
             fontsize=8,
             fontweight="bold" if i == pick else "normal",
             color=PICK_COLOR if i == pick else "black",
@@ -153,6 +155,6 @@ def histograms(summary: dict, path: Path) -> None:
     for j in range(n, nrow * ncol):
         axes[j // ncol][j % ncol].set_visible(False)
     fig.suptitle(_title(summary), fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110, metadata=PNG_META)
     plt.close(fig)
