@@ -13,9 +13,9 @@ from conftest import SMALL_GAP
 
 import mlpdesign.describe
 from mlpdesign import tune
-from mlpdesign.describe.runner import index_pool
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.strings import parse_gap
+from mlpdesign.io.frames import open_pool
 from mlpdesign.io.store import open_store
 from mlpdesign.kernels.core import StoreKernel
 from mlpdesign.tune import measure
@@ -40,7 +40,7 @@ def count_describes(monkeypatch):
 
 def _reference_kernels(res, pool, tmp_path, balance):
     """select's kernel on a store described here with each setting's full GAP string."""
-    sample = measure.write_sample(index_pool(pool), res.sample, tmp_path / "sample.xyz")
+    sample = measure.write_sample(open_pool(pool), res.sample, tmp_path / "sample.xyz")
     for s in res.settings:
         path = mlpdesign.describe.run(sample, tmp_path / f"ref{s.index}.h5", gap=s.gap)
         with open_store(path) as store:
@@ -175,3 +175,15 @@ def test_cli_defaults_are_the_documented_ones():
         tune.TIE,
     )
     assert defaults["sample"] == 500
+
+
+def test_any_input_ase_reads(small_pool, tmp_path):
+    """A pool that is not extxyz (a .traj of 8 frames) is sampled through ASE, ids kept."""
+    import ase.io
+
+    traj = tmp_path / "pool.traj"
+    ase.io.write(traj, ase.io.read(small_pool, index=":8"))
+    res = tune.run(traj, None, gap=SMALL_GAP, sample=6, seed=1)
+    pool = open_pool(traj)
+    assert res.summary["sample"]["candidate_id"] == pool.candidate_id[res.sample].tolist()
+    assert res.summary["n_pairs"] == 15 and len(res.d2[0]) == 15

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .inputs import min_distance_option
 from .options import force_option, jobs_option, output_option, quiet_option, seed_option
 
 
@@ -33,7 +34,7 @@ def format_text(summary: dict) -> str:
 
 
 @click.command("tune")
-@click.argument("pool", type=click.Path(dir_okay=False))
+@click.argument("pool", nargs=-1, required=True)
 @output_option("Output folder (summary.json, fractions.png, histograms.png).", required=False)
 @click.option(
     "--gap",
@@ -94,6 +95,7 @@ def format_text(summary: dict) -> str:
     help="What to print on stdout: a table and the recommended --gap, the summary JSON, "
     "or nothing.",
 )
+@min_distance_option
 @jobs_option
 @force_option
 @quiet_option
@@ -109,15 +111,17 @@ def command(
     tie,
     balance,
     fmt,
+    min_distance,
     jobs,
     force,
     quiet,
 ) -> None:
     """Choose descriptor settings that keep overlapping and orthogonal pairs rare.
 
-    Draws --sample configurations of POOL at random (--seed), describes them once per
-    distinct descriptor setting of the --vary grid (settings that differ only in kernel keys
-    such as theta_uniform, delta or zeta reuse the rows) and computes every pairwise D2 with
+    POOL: the inputs as for describe (any file ASE reads, several files or quoted globs,
+    one pool). Draws --sample configurations of POOL at random (--seed), describes them once
+    per distinct descriptor setting of the --vary grid (settings that differ only in kernel
+    keys such as theta_uniform, delta or zeta reuse the rows) and computes every pairwise D2 with
     the kernel select would use (normalised; --balance as select's). Per setting it reports
     the fraction of overlapping pairs (D2 < --overlap: the kernel cannot tell them apart), of
     orthogonal pairs (D2 > 2 - --orthogonal: the kernel sees nothing in common, the clipping
@@ -144,7 +148,7 @@ def command(
             click.echo(msg, err=True)
 
     res = run(
-        pool,
+        list(pool),
         output,
         gap=gap,
         vary=vary,
@@ -155,6 +159,7 @@ def command(
         tie=tie,
         balance=balance,
         jobs=jobs,
+        min_distance=min_distance,
         force=force,
         log=log,
         progress=lambda total, desc: progress(total, desc, unit="cfg", enabled=not quiet, every=25),

@@ -63,24 +63,27 @@ def _check_options(sample: int, overlap: float, orthogonal: float, tie: float) -
         raise MlpdesignError(f"--tie must be >= 0, got {tie}")
 
 
-def plan(pool, gap: str | None, vary: Sequence[str]):
-    """Index the pool and build the validated grid: ``(index, base specs, varies, settings)``."""
-    from mlpdesign.describe.runner import index_pool, prepare_specs
+def plan(pool, gap: str | None, vary: Sequence[str], min_distance: float | None = None):
+    """Index the pool and build the validated grid: ``(pool, base specs, varies, settings)``."""
+    from mlpdesign.describe.runner import prepare_specs
+    from mlpdesign.io.frames import open_pool
 
-    index = index_pool(pool)
+    index = open_pool(pool) if min_distance is None else open_pool(pool, min_distance)
     base = prepare_specs(gap, index)
     varies = [parse_vary(v, base) for v in vary]
     return index, base, varies, build_grid(base, varies)
 
 
-def _describe_group(sample_xyz: Path, store_path: Path, setting: Setting, jobs: int, progress):
+def _describe_group(sample_xyz: Path, store_path: Path, setting: Setting, opts: dict, progress):
     from mlpdesign import describe as describe_stage
 
+    extra = {} if opts["min_distance"] is None else {"min_distance": opts["min_distance"]}
     return describe_stage.run(
         sample_xyz,
         store_path,
         gap=setting.gap,
-        jobs=jobs,
+        jobs=opts["jobs"],
+        **extra,
         force=True,
         command="mlpdesign tune (sample store)",
         progress=progress,
@@ -98,15 +101,13 @@ def _measure_all(sample_xyz, tmp, settings, opts, log, progress):
     groups = descriptor_groups(settings)
     records: list[dict | None] = [None] * len(settings)
     d2s: list[np.ndarray | None] = [None] * len(settings)
-    ids = None
     done = 0
     for g, group in enumerate(groups):
         bar = None
         if progress is not None:
             bar = lambda total, initial, g=g: progress(total, f"describe {g + 1}/{len(groups)}")  # noqa: E731
-        path = _describe_group(sample_xyz, Path(tmp) / f"group{g}.h5", group[0], opts["jobs"], bar)
+        path = _describe_group(sample_xyz, Path(tmp) / f"group{g}.h5", group[0], opts, bar)
         with open_store(path) as store:
-            ids = store.candidate_id.tolist()
             for k, s in enumerate(group):
                 rec, d2 = measure.measure(
                     store,
@@ -128,7 +129,7 @@ def _measure_all(sample_xyz, tmp, settings, opts, log, progress):
                 done += 1
                 if log is not None:
                     log(_progress_line(done, len(settings), s, rec, k > 0))
-    return records, d2s, ids, len(groups)
+    return records, d2s, len(groups)
 
 
 def _progress_line(done: int, total: int, s: Setting, rec: dict, reused: bool) -> str:
@@ -154,14 +155,17 @@ def run(
     tie: float = TIE,
     balance: bool = False,
     jobs: int = 1,
+    min_distance: float | None = None,
     force: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable | None = None,
 ) -> TuneResult:
     """Tune the descriptor on a sample of ``pool``; write ``output``/summary.json and figures.
 
-    ``vary``: ``--vary`` texts (see :mod:`mlpdesign.tune.grid`); ``gap``: the starting GAP
-    string (default: describe's default for this pool). ``output=None`` writes nothing.
+    ``pool``: one input or a list, as for describe; ``vary``: ``--vary`` texts (see
+    :mod:`mlpdesign.tune.grid`); ``gap``: the starting GAP string (default: describe's
+    default for this pool); ``min_distance``: as describe's (None: its default).
+    ``output=None`` writes nothing.
     Everything is checked before any work: a bad option, key or value raises a one-line
     :class:`MlpdesignError` and writes nothing. ``progress(total, desc)`` makes the describe
     progress bars; ``log`` gets one line per setting.
@@ -173,6 +177,7 @@ def run(
     if jobs < 1:
         raise MlpdesignError(f"--jobs must be >= 1, got {jobs}")
     opts = dict(balance=balance, overlap=overlap, orthogonal=orthogonal, jobs=jobs, tie=tie)
+    opts["min_distance"] = min_distance
     if output is None:
         return _tune(pool, None, gap, vary, sample, seed, opts, force, log, progress)
     with holding(output):  # one run per output folder, for the whole run
@@ -184,11 +189,12 @@ def _tune(pool, output, gap, vary, sample, seed, opts, force, log, progress) -> 
     """:func:`run` once its options are checked and its output claimed."""
     from mlpdesign.io.atomic import atomic_dir
 
-    index, base, varies, settings = plan(pool, gap, vary)
+    index, base, varies, settings = plan(pool, gap, vary, opts["min_distance"])
     idx = measure.sample_indices(index.n_configs, sample, seed)
     with tempfile.TemporaryDirectory(prefix="mlpdesign-tune-") as tmp:
         sample_xyz = measure.write_sample(index, idx, Path(tmp) / "sample.xyz")
-        records, d2s, ids, n_groups = _measure_all(sample_xyz, tmp, settings, opts, log, progress)
+        records, d2s, n_groups = _measure_all(sample_xyz, tmp, settings, opts, log, progress)
+    ids = [int(x) for x in index.candidate_id[idx]]
     n_pairs = len(idx) * (len(idx) - 1) // 2
     pick, tied = measure.recommend(records, n_pairs, opts["tie"])
     summary = _summary(pool, index, base, varies, opts)
@@ -210,11 +216,9 @@ def _tune(pool, output, gap, vary, sample, seed, opts, force, log, progress) -> 
 
 def _summary(pool, index, base, varies, opts: dict) -> dict:
     """The parts of summary.json that the settings do not change."""
-    from mlpdesign.io.atomic import file_sha256
-
     return {
-        "pool": str(pool),
-        "pool_sha256": file_sha256(pool),
+        "pool": index.path,
+        "pool_sha256": index.checksum(),
         "pool_n_configs": index.n_configs,
         "start_gap": " : ".join(s.render() for s in base),
         "vary": [

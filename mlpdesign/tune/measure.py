@@ -20,14 +20,15 @@ distance of the two configs' term-t feature vectors; ``d2_share`` is sum D²_t /
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from mlpdesign.describe.runner import PoolIndex
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.io.frames import Pool
 
 #: D² quantiles reported per setting (percent).
 QUANTILES = (1, 10, 50, 90, 99)
@@ -46,14 +47,27 @@ def sample_indices(n_pool: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_pool, size=size, replace=False)).astype(np.int64)
 
 
-def write_sample(index: PoolIndex, idx: np.ndarray, dest: str | os.PathLike) -> Path:
-    """Copy the frames ``idx`` of the pool byte for byte into the extxyz file ``dest``."""
+def write_sample(pool: Pool, idx: np.ndarray, dest: str | os.PathLike) -> Path:
+    """The pool positions ``idx`` as one extxyz file ``dest``: an extxyz frame that carries
+    its ``candidate_id`` is copied byte for byte (so the sample's descriptors are those of the
+    pool's own store); any other frame is written by ASE with its pool ``candidate_id``."""
+    import ase.io
+
     dest = Path(dest)
-    with open(index.path, "rb") as src, open(dest, "wb") as out:
+    with open(dest, "wb") as out:
         for c in idx:
-            a, b = int(index.offsets[c]), int(index.offsets[c + 1])
-            src.seek(a)
-            out.write(src.read(b - a))
+            s, k = pool.locate(int(c))
+            index = pool.sources[s].index
+            if index is not None and index.has_id is not None and index.has_id[k]:
+                with open(index.path, "rb") as src:
+                    src.seek(int(index.offsets[k]))
+                    out.write(src.read(int(index.offsets[k + 1] - index.offsets[k])))
+                continue
+            atoms = pool.atoms([int(c)])[0]
+            atoms.info["candidate_id"] = int(pool.candidate_id[c])
+            text = io.StringIO()
+            ase.io.write(text, atoms, format="extxyz")
+            out.write(text.getvalue().encode())
     return dest
 
 
