@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -64,3 +65,21 @@ def test_refuses_what_is_not_a_selection(tmp_path):
         load_selection(tmp_path / "missing.h5")
     with pytest.raises(MlpdesignError, match="unknown selection format"):
         write_selection(tmp_path / "x.h5", _sel(), "csv")
+
+
+def test_dash_writes_the_selection_to_stdout(small_store, tmp_path):
+    """``-o -``: the text (or JSON) selection on standard output, the same bytes as a file."""
+    from clihelpers import one_line_error, run
+
+    res = run("select", str(small_store), "-n", "4", "-o", "-", "--format", "json", "-q")
+    assert res.exit_code == 0, res.output
+    assert (
+        run("select", str(small_store), "-n", "4", "-o", str(tmp_path / "s.json"), "-q").exit_code
+        == 0
+    )
+    file_doc = json.loads((tmp_path / "s.json").read_text())
+    out_doc = json.loads(res.stdout)
+    file_doc.pop("command"), out_doc.pop("command")
+    assert out_doc == file_doc
+    bad = run("select", str(small_store), "-n", "4", "-o", "-", "--format", "h5", "-q")
+    assert "standard output" in one_line_error(bad)

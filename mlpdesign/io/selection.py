@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,56 +142,74 @@ def _fmt_of(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def write_selection(
-    path: str | os.PathLike, sel: Selection, fmt: str | None = None, force: bool = False
-) -> Path:
-    """Write ``sel`` atomically as HDF5, JSON or text (same bytes for the same input)."""
-    p = Path(path)
-    fmt = _fmt_of(p, fmt)
+def selection_text(sel: Selection, fmt: str) -> str:
+    """``sel`` as JSON or text (``fmt`` ``json`` or ``txt``): the bytes of those files."""
     attrs = _full_attrs(sel.attrs)
     keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if sel.attrs.get(k))]
     index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
+    if fmt == "json":
+        doc = {k: attrs[k] for k in keys}
+        doc["candidate_id"] = [int(x) for x in sel.candidate_id]
+        doc["index"] = [int(x) for x in index]
+        doc["psi"] = [None if not math.isfinite(x) else float(x) for x in sel.psi]
+        if sel.var is not None:
+            doc["var"] = [float(x) for x in sel.var]
+        return json.dumps(doc, indent=1) + "\n"
+    lines = [f"# {k}: {attrs[k]}" for k in keys]
+    if sel.var is None:
+        lines.append("# rank candidate_id psi")
+        lines += [
+            f"{r} {int(c)} {float(s)!r}"
+            for r, (c, s) in enumerate(zip(sel.candidate_id, sel.psi, strict=True))
+        ]
+    else:
+        lines.append("# rank candidate_id psi var")
+        rows = zip(sel.candidate_id, sel.psi, sel.var, strict=True)
+        lines += [f"{r} {int(c)} {float(s)!r} {float(v)!r}" for r, (c, s, v) in enumerate(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_h5(tmp: Path, sel: Selection) -> None:
+    import h5py
+
+    attrs = _full_attrs(sel.attrs)
+    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if sel.attrs.get(k))]
+    index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
+    with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+        for k in keys:
+            v = attrs[k]
+            if isinstance(v, bool):
+                f.attrs[k] = np.bool_(v)
+            elif isinstance(v, (int, np.integer)):
+                f.attrs[k] = np.int64(v)
+            else:
+                f.attrs[k] = str(v)
+        f.create_dataset("candidate_id", data=sel.candidate_id, dtype=np.int64)
+        f.create_dataset("index", data=index, dtype=np.int64)
+        f.create_dataset("psi", data=sel.psi, dtype=np.float64)
+        if sel.var is not None:
+            f.create_dataset("var", data=sel.var, dtype=np.float64)
+
+
+def write_selection(
+    path: str | os.PathLike, sel: Selection, fmt: str | None = None, force: bool = False
+) -> Path:
+    """Write ``sel`` atomically as HDF5, JSON or text (same bytes for the same input);
+    ``path`` ``-``: JSON or text (default) on standard output."""
+    if str(path) == "-":
+        fmt = fmt or "txt"
+        if fmt == "h5":
+            raise MlpdesignError("-o -: HDF5 does not go to standard output; --format json or txt")
+        sys.stdout.write(selection_text(sel, fmt))
+        sys.stdout.flush()
+        return Path("-")
+    p = Path(path)
+    fmt = _fmt_of(p, fmt)
     with atomic_path(p, force) as tmp:
         if fmt == "h5":
-            import h5py
-
-            with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
-                for k in keys:
-                    v = attrs[k]
-                    if isinstance(v, bool):
-                        f.attrs[k] = np.bool_(v)
-                    elif isinstance(v, (int, np.integer)):
-                        f.attrs[k] = np.int64(v)
-                    else:
-                        f.attrs[k] = str(v)
-                f.create_dataset("candidate_id", data=sel.candidate_id, dtype=np.int64)
-                f.create_dataset("index", data=index, dtype=np.int64)
-                f.create_dataset("psi", data=sel.psi, dtype=np.float64)
-                if sel.var is not None:
-                    f.create_dataset("var", data=sel.var, dtype=np.float64)
-        elif fmt == "json":
-            doc = {k: attrs[k] for k in keys}
-            doc["candidate_id"] = [int(x) for x in sel.candidate_id]
-            doc["index"] = [int(x) for x in index]
-            doc["psi"] = [None if not math.isfinite(x) else float(x) for x in sel.psi]
-            if sel.var is not None:
-                doc["var"] = [float(x) for x in sel.var]
-            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+            _write_h5(tmp, sel)
         else:
-            lines = [f"# {k}: {attrs[k]}" for k in keys]
-            if sel.var is None:
-                lines.append("# rank candidate_id psi")
-                lines += [
-                    f"{r} {int(c)} {float(s)!r}"
-                    for r, (c, s) in enumerate(zip(sel.candidate_id, sel.psi, strict=True))
-                ]
-            else:
-                lines.append("# rank candidate_id psi var")
-                rows = zip(sel.candidate_id, sel.psi, sel.var, strict=True)
-                lines += [
-                    f"{r} {int(c)} {float(s)!r} {float(v)!r}" for r, (c, s, v) in enumerate(rows)
-                ]
-            tmp.write_text("\n".join(lines) + "\n")
+            tmp.write_text(selection_text(sel, fmt))
     return p
 
 

@@ -362,7 +362,7 @@ def run(
     """
     c = Comm(comm)
     limit = c.agree(parse_memory, memory_limit)
-    if output is not None:
+    if output is not None and str(output) != "-":  # "-": the text on standard output
         c.agree(check_output, output, force)
     opts, prev = Options(**options), None
     if opts.until_psi is not None and not opts.until_psi >= 0:
