@@ -81,3 +81,47 @@ def test_cli_report_prints_cover_targets(small_store, tmp_path):
     assert any(ln.split()[-1] == "-" for ln in res.output.splitlines() if ln.startswith("  s"))
     bad = run("report", str(small_store), str(sel), "--cover-targets", "x", "--format", "json")
     assert "--cover-targets" in one_line_error(bad)
+
+
+def test_until_var_for_maxent_is_the_prefix(small_store, tmp_path):
+    """``--until-var``: MaxEnt stops before the first pick whose sigma^2 falls below X."""
+    full = tmp_path / "full.h5"
+    assert (
+        run(
+            "select", str(small_store), "-n", "12", "--criterion", "maxent", "-o", str(full), "-q"
+        ).exit_code
+        == 0
+    )
+    var = load_selection(full).var
+    x = 0.5 * (var[5] + var[6])
+    cut = tmp_path / "cut.h5"
+    res = run(
+        "select",
+        str(small_store),
+        "-n",
+        "12",
+        "--criterion",
+        "maxent",
+        "--until-var",
+        str(x),
+        "-o",
+        str(cut),
+    )
+    assert res.exit_code == 0, res.output
+    c = load_selection(cut)
+    assert c.n == 6 and list(c.index) == list(load_selection(full).index[:6])
+    assert len(c.var) == 6 and "--until-var" in res.stderr
+    wrong = run(
+        "select",
+        str(small_store),
+        "-n",
+        "5",
+        "--criterion",
+        "maxent",
+        "--until-psi",
+        "0.1",
+        "-o",
+        str(tmp_path / "w.h5"),
+        "-q",
+    )
+    assert "--until-var" in one_line_error(wrong)

@@ -86,6 +86,14 @@ def _first_type(text: str | None):
 )
 @seed_option(help="Seed of --random and --first random.")
 @click.option(
+    "--until-var",
+    type=float,
+    default=None,
+    metavar="X",
+    help="The budget of --criterion maxent: stop before the first pick whose posterior "
+    "variance sigma^2 would fall below X.",
+)
+@click.option(
     "--max-atoms",
     type=click.IntRange(min=1),
     default=None,
@@ -248,8 +256,8 @@ def _summary(sel, design, output, seconds: float) -> str:
     lines = []
     if s.get("stopped_by_budget"):
         lines.append(
-            f"stopped at {sel.n} picks: the next pick's Psi would fall below --until-psi "
-            f"{s['until_psi']:g}"
+            f"stopped at {sel.n} picks: the next pick's {s['until_what']} would fall below "
+            f"--until-{s['until_what']} {s['until']:g}"
         )
     if "blocks" in s:
         lines.append(

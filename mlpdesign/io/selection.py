@@ -53,6 +53,7 @@ OPTIONAL_KEYS = (
     "strata",
     "strata_share",
     "until_psi",
+    "until_var",
     "jitter",
     "total_atoms",
     "dft_cost",

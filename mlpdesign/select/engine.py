@@ -394,6 +394,13 @@ class Criterion:
     def label(self, psi: float) -> str:
         return f"psi={psi:.4g}"
 
+    #: what a budget (``--until-psi``) is measured in
+    budget_name = "psi"
+
+    def budget_value(self, psi: float) -> float:
+        """The value of the pick just made that a budget compares (its Psi at pick time)."""
+        return psi
+
 
 class MaxMin(Criterion):
     """Greedy conditional max-min (paper fig. 2): the largest Psi. Its exact bounds are
@@ -508,7 +515,8 @@ def greedy(
     ``first``: see :func:`first_pick`; ``strata``: a label per candidate, or a
     :class:`Strata`;
     ``progress``: an object with ``update(k)`` and ``set_postfix_str(s)``; ``until``: a
-    budget, stop before the first pick whose Psi would fall below it (``n``: the most);
+    budget, stop before the first pick whose :meth:`Criterion.budget_value` (Psi; σ² for
+    MaxEnt) would fall below it (``n``: the most);
     ``left_out``: a mask over the pool of candidates never to pick (``--max-atoms``).
     """
     _start(space, crit, n, left_out)
@@ -529,14 +537,17 @@ def greedy(
             s = crit.next(space, quota)
             if s is None:
                 break
-        if until is not None and space.psi_of(s) < until:
-            budget = True
-            break
         P.append(space.pick(s))
         S.append(s)
         if quota is not None:
             quota.take(s)
         crit.update(space, s)
+        if until is not None and crit.budget_value(P[-1]) < until:  # not taken after all
+            budget = True
+            S.pop(), P.pop()
+            if quota is not None:
+                quota.picks[quota.code[s]] -= 1
+            break
         if progress is not None:
             progress.set_postfix_str(crit.label(P[-1]), refresh=False)
             progress.update(1)
@@ -544,7 +555,7 @@ def greedy(
         warn_stopped(len(S), n)
     stats = strata_stats(space.stats(), quota)
     if until is not None:
-        stats.update(until_psi=float(until), stopped_by_budget=budget)
+        stats.update(until=float(until), until_what=crit.budget_name, stopped_by_budget=budget)
     idx, psi = np.array(S, dtype=np.int64), np.array(P, dtype=np.float64)
     return Design(idx, psi, len(S) < n, n, space.evaluated(), space.n, how, stats)
 

@@ -524,6 +524,12 @@ class MaxEnt(Criterion):
     def label(self, psi: float) -> str:
         return f"var={self.var[-1]:.4g}" if self.var else super().label(psi)
 
+    budget_name = "var"
+
+    def budget_value(self, psi: float) -> float:
+        """σ² of the pick just made (``select --until-var``)."""
+        return self.var[-1]
+
 
 def check_jitter(jitter) -> None:
     """One line unless ``jitter`` is a finite number > 0."""

@@ -137,6 +137,7 @@ class Options:
     dtype: str = "float64"
     stratify: bool | None = None
     until_psi: float | None = None  # stop when the next pick's Psi would fall below it
+    until_var: float | None = None  # the same with σ² (--criterion maxent)
     max_atoms: int | None = None  # leave out candidates with more atoms
     jitter: float | None = None  # maxent's λ (None: its default)
 
@@ -286,7 +287,7 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             seed=opts.seed,
             strata=None if labels is None else Strata(labels, opts.strata_share),
             progress=bar,
-            until=opts.until_psi,
+            until=_budget(opts, crit),
             left_out=None if opts.max_atoms is None else store.n_atoms > opts.max_atoms,
         )
     if isinstance(space, ShardSpace):
@@ -306,8 +307,9 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
     )
     if labels is not None and opts.strata_share != "pool":
         attrs["strata_share"] = opts.strata_share
-    if opts.until_psi is not None:
-        attrs["until_psi"] = float(opts.until_psi)
+    for key in ("until_psi", "until_var"):
+        if getattr(opts, key) is not None:
+            attrs[key] = float(getattr(opts, key))
     if opts.max_atoms is not None:
         attrs["max_atoms"] = int(opts.max_atoms)
     n_atoms = np.asarray(store.n_atoms, dtype=np.float64)[design.index]
@@ -315,8 +317,25 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
     var = getattr(crit, "var", None)
     if var is not None:
         attrs["jitter"] = float(crit.jitter)
-        var = np.asarray(var, dtype=np.float64)
+        var = np.asarray(var, dtype=np.float64)[: len(design.index)]  # a budget's last try
     return design, attrs, var
+
+
+def _budget(opts: Options, crit) -> float | None:
+    """The budget of this criterion: ``--until-psi`` for max-min and random, ``--until-var``
+    for MaxEnt; the other one is refused."""
+    mine, other = (
+        ("until_var", "until_psi") if crit.budget_name == "var" else ("until_psi", "until_var")
+    )
+    if getattr(opts, other) is not None:
+        raise MlpdesignError(
+            f"--{other.replace('_', '-')} is not a budget of --criterion {crit.name}; "
+            f"use --{mine.replace('_', '-')}"
+        )
+    value = getattr(opts, mine)
+    if value is not None and not value >= 0:
+        raise MlpdesignError(f"--{mine.replace('_', '-')} must be >= 0, got {value}")
+    return value
 
 
 def crit_name(c) -> str:
@@ -365,7 +384,7 @@ def run(
     if output is not None and str(output) != "-":  # "-": the text on standard output
         c.agree(check_output, output, force)
     opts, prev = Options(**options), None
-    if opts.until_psi is not None and not opts.until_psi >= 0:
+    if opts.until_psi is not None and not opts.until_psi >= 0:  # before any work
         raise MlpdesignError(f"--until-psi must be >= 0, got {opts.until_psi}")
     if continue_from is not None:
         prev, opts = c.agree(continued, continue_from, n, opts)
