@@ -118,6 +118,11 @@ def memory_limit_option(help: str) -> callable:
 
     def deco(f):
         f = click.option("--block-rows", type=click.IntRange(min=1), default=None, hidden=True)(f)
-        return click.option("--memory-limit", default=None, metavar="SIZE", help=help)(f)
+        text = (
+            f"{help} The limit covers the kernel data, the O(N) state and the working space; "
+            "the interpreter and libraries (about 60 MiB) come on top. Too small a limit "
+            "is refused with the smallest that runs."
+        )
+        return click.option("--memory-limit", default=None, metavar="SIZE", help=text)(f)
 
     return deco
