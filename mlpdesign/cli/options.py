@@ -108,8 +108,9 @@ threads_option = click.option(
     default=None,
     expose_value=False,
     callback=_set_threads,
-    help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else 1, which was "
-    "fastest on 2 cores; loading the store uses every CPU). Same bits for any number.",
+    help="Threads for kernel distances (default: $MLPDESIGN_THREADS, else every CPU for a "
+    "serial select or report and one per MPI rank; loading the store uses every CPU). "
+    "Same bits for any number.",
 )
 
 

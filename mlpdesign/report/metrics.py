@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.kernels.core import all_cpus
 from mlpdesign.kernels.nearest import MaxMinState
 
 #: Default jitter added to the diagonal of K before log det (K is PSD, often near-singular).
@@ -812,21 +813,22 @@ def report(
         opts = dict(kernel) if kernel is not None else selection_kernel_options(sels[0])
         oracle = store_oracle(store, opts)
         bar = progress(store.n_configs, "report", unit="cand", enabled=show_progress)
-        data = compute(
-            oracle,
-            designs,
-            sizes=sizes,
-            n_random=n_random,
-            seed=seed,
-            jitter=jitter,
-            structure=store.structure,
-            F=store.F,
-            progress=bar,
-            pool=pool_info(store, store_path, opts),
-            cover_targets=cover_targets,
-            n_atoms=store.n_atoms,
-            cost_exponent=cost_exponent,
-        )
+        with all_cpus():
+            data = compute(
+                oracle,
+                designs,
+                sizes=sizes,
+                n_random=n_random,
+                seed=seed,
+                jitter=jitter,
+                structure=store.structure,
+                F=store.F,
+                progress=bar,
+                pool=pool_info(store, store_path, opts),
+                cover_targets=cover_targets,
+                n_atoms=store.n_atoms,
+                cost_exponent=cost_exponent,
+            )
         bar.close()
     if output is not None:
         with atomic_dir(output, force) as tmp:

@@ -25,7 +25,7 @@ from mlpdesign.kernels.blocks import (
     parse_memory,
     reference_kernel,
 )
-from mlpdesign.kernels.core import KernelData, StoreKernel
+from mlpdesign.kernels.core import KernelData, StoreKernel, all_cpus
 from mlpdesign.select.engine import Design, MemorySpace, ShardSpace, Strata, criterion, greedy
 from mlpdesign.select.strata import strata_labels  # noqa: F401  (re-exported)
 
@@ -278,6 +278,8 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         space, kd, ginfo = c.agree(open_space, stack, store, opts, given, n, **engine)
         if prev is not None:
             _check_given(prev, continue_from, ginfo)
+        if engine["comm"] is None:  # serial: D² on every CPU (one per MPI rank)
+            stack.enter_context(all_cpus())
         design = c.agree(
             greedy,
             space,
