@@ -201,9 +201,9 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
     from mlpdesign.progress import progress
     from mlpdesign.select import run
 
-    criterion = _criterion(criterion, random_, kw["stratify"], kw["continue_from"], first)
     if kw["stratify"] is None and kw["strata_key"] != "structure":
-        kw["stratify"] = True
+        kw["stratify"] = True  # --stratify-by KEY asks for strata (refused with random below)
+    criterion = _criterion(criterion, random_, kw["stratify"], kw["continue_from"], first)
     if kw["continue_from"] is not None and kw["jitter"] is not None:
         from mlpdesign.errors import MlpdesignError
 

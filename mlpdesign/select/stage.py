@@ -266,9 +266,7 @@ def open_space(stack, store, opts: Options, given, n: int, *, limit, comm, block
 def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict, bar):
     """The design and what its file records (every rank alike)."""
     c = Comm(engine["comm"])
-    if opts.jitter is not None and crit_name(opts.criterion) != "maxent":
-        raise MlpdesignError("--jitter is for --criterion maxent")
-    crit = criterion(opts.criterion, opts.seed, jitter=opts.jitter)
+    crit = criterion(opts.criterion, opts.seed, jitter=opts.jitter)  # checked by run
     first = c.agree(_first_position, store, store_path, opts.first)
     labels = None
     if crit.stratified:
@@ -340,6 +338,14 @@ def _budget(opts: Options, crit) -> float | None:
     return value
 
 
+def _check_options(opts: Options) -> None:
+    """Refuse option combinations before any work: ``--jitter`` without maxent, a bad
+    jitter, the other criterion's budget or a negative one."""
+    if opts.jitter is not None and crit_name(opts.criterion) != "maxent":
+        raise MlpdesignError("--jitter is for --criterion maxent")
+    _budget(opts, criterion(opts.criterion, opts.seed, jitter=opts.jitter))
+
+
 def crit_name(c) -> str:
     """The name of a criterion given by name or as an object."""
     return c if isinstance(c, str) else str(getattr(c, "name", ""))
@@ -386,10 +392,9 @@ def run(
     if output is not None and str(output) != "-":  # "-": the text on standard output
         c.agree(check_output, output, force)
     opts, prev = Options(**options), None
-    if opts.until_psi is not None and not opts.until_psi >= 0:  # before any work
-        raise MlpdesignError(f"--until-psi must be >= 0, got {opts.until_psi}")
     if continue_from is not None:
         prev, opts = c.agree(continued, continue_from, n, opts)
+    c.agree(_check_options, opts)  # before the store is read
     engine = dict(limit=limit, comm=comm, block_rows=block_rows)
     with c.agree(open_store, store_path) as store:
         c.agree(_check_store, store, store_path, n, prev, continue_from)
