@@ -35,7 +35,7 @@ demo: venv eam
 	  $(BIN)/mlpdesign label $(DEMO)/train.xyz --eam $(EAM) -o $(DEMO)/train-labelled.xyz --force; \
 	  $(BIN)/mlpdesign label $(DEMO)/random.xyz --eam $(EAM) -o $(DEMO)/random-labelled.xyz --force; \
 	  $(BIN)/mlpdesign crossval OPT=$(DEMO)/train-labelled.xyz RND=$(DEMO)/random-labelled.xyz \
-	    --store $(DEMO)/pool.h5 -o $(DEMO)/cv; \
+	    --store $(DEMO)/pool.h5 -o $(DEMO)/cv -f; \
 	else echo "skipping label/crossval: $(EAM) missing (make eam)"; fi
 	@# label-free quality of the design vs random designs: metrics.json + figures
 	$(BIN)/mlpdesign report $(DEMO)/pool.h5 $(DEMO)/selection.h5 $(DEMO)/random.h5 --random 20 \

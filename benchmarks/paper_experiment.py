@@ -119,8 +119,8 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     """One seed pair: pools, designs, labels, fits and the two cross-validations.
 
     Independent commands run ``--jobs`` at a time: the six selections, the six
-    write + label chains, the six fits (``fit --reuse``; crossval then reuses them) and
-    the two cross-validations. ``describe`` uses ``-j`` itself.
+    write + label chains, the six fits (``fit -f``: kept when their inputs are unchanged;
+    crossval then reuses them) and the two cross-validations. ``describe`` uses ``-j`` itself.
     """
     d = work / f"pair-{s1}-{s2}"
     d.mkdir(parents=True, exist_ok=True)
@@ -181,7 +181,7 @@ def run_pair(s1: int, s2: int, a: argparse.Namespace, gap: str, n_sparse: int, w
     models = d / f"models{tag}"
 
     def fit(name: str) -> None:
-        mlpdesign("fit", sets[name], *fit_opts, "-o", models / name, "--reuse", "-q", log=log)
+        mlpdesign("fit", sets[name], *fit_opts, "-o", models / name, "-f", "-q", log=log)
 
     timed("select", select, designs)
     timed("label", label, designs)

@@ -73,9 +73,17 @@ def test_crossval_end_to_end(sets, tmp_path):
     assert m["matrix"]["A"]["A"]["rmse"] < 0.02
     assert not m["fits"]["A"]["reused"] and m["fits"]["A"]["wall_s"] > 0
 
-    # second run: nothing changed -> both models reused, same matrix
+    # an existing folder is refused without --force, like every command's output
+    before = {p: p.read_bytes() for p in cv.rglob("*") if p.is_file()}
+    line = one_line_error(run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv))
+    assert f"{cv} exists (a crossval folder); use --force" in line
+    assert {p: p.read_bytes() for p in cv.rglob("*") if p.is_file()} == before
+
+    # second run (-f): nothing changed -> both models reused, same matrix
     fit_json = (cv / "models/A/fit.json").read_bytes()
-    res = run("crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q", "--no-figure")
+    res = run(
+        "crossval", f"A={sets['A']}", f"B={sets['B']}", *FIT, "-o", cv, "-q", "--no-figure", "-f"
+    )
     assert res.exit_code == 0, res.stderr
     m2 = json.loads((cv / "matrix.json").read_text())
     assert m2["fits"]["A"]["reused"] and m2["fits"]["B"]["reused"]
@@ -86,7 +94,9 @@ def test_crossval_end_to_end(sets, tmp_path):
     changed = tmp_path / "B2.xyz"
     write_labelled(changed, read_labelled(sets["B"]) + read_labelled(sets["A"])[:1])
     assert len(read_labelled(changed)) == 21
-    res = run("crossval", f"A={sets['A']}", f"B={changed}", *FIT, "-o", cv, "-q", "--no-figure")
+    res = run(
+        "crossval", f"A={sets['A']}", f"B={changed}", *FIT, "-o", cv, "-q", "--no-figure", "-f"
+    )
     assert res.exit_code == 0, res.stderr
     m3 = json.loads((cv / "matrix.json").read_text())
     assert m3["fits"]["A"]["reused"] and not m3["fits"]["B"]["reused"]
@@ -136,7 +146,51 @@ def test_refuses_foreign_folder(sets, tmp_path):
     other.mkdir()
     (other / "precious.txt").write_text("x")
     line = one_line_error(run("crossval", f"A={sets['A']}", *FIT, "-o", other))
-    assert "is not a crossval folder" in line
+    assert f"{other} exists (not empty); use --force" in line
+    assert sorted(p.name for p in other.iterdir()) == ["precious.txt"]
+
+
+def test_force_replaces_only_its_own_files_and_no_reuse_refits(sets, tmp_path):
+    """With -f crossval writes into a folder holding other work and deletes none of it;
+    --no-reuse (old spelling --refit, hidden) refits; an empty folder needs no -f."""
+    cv = tmp_path / "cv"
+    cv.mkdir()  # empty: no --force needed
+    res = run("crossval", f"A={sets['A']}", *FIT, "-o", cv, "-q", "--no-figure")
+    assert res.exit_code == 0, res.stderr
+    (cv / "notes.txt").write_text("mine")
+    (cv / "mine").mkdir()
+    (cv / "mine" / "keep.dat").write_text("k")
+    (cv / "models" / "A" / "extra.txt").write_text("e")
+    (cv / "models" / "OLD").mkdir()
+    (cv / "models" / "OLD" / "gap.xml").write_text("old model")
+    for flag in ("--no-reuse", "--refit"):
+        res = run("crossval", f"A={sets['A']}", *FIT, "-o", cv, "-q", "--no-figure", "-f", flag)
+        assert res.exit_code == 0, res.stderr
+        m = json.loads((cv / "matrix.json").read_text())
+        assert not m["fits"]["A"]["reused"], flag
+    assert (cv / "notes.txt").read_text() == "mine" and (cv / "mine/keep.dat").read_text() == "k"
+    assert (cv / "models/A/extra.txt").is_file() and (cv / "models/A/gap.xml").is_file()
+    assert (cv / "models/OLD/gap.xml").read_text() == "old model"
+    assert not list(cv.glob(".*")) and not list(tmp_path.glob(".cv*"))  # no temporaries, locks
+    help_text = run("crossval", "--help").output
+    assert "--no-reuse" in help_text and "--refit" not in help_text
+
+
+def test_shared_models_dir_changed_inputs_need_force(sets, tmp_path):
+    """A shared --models-dir: an unchanged model is reused without -f; a model of other
+    inputs is refused before any fit runs (one line), and refitted with -f."""
+    models = tmp_path / "models"
+    res = run("crossval", f"A={sets['A']}", *FIT, "--models-dir", models, "-o", tmp_path / "cv1")
+    assert res.exit_code == 0, res.stderr
+    res = run("crossval", f"A={sets['A']}", *FIT, "--models-dir", models, "-o", tmp_path / "cv2")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((tmp_path / "cv2/matrix.json").read_text())["fits"]["A"]["reused"]
+    gap = (models / "A/gap.xml").read_bytes()
+    line = one_line_error(
+        run("crossval", f"A={sets['B']}", *FIT, "--models-dir", models, "-o", tmp_path / "cv3")
+    )
+    assert f"{models / 'A'} holds a model of other inputs; use --force" in line
+    assert not (tmp_path / "cv3").exists() and (models / "A/gap.xml").read_bytes() == gap
 
 
 def test_gap_fit_failure_in_crossval(sets, tmp_path):

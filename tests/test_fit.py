@@ -47,13 +47,36 @@ def test_fit_end_to_end(labelled, tmp_path):
     assert "n_sparse=20 sparse_method=uniform" in gap  # distance_2b: default
     log = (out / "gap_fit.log").read_text()
     assert "Bye-Bye" in log  # gap_fit's own log, complete
-    # an existing model is refused, then reused when asked and inputs are unchanged
-    assert "exists; use --force" in one_line_error(
-        run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out)
-    )
+    # same inputs again: the model is kept without --force (as crossval does), by default
+    fit_json = (out / "fit.json").read_bytes()
+    for extra in ((), ("--reuse",)):  # --reuse: the old opt-in spelling, now a no-op
+        res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, *extra)
+        assert res.exit_code == 0, res.stderr
+        assert "inputs unchanged, model kept" in res.stderr
+        assert (out / "fit.json").read_bytes() == fit_json
     opts = FitOptions(gap=TINY_GAP, n_sparse={"soap": 20})
-    again = fit(labelled, out, opts, reuse=True)
+    again = fit(labelled, out, opts)
     assert again.reused and again.wall_s == pytest.approx(info["wall_s"])
+    # other inputs, or --no-reuse, into an existing model: refused without --force
+    line = one_line_error(
+        run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=21", "-o", out)
+    )
+    assert f"{out} holds a fit (its inputs differ); use --force" in line
+    line = one_line_error(
+        run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, "--no-reuse")
+    )
+    assert "(--no-reuse); use --force" in line
+    assert (out / "fit.json").read_bytes() == fit_json
+    (out / "notes.txt").write_text("mine")
+    res = run(
+        "fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, "--no-reuse", "-f"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "fitted 40 configurations" in res.stderr
+    assert json.loads((out / "fit.json").read_text())["inputs_sha256"] == info["inputs_sha256"]
+    assert (out / "notes.txt").read_text() == "mine"  # --force replaces files only
+    help_text = run("fit", "--help").output
+    assert "--no-reuse" in help_text and "--reuse " not in help_text
 
 
 def test_gap_fit_arguments():

@@ -172,3 +172,23 @@ def test_read_labelled_refuses_unlabelled_set(small_pool):
 def test_calculator_from_spec_kwargs():
     calc = calculator_from_spec("ase.calculators.lj:LennardJones", {"sigma": 2.5})
     assert calc.parameters["sigma"] == 2.5
+
+
+def test_energy_only_spelling(small_pool, eam_file, tmp_path):
+    """--energy-only (not the confusable --no-forces next to --force): energies alone;
+    --no-forces stays as a hidden old spelling with its old meaning (virials kept)."""
+    full = tmp_path / "full.xyz"
+    assert run("label", small_pool, "--eam", eam_file, "-o", full, "-q").exit_code == 0
+    ref = read_labelled(full, need_forces=True)
+    cases = {"--energy-only": (False, False), "--no-forces": (False, True)}
+    for flag, (has_forces, has_virial) in cases.items():
+        out = tmp_path / f"{flag.strip('-')}.xyz"
+        res = run("label", small_pool, "--eam", eam_file, "-o", out, "-q", flag)
+        assert res.exit_code == 0, res.stderr
+        got = read_labelled(out)
+        for a, b in zip(got, ref, strict=True):
+            assert a.info[ENERGY_KEY] == b.info[ENERGY_KEY]
+            assert (FORCES_KEY in a.arrays) == has_forces, flag
+            assert (VIRIAL_KEY in a.info) == has_virial, flag
+    help_text = run("label", "--help").output
+    assert "--energy-only" in help_text and "--no-forces" not in help_text

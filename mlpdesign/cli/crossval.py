@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .fit import fit_options
-from .options import force_option, jobs_option, output_option, quiet_option
+from .options import AliasOption, force_option, jobs_option, output_option, quiet_option
 
 
 @click.command("crossval")
@@ -20,7 +20,14 @@ from .options import force_option, jobs_option, output_option, quiet_option
     "runs to reuse fits.",
 )
 @click.option(
-    "--refit", is_flag=True, help="Fit every model again even if its inputs are unchanged."
+    "--no-reuse",
+    "--refit",
+    "no_reuse",
+    cls=AliasOption,
+    hidden_names=("--refit",),
+    is_flag=True,
+    help="Fit every model again even if its inputs are unchanged (replacing an existing "
+    "model needs -f/--force).",
 )
 @click.option("--no-figure", is_flag=True, help="Skip parity.png.")
 @jobs_option
@@ -31,7 +38,7 @@ def command(
     output,
     options,
     models_dir,
-    refit,
+    no_reuse,
     no_figure,
     jobs,
     force,
@@ -43,13 +50,16 @@ def command(
     quantile of |dE| per atom, the highest over the sets a model was not trained on.
     Energies are predicted from descriptors computed once per configuration and each
     model's sparse points and weights (checked against quippy's Potential in the tests).
-    An existing crossval folder is updated: models whose inputs (labelled file, gap_fit
-    options, quippy version) are unchanged are reused, not refitted.
+    An existing non-empty OUTPUT is refused unless -f/--force; with it, only the files
+    crossval writes are replaced. A model whose inputs (labelled file's bytes, gap_fit
+    arguments, quippy-ase version) are unchanged is reused, not refitted (--no-reuse
+    refits), so a rerun with -f after a change refits only what changed.
 
     \b
     Examples:
       mlpdesign crossval OPT1=opt1.xyz OPT2=opt2.xyz RND1=rnd1.xyz RND2=rnd2.xyz \\
           --store pool.h5 -o cv/
+      mlpdesign crossval OPT=opt.xyz RND=rnd.xyz --store pool.h5 -o cv/ -f   # update
       mlpdesign crossval OPT=opt.xyz RND=rnd.xyz --store pool.h5 --n-sparse soap=200 -o cv/
     """
     from mlpdesign.gap.crossval import crossval, parse_sets, same_data_warnings
@@ -64,7 +74,7 @@ def command(
         output,
         options,
         models_dir=models_dir,
-        refit=refit,
+        reuse=not no_reuse,
         force=force,
         echo=echo,
         figure=not no_figure,

@@ -139,11 +139,12 @@ def build_options(
 @fit_options
 @click.option("-v", "--verbose", is_flag=True, help="Echo gap_fit's log while it runs.")
 @click.option(
-    "--reuse",
+    "--no-reuse",
     is_flag=True,
-    help="Keep an existing OUTPUT whose fit.json records the same inputs (labelled "
-    "bytes, gap_fit arguments, quippy-ase version), as crossval does; refit otherwise.",
+    help="Refit even when OUTPUT holds a fit of the same inputs (by default such a model is "
+    "kept, as crossval does; replacing it needs -f/--force).",
 )
+@click.option("--reuse", is_flag=True, hidden=True, expose_value=False, help="Old: the default.")
 @force_option
 @quiet_option
 def command(
@@ -151,7 +152,7 @@ def command(
     output,
     options,
     verbose,
-    reuse,
+    no_reuse,
     force,
     quiet,
 ) -> None:
@@ -165,12 +166,16 @@ def command(
     fit.json. When gap_fit fails, its own message is shown and its log kept beside the
     (not created) model folder.
 
+    An OUTPUT whose fit.json records the same inputs (the labelled file's bytes, the
+    gap_fit arguments, the quippy-ase version) is kept as it is: a rerun (a Makefile
+    after 'touch') refits nothing. Other inputs into an existing OUTPUT need -f/--force.
+
     \b
     Examples:
       mlpdesign fit labelled.xyz --store pool.h5 -o model/
       mlpdesign fit labelled.xyz --store pool.h5 --n-sparse soap=200 \\
           --sigma 0.001,0.05,0.05 -o model/
-      mlpdesign fit labelled.xyz --store pool.h5 -o model/ --reuse   # no refit if unchanged
+      mlpdesign fit labelled.xyz --store pool.h5 -o model/ -f --no-reuse   # refit anyway
       mlpdesign fit labelled.xyz -o model/ \\
           --gap "distance_2b cutoff=7.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3"
     """
@@ -183,11 +188,11 @@ def command(
         options,
         force=force,
         echo=echo,
-        reuse=reuse,
+        reuse=not no_reuse,
         announce=None if quiet else (lambda line: click.echo(line, err=True)),
     )
     if not quiet and res.reused:
-        click.echo(f"{output}: inputs unchanged, model kept (--reuse)", err=True)
+        click.echo(f"{output}: inputs unchanged, model kept (--no-reuse refits)", err=True)
     elif not quiet:
         mem = "?" if res.peak_rss_mib is None else f"{res.peak_rss_mib:.0f} MiB"
         click.echo(

@@ -32,12 +32,13 @@ from .options import force_option, output_option, quiet_option
     metavar="KEY=VALUE",
     help="Keyword argument for --calculator (repeatable; JSON values allowed).",
 )
-@click.option("--no-forces", is_flag=True, help="Write energies (and virials) only.")
+@click.option("--energy-only", is_flag=True, help="Write energies only: no forces, no virials.")
 @click.option("--no-virial", is_flag=True, help="Do not compute stresses/virials.")
+@click.option("--no-forces", is_flag=True, hidden=True, help="Old: no forces (virials kept).")
 @force_option
 @quiet_option
 def command(
-    input_file, output, eam, calculator, calc_args, no_forces, no_virial, force, quiet
+    input_file, output, eam, calculator, calc_args, energy_only, no_virial, no_forces, force, quiet
 ) -> None:
     """Label configurations with a classical potential standing in for DFT.
 
@@ -74,8 +75,8 @@ def command(
         input_file,
         output,
         calc,
-        forces=not no_forces,
-        virial=not no_virial,
+        forces=not (energy_only or no_forces),
+        virial=not (energy_only or no_virial),
         force=force,
         progress_factory=lambda total: progress(total, "label", "cfg", not quiet),
     )

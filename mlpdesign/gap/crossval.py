@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gap.fit import FitOptions, FitResult, check_species, fit, fit_specs
+from mlpdesign.gap.fit import FitOptions, FitResult, check_species, fit, fit_specs, kept_fit
 from mlpdesign.gap.label import ENERGY_KEY, read_labelled
 from mlpdesign.gap.model import load_gap, predict_energies
 from mlpdesign.gap.strings import render_gap
 from mlpdesign.io.atomic import atomic_path, require_file
+from mlpdesign.io.lock import holding
 
 QUANTILE = 0.99
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -113,12 +114,14 @@ class CrossvalResult:
 
 
 def _check_output(out: Path, force: bool) -> None:
+    """Like every command's output: an existing non-empty folder only with ``force``."""
     if out.exists():
         if not out.is_dir():
             raise MlpdesignError(f"{out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+        if any(out.iterdir()) and not force:
+            what = "a crossval folder" if (out / MARKER).is_file() else "not empty"
             raise MlpdesignError(
-                f"{out} exists and is not a crossval folder; use --force or another -o"
+                f"{out} exists ({what}); use --force to update it (unchanged fits are reused)"
             )
     elif not out.parent.is_dir():
         raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -129,7 +132,7 @@ def fit_all(
     mdir: Path,
     options: FitOptions,
     sizes: dict[str, int],
-    refit: bool = False,
+    reuse: bool = True,
     force: bool = False,
     echo: Callable[[str], None] | None = None,
     jobs: int = 1,
@@ -139,7 +142,7 @@ def fit_all(
     def one(name: str) -> tuple[str, FitResult]:
         if echo:
             echo(f"model {name}: fitting on {sets[name]} ({sizes[name]} configurations)")
-        res = fit(sets[name], mdir / name, options, force=refit or force, reuse=not refit)
+        res = fit(sets[name], mdir / name, options, force=force, reuse=reuse)
         if echo:
             how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
             echo(f"model {name}: {how}")
@@ -190,7 +193,7 @@ def crossval(
     output: str | os.PathLike,
     options: FitOptions,
     models_dir: str | os.PathLike | None = None,
-    refit: bool = False,
+    reuse: bool = True,
     force: bool = False,
     echo: Callable[[str], None] | None = None,
     progress_factory: Callable[[int, str], object] | None = None,
@@ -199,25 +202,54 @@ def crossval(
 ) -> CrossvalResult:
     """Fit one model per set, predict every set with every model, write the matrix.
 
-    ``output`` may be an earlier crossval folder: its models are reused where their
-    inputs are unchanged (``refit`` forces new fits; ``jobs`` fits run at once); the
-    matrix, predictions and figure are rewritten. Any other existing non-empty folder is
-    refused unless ``force``.
+    An existing non-empty ``output`` is refused unless ``force``; then only the files this
+    command writes are replaced (matrix, predictions, figure, model files), nothing else
+    in it is deleted. A model whose inputs are unchanged is reused (by its input hash,
+    under ``output``/models or ``models_dir``) unless ``reuse`` is False; ``jobs`` fits
+    run at once. The output folder is locked for the whole run.
     """
     out = Path(output)
-    _check_output(out, force)
+    with holding(out):
+        _check_output(out, force)
+        return _crossval(
+            sets, out, options, models_dir, reuse, force, echo, progress_factory, figure, jobs
+        )
+
+
+def _crossval(
+    sets: dict[str, Path],
+    out: Path,
+    options: FitOptions,
+    models_dir: str | os.PathLike | None,
+    reuse: bool,
+    force: bool,
+    echo: Callable[[str], None] | None,
+    progress_factory: Callable[[int, str], object] | None,
+    figure: bool,
+    jobs: int,
+) -> CrossvalResult:
+    """:func:`crossval` once its output is checked and locked."""
     mdir = Path(models_dir) if models_dir is not None else out / "models"
     data = {name: read_labelled(path, keys=tuple(options.keys)) for name, path in sets.items()}
     specs = fit_specs(options)
     for name, frames in data.items():
         check_species(specs, frames, f"set {name} ({sets[name]})")
+    if not force:  # a model folder that would be refitted: refused before any fit runs
+        for name in sets:
+            if (mdir / name).exists() and not (
+                reuse and kept_fit(mdir / name, sets[name], options)
+            ):
+                raise MlpdesignError(
+                    f"{mdir / name} holds a model of other inputs"
+                    f"{'' if reuse else ' (--no-reuse)'}; use --force to refit it"
+                )
     out.mkdir(exist_ok=True)
     (out / MARKER).write_text(
         json.dumps({"format": "mlpdesign-crossval", "format_version": 1}) + "\n"
     )
     mdir.mkdir(parents=True, exist_ok=True)
     sizes = {name: len(frames) for name, frames in data.items()}
-    fits = fit_all(sets, mdir, options, sizes, refit, force, echo, jobs)
+    fits = fit_all(sets, mdir, options, sizes, reuse, force, echo, jobs)
     names = list(sets)
     models = {name: load_gap(mdir / name / "gap.xml") for name in names}
     preds, matrix = predict_matrix(models, data, progress_factory)

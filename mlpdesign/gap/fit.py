@@ -253,34 +253,53 @@ def read_fit_info(folder: str | os.PathLike) -> dict | None:
         return None
 
 
+def _prepared(labelled: Path, options: FitOptions) -> tuple[list, bool, list, list, str]:
+    """The frames (converted?), descriptor specs, gap_fit arguments and input hash of a fit."""
+    frames, converted = labelled_set(labelled, keys=tuple(options.keys))
+    specs = fit_specs(options, n_atoms=sum(len(a) for a in frames))
+    check_species(specs, frames, str(labelled))
+    args = gap_fit_args(specs, options)
+    keys = [] if options.keys == (None, None, None) else [f"keys={list(options.keys)}"]
+    return frames, converted, specs, args, inputs_hash(labelled, args + keys)
+
+
+def _same_fit(out: Path, info: dict | None, digest: str) -> bool:
+    return bool(info) and info.get("inputs_sha256") == digest and (out / "gap.xml").is_file()
+
+
+def kept_fit(output: str | os.PathLike, labelled: str | os.PathLike, options: FitOptions) -> bool:
+    """True when ``output`` holds a fit of exactly these inputs (what :func:`fit` reuses)."""
+    out = Path(output)
+    if not out.is_dir():
+        return False
+    return _same_fit(out, read_fit_info(out), _prepared(Path(labelled), options)[4])
+
+
 def fit(
     labelled: str | os.PathLike,
     output: str | os.PathLike,
     options: FitOptions,
     force: bool = False,
     echo: Callable[[str], None] | None = None,
-    reuse: bool = False,
+    reuse: bool = True,
     announce: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Fit a GAP on ``labelled`` into the folder ``output`` (written atomically).
 
-    With ``reuse``, an existing ``output`` whose ``fit.json`` records the same input hash
-    is kept as it is (no refit). ``announce`` gets one line once the inputs are checked
-    and gap_fit starts; ``echo`` gets gap_fit's output line by line. When gap_fit fails,
-    its log is kept as ``<output>.gap_fit.log`` beside the (not created) folder and its
-    message is raised.
+    With ``reuse`` (the default), an existing ``output`` whose ``fit.json`` records the
+    same input hash (labelled bytes, gap_fit arguments, quippy-ase version) is kept as it
+    is (no refit, no ``force`` needed); any other existing ``output`` is refused unless
+    ``force``, and then refitted into it (files replaced, nothing else deleted).
+    ``announce`` gets one line once the inputs are checked and gap_fit starts; ``echo``
+    gets gap_fit's output line by line. When gap_fit fails, its log is kept as
+    ``<output>.gap_fit.log`` beside the (not created) folder and its message is raised.
     """
     labelled = Path(labelled)
-    frames, converted = labelled_set(labelled, keys=tuple(options.keys))
-    specs = fit_specs(options, n_atoms=sum(len(a) for a in frames))
-    check_species(specs, frames, str(labelled))
-    args = gap_fit_args(specs, options)
-    keys = [] if options.keys == (None, None, None) else [f"keys={list(options.keys)}"]
-    digest = inputs_hash(labelled, args + keys)
+    frames, converted, specs, args, digest = _prepared(labelled, options)
     out = Path(output)
     if reuse and out.is_dir():
         info = read_fit_info(out)
-        if info and info.get("inputs_sha256") == digest and (out / "gap.xml").is_file():
+        if _same_fit(out, info, digest):
             return FitResult(
                 folder=out,
                 wall_s=float(info.get("wall_s", 0.0)),
@@ -289,7 +308,9 @@ def fit(
                 reused=True,
                 command=info.get("command", []),
             )
-        force = True
+    if out.is_dir() and not force and read_fit_info(out) is not None:
+        why = "its inputs differ" if reuse else "--no-reuse"
+        raise MlpdesignError(f"{out} holds a fit ({why}); use --force to refit into it")
     check_output_dir(out, force)
     failed_log = out.with_name(out.name + ".gap_fit.log")
     with atomic_dir(out, force) as tmp:
