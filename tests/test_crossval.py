@@ -148,6 +148,10 @@ def test_refuses_foreign_folder(sets, tmp_path):
     line = one_line_error(run("crossval", f"A={sets['A']}", *FIT, "-o", other))
     assert f"{other} exists (not empty); use --force" in line
     assert sorted(p.name for p in other.iterdir()) == ["precious.txt"]
+    (other / "matrix.json").mkdir()  # a folder where crossval writes a file: refused at once
+    line = one_line_error(run("crossval", f"A={sets['A']}", *FIT, "-o", other, "-f"))
+    assert f"{other / 'matrix.json'} is a folder; --force replaces files, never a folder" in line
+    assert sorted(p.name for p in other.iterdir()) == ["matrix.json", "precious.txt"]
 
 
 def test_force_replaces_only_its_own_files_and_no_reuse_refits(sets, tmp_path):
@@ -208,3 +212,22 @@ def test_gap_fit_failure_in_crossval(sets, tmp_path):
     )
     assert "gap_fit failed" in line and "unknown key nope" in line
     assert not (tmp_path / "cv" / "matrix.json").exists()
+
+
+def test_second_run_on_one_output_fails_at_once(sets, tmp_path):
+    """crossval locks its output folder for the whole run, like every command."""
+    import fcntl
+    import os
+
+    from mlpdesign.io.lock import lock_path
+
+    cv = tmp_path / "cv"
+    fd = os.open(lock_path(cv), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"4242\n")
+        line = one_line_error(run("crossval", f"A={sets['A']}", *FIT, "-o", cv, "-q"))
+        assert "being written by another mlpdesign run (pid 4242)" in line and str(cv) in line
+        assert not cv.exists()
+    finally:
+        os.close(fd)

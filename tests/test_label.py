@@ -192,3 +192,67 @@ def test_energy_only_spelling(small_pool, eam_file, tmp_path):
             assert (VIRIAL_KEY in a.info) == has_virial, flag
     help_text = run("label", "--help").output
     assert "--energy-only" in help_text and "--no-forces" not in help_text
+
+
+def test_disk_full_names_the_output_and_leaves_nothing(small_pool, eam_file, tmp_path, monkeypatch):
+    """An OS error while writing (a full disk) is one line naming the output, not the
+    temporary, and neither the output nor a temporary is left."""
+    import errno
+
+    import ase.io.extxyz
+
+    def full(fh, frames, **kw):
+        fh.write("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ase.io.extxyz, "write_xyz", full)
+    out = tmp_path / "lab.xyz"
+    line = one_line_error(run("label", small_pool, "--eam", eam_file, "-o", out, "-q"))
+    assert line == f"mlpdesign: error: {out}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "damage, msg",
+    [
+        ("energy", "configuration 1 has a non-numeric or non-finite dft_energy (nan)"),
+        ("forces", "configuration 1: dft_forces must be"),
+        ("virial", "configuration 1: dft_virial must be 9 finite numbers"),
+    ],
+)
+def test_non_finite_labels_refused_by_fit_and_crossval(small_pool, eam_file, tmp_path, damage, msg):
+    """A labelled set with a NaN/inf energy, force or virial is refused by every command
+    reading it (one line naming the file, exit 2, nothing written), never fitted."""
+    from mlpdesign.gap.label import write_labelled
+
+    lab = tmp_path / "lab.xyz"
+    label(small_pool, lab, eam_calculator(eam_file))
+    frames = read_labelled(lab)
+    a = frames[1]
+    if damage == "energy":
+        a.info[ENERGY_KEY] = float("nan")
+    elif damage == "forces":
+        a.arrays[FORCES_KEY][0, 2] = np.inf
+    else:
+        a.info[VIRIAL_KEY] = np.array([np.nan] + [0.0] * 8)
+    bad = tmp_path / "bad.xyz"
+    write_labelled(bad, frames)
+    gap = ["--gap", "distance_2b cutoff=5.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3"]
+    for args, out in (
+        (["fit", bad, *gap], tmp_path / "model"),
+        (["crossval", f"A={lab}", f"B={bad}", *gap], tmp_path / "cv"),
+    ):
+        line = one_line_error(run(*args, "-o", out, "-q"))
+        assert f"{bad}: {msg}" in line, line
+        assert not out.exists()
+
+
+def test_label_to_stdout(small_pool, eam_file, tmp_path, monkeypatch):
+    """-o -: the labelled extxyz on stdout, the same bytes as the file output; no file '-'."""
+    out = tmp_path / "lab.xyz"
+    assert run("label", small_pool, "--eam", eam_file, "-o", out, "-q").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    res = run("label", small_pool, "--eam", eam_file, "-o", "-", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == out.read_text()
+    assert not (tmp_path / "-").exists()

@@ -9,7 +9,7 @@ from .options import force_option, output_option, quiet_option
 
 @click.command("label")
 @click.argument("input_file", metavar="INPUT.xyz", type=click.Path(dir_okay=False))
-@output_option("Output labelled extxyz file (dft_energy, dft_forces, dft_virial).")
+@output_option("Output labelled extxyz file (dft_energy, dft_forces, dft_virial); - for stdout.")
 @click.option(
     "--eam",
     "eam",
@@ -54,6 +54,7 @@ def command(
     \b
     Examples:
       mlpdesign label train.xyz --eam Zr_mm.eam.fs -o labelled.xyz
+      mlpdesign label train.xyz --eam Zr_mm.eam.fs -o - | head   # extxyz on stdout
       mlpdesign label train.xyz --calculator ase.calculators.emt:EMT -o labelled.xyz
       mlpdesign label train.xyz --calculator ase.calculators.lj:LennardJones \\
           --calc-arg sigma=2.9 --calc-arg epsilon=0.3 -o labelled.xyz
@@ -81,4 +82,5 @@ def command(
         progress_factory=lambda total: progress(total, "label", "cfg", not quiet),
     )
     if not quiet:
-        click.echo(f"labelled {n} configurations -> {output}", err=True)
+        where = "standard output" if output == "-" else output
+        click.echo(f"labelled {n} configurations -> {where}", err=True)

@@ -37,6 +37,8 @@ from mlpdesign.io.lock import holding
 QUANTILE = 0.99
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 MARKER = "crossval.json"
+#: the files crossval writes in its output folder (beside models/)
+OWN_FILES = (MARKER, "matrix.json", "predictions.json", "parity.png")
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Path]:
@@ -123,6 +125,11 @@ def _check_output(out: Path, force: bool) -> None:
             raise MlpdesignError(
                 f"{out} exists ({what}); use --force to update it (unchanged fits are reused)"
             )
+        for name in OWN_FILES:  # checked now, not after the fits
+            if (out / name).is_dir():
+                raise MlpdesignError(
+                    f"{out / name} is a folder; --force replaces files, never a folder"
+                )
     elif not out.parent.is_dir():
         raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
 

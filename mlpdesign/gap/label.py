@@ -15,9 +15,11 @@ swallow them into a calculator on read-back.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,10 +246,20 @@ def labelled_frame(
 
 
 def write_labelled(path: str | os.PathLike, frames: Iterable[Atoms], force: bool = False) -> int:
-    """Write labelled frames as extxyz atomically; return how many were written."""
+    """Write labelled frames as extxyz atomically; return how many were written.
+
+    ``path`` ``-``: standard output, written in one go once every frame is done."""
     from ase.io.extxyz import write_xyz
 
     n = 0
+    if str(path) == "-":
+        buf = io.StringIO()
+        for a in frames:
+            write_xyz(buf, [a])
+            n += 1
+        sys.stdout.write(buf.getvalue())
+        sys.stdout.flush()
+        return n
     with atomic_path(path, force) as tmp, open(tmp, "w") as fh:
         for a in frames:
             write_xyz(fh, [a])
@@ -342,19 +354,34 @@ def labelled_set(
         if keys != (None, None, None) or ENERGY_KEY not in a.info:
             frames[i] = a = _relabelled(a, keys, i, path)
             converted = True
-        e = a.info.get(ENERGY_KEY)
-        if not isinstance(e, (int, float, np.floating, np.integer)) or not math.isfinite(e):
-            raise MlpdesignError(
-                f"{path}: configuration {i} has a non-numeric or non-finite {ENERGY_KEY} ({e!r})"
-            )
-        if need_forces and FORCES_KEY not in a.arrays:
-            raise MlpdesignError(f"{path}: configuration {i} has no {FORCES_KEY}")
-        v = a.info.get(VIRIAL_KEY)
-        if v is not None and np.size(v) != 9:
-            raise MlpdesignError(
-                f"{path}: configuration {i}: {VIRIAL_KEY} must be 9 numbers, got {np.size(v)}"
-            )
+        check_labels(a, i, path, need_forces)
     return frames, converted
+
+
+def check_labels(a: Atoms, i: int, path, need_forces: bool = False) -> None:
+    """One line naming the file and configuration for a missing, non-numeric or non-finite
+    energy, forces of the wrong shape or not finite, or a virial not 9 finite numbers."""
+    where = f"{path}: configuration {i}"
+    e = a.info.get(ENERGY_KEY)
+    if not isinstance(e, (int, float, np.floating, np.integer)) or not math.isfinite(e):
+        shown = float(e) if isinstance(e, (np.floating, np.integer)) else e
+        raise MlpdesignError(f"{where} has a non-numeric or non-finite {ENERGY_KEY} ({shown!r})")
+    f = a.arrays.get(FORCES_KEY)
+    if need_forces and f is None:
+        raise MlpdesignError(f"{where} has no {FORCES_KEY}")
+    if f is not None and (np.shape(f) != (len(a), 3) or not np.all(np.isfinite(f))):
+        raise MlpdesignError(f"{where}: {FORCES_KEY} must be {len(a)}x3 finite numbers")
+    v = a.info.get(VIRIAL_KEY)
+    if v is None:
+        return
+    if np.size(v) != 9:
+        raise MlpdesignError(f"{where}: {VIRIAL_KEY} must be 9 numbers, got {np.size(v)}")
+    try:
+        finite = bool(np.all(np.isfinite(np.asarray(v, dtype=float))))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise MlpdesignError(f"{where}: {VIRIAL_KEY} must be 9 finite numbers")
 
 
 # ---------------------------------------------------------------------------- labelling
@@ -399,9 +426,11 @@ def label(
     """Label every configuration of ``input_path`` with ``calc``; write ``output`` (extxyz).
 
     Returns the number of configurations written. Nothing is written on failure.
+    ``output`` ``-``: standard output.
     """
-    check_output(output, force)
-    if Path(output).resolve() == Path(input_path).resolve():
+    if str(output) != "-":
+        check_output(output, force)
+    if str(output) != "-" and Path(output).resolve() == Path(input_path).resolve():
         raise MlpdesignError("the output would overwrite the input; choose another -o")
     frames = read_frames(input_path, "input file")
     check_species(calc, frames, str(input_path))
