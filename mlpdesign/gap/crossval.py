@@ -148,7 +148,7 @@ def fit_all(
 
     def one(name: str) -> tuple[str, FitResult]:
         if echo:
-            echo(f"model {name}: fitting on {sets[name]} ({sizes[name]} configurations)")
+            echo(f"model {name}: {sets[name]} ({sizes[name]} configurations)")
         res = fit(sets[name], mdir / name, options, force=force, reuse=reuse)
         if echo:
             how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
