@@ -160,3 +160,54 @@ def test_parse_sigma():
     assert parse_sigma("0.002,0.05,0.05") == (0.002, 0.05, 0.05, 0.0)
     with pytest.raises(MlpdesignError):
         parse_sigma("0,1,1")
+
+
+def test_fit_killed_while_replacing_a_model_is_never_reused(labelled, tmp_path, monkeypatch):
+    """A refit (-f) that dies while its files replace an old model's leaves no fit.json:
+    the half-replaced model is never taken for a fit of either inputs, and is refitted."""
+    import errno
+    import os
+
+    import mlpdesign.io.atomic as atomic
+
+    out = tmp_path / "model"
+    old = ["--gap", TINY_GAP, "--n-sparse", "soap=20"]
+    new = ["--gap", TINY_GAP, "--n-sparse", "soap=21"]
+    assert run("fit", labelled, *old, "-o", out, "-q").exit_code == 0
+    real = atomic.merge_into
+
+    def dies_after_one_file(src, dest):
+        first = sorted(src.iterdir())[0]
+        os.replace(first, dest / first.name)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(atomic, "merge_into", dies_after_one_file)
+    one_line_error(run("fit", labelled, *new, "-o", out, "-q", "-f"))
+    monkeypatch.setattr(atomic, "merge_into", real)
+    assert not (out / "fit.json").exists()
+    for opts in (old, new):  # neither the old nor the new inputs see a fit to keep
+        res = run("fit", labelled, *opts, "-o", out)
+        assert "model kept" not in res.stderr and res.exit_code == 2, res.stderr
+    res = run("fit", labelled, *new, "-o", out, "-f")
+    assert res.exit_code == 0 and "fitted 40 configurations" in res.stderr, res.stderr
+    assert "n_sparse=21" in " ".join(json.loads((out / "fit.json").read_text())["command"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no lock, no temporary
+
+
+def test_model_and_crossval_folders_honour_the_umask(labelled, tmp_path):
+    """Model and crossval folders (built in mkdtemp's 0700 folders) get the umask's modes."""
+    import os
+
+    old = os.umask(0o002)
+    try:
+        gap = ["--gap", TINY_GAP, "--n-sparse", "soap=20"]
+        assert run("fit", labelled, *gap, "-o", tmp_path / "m", "-q").exit_code == 0
+        cv = tmp_path / "cv"
+        res = run("crossval", f"A={labelled}", *gap, "-o", cv, "-q", "--no-figure")
+        assert res.exit_code == 0, res.stderr
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "m", cv, cv / "models", cv / "models/A"):
+        assert d.stat().st_mode & 0o777 == 0o775, d
+    for f in (tmp_path / "m/fit.json", tmp_path / "m/gap.xml", cv / "matrix.json"):
+        assert f.stat().st_mode & 0o777 == 0o664, f

@@ -30,7 +30,8 @@ from mlpdesign.gap.strings import (
     parse_gap,
     render_gap,
 )
-from mlpdesign.io.atomic import atomic_dir, check_output_dir, file_sha256
+from mlpdesign.io.atomic import atomic_dir, atomic_path, check_output_dir, file_sha256
+from mlpdesign.io.lock import holding
 from mlpdesign.io.store import open_store
 
 #: Sparse points per descriptor when neither the options nor the gap string set them
@@ -311,7 +312,35 @@ def fit(
     if out.is_dir() and not force and read_fit_info(out) is not None:
         why = "its inputs differ" if reuse else "--no-reuse"
         raise MlpdesignError(f"{out} holds a fit ({why}); use --force to refit into it")
-    check_output_dir(out, force)
+    with holding(out):  # the folder and its fit.json, written last, are one claim
+        check_output_dir(out, force)
+        wall, peak = _fit_into(out, labelled, frames, converted, args, force, echo, announce)
+        # fit.json last, after every model file is in place, and the old one removed before
+        # they are: a run killed between leaves no fit.json to reuse a half-merged model by
+        info = _fit_info(labelled, frames, specs, options, args, digest, wall, peak)
+        with atomic_path(out / "fit.json", force=True) as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return FitResult(
+        folder=out,
+        wall_s=wall,
+        peak_rss_mib=peak,
+        n_configs=len(frames),
+        command=["gap_fit", *args],
+    )
+
+
+def _fit_into(
+    out: Path,
+    labelled: Path,
+    frames: list,
+    converted: bool,
+    args: Sequence[str],
+    force: bool,
+    echo: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None,
+) -> tuple[float, float | None]:
+    """gap_fit in a temporary folder moved into ``out`` (an existing one's old fit.json
+    removed first); returns (wall seconds, peak MiB). Its log kept beside ``out`` on failure."""
     failed_log = out.with_name(out.name + ".gap_fit.log")
     with atomic_dir(out, force) as tmp:
         if converted:  # labels under ASE's (or the given) keys: written as gap_fit reads them
@@ -330,30 +359,28 @@ def fit(
             raise MlpdesignError(f"{e}; full log in {failed_log}") from None
         if not (tmp / "gap.xml").is_file():
             raise MlpdesignError("gap_fit ended without writing gap.xml; see its log")
-        info = {
-            "format": "mlpdesign-fit",
-            "format_version": 1,
-            "labelled": str(labelled),
-            "labelled_sha256": file_sha256(labelled),
-            "n_configs": len(frames),
-            "n_atoms": int(sum(len(a) for a in frames)),
-            "gap": render_gap(specs),
-            "options": _jsonable(asdict(options)),
-            "command": ["gap_fit", *args],
-            "inputs_sha256": digest,
-            "wall_s": round(wall, 3),
-            "peak_rss_mib": None if peak is None else round(peak, 1),
-            "quippy_ase": _quippy_version(),
-        }
-        (tmp / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
+        (out / "fit.json").unlink(missing_ok=True)  # ours, replaced once the model is in
     failed_log.unlink(missing_ok=True)
-    return FitResult(
-        folder=out,
-        wall_s=wall,
-        peak_rss_mib=peak,
-        n_configs=len(frames),
-        command=["gap_fit", *args],
-    )
+    return wall, peak
+
+
+def _fit_info(labelled, frames, specs, options, args, digest, wall, peak) -> dict:
+    """The ``fit.json`` record of a finished fit."""
+    return {
+        "format": "mlpdesign-fit",
+        "format_version": 1,
+        "labelled": str(labelled),
+        "labelled_sha256": file_sha256(labelled),
+        "n_configs": len(frames),
+        "n_atoms": int(sum(len(a) for a in frames)),
+        "gap": render_gap(specs),
+        "options": _jsonable(asdict(options)),
+        "command": ["gap_fit", *args],
+        "inputs_sha256": digest,
+        "wall_s": round(wall, 3),
+        "peak_rss_mib": None if peak is None else round(peak, 1),
+        "quippy_ase": _quippy_version(),
+    }
 
 
 def _jsonable(d):
