@@ -601,6 +601,15 @@ class Store:
             c = hi
         return list(zip(bounds[:-1], bounds[1:], strict=False))
 
+    def row_check(self, k: int) -> RowCheck | None:
+        """A :class:`RowCheck` for a reader of all of descriptor ``k``'s rows, or None when
+        this process has checked the store's values already."""
+        return None if values_checked(self) else RowCheck(self, k)
+
+    def mark_checked(self) -> None:
+        """After every :meth:`row_check` was fed all rows and finished."""
+        mark_checked(self)
+
     def summary(self) -> dict:
         """What the store holds, as plain data (for ``mlpdesign info``)."""
         desc = []
@@ -731,37 +740,82 @@ def check_layout(store: Store) -> None:
             raise _damaged(p, f"offsets of descriptor {k} are not 0 .. {nr}, non-decreasing")
 
 
-def _check_rows(store: Store, k: int) -> None:
-    """Finite rows and weights of descriptor ``k``, read block by block; for SOAP in a
-    store whose rows are unit vectors (QUIP's normalize=T), no row far from norm 1.
+class RowCheck:
+    """The value rules of :func:`check_values` for descriptor ``k``, fed block by block
+    by whoever reads the rows anyway (the kernel's load: one read instead of two).
 
-    One pass of squared row norms (in the stored dtype) finds both: a row's squared norm
-    is finite only if every number in it is."""
+    Non-finite rows or weights raise at once; a SOAP row off the unit sphere, in a store
+    whose rows are mostly unit vectors (QUIP's normalize=T), raises in :meth:`finish`.
+    Thread-safe: blocks may come in any order; the lowest off-norm row is the one named."""
+
+    def __init__(self, store: Store, k: int) -> None:
+        import threading
+
+        self.store, self.k = store, k
+        self.soap = store.descriptors[k].name == "soap"
+        self.unit, self.off_norm = 0, None
+        self._lock = threading.Lock()
+        self._seen: set[tuple[int, int]] = set()
+
+    def rows(self, r0: int, x: np.ndarray) -> None:
+        """Rows ``r0 ..`` of the store (as stored). One pass of squared row norms finds
+        both faults: a row's squared norm is finite only if every number in it is."""
+        x = x.reshape(len(x), -1)
+        with self._lock:  # a block read twice (a reader's first look) counts once
+            if (r0, len(x)) in self._seen:
+                return
+            self._seen.add((r0, len(x)))
+        sq = np.einsum("ij,ij->i", x, x)
+        self._finite(r0, sq, "rows")
+        if self.soap:
+            ok = np.abs(np.sqrt(sq, dtype=np.float64) - 1.0) <= NORM_TOLERANCE
+            with self._lock:
+                self.unit += int(ok.sum())
+                if not ok.all():
+                    row = r0 + int(np.argmin(ok))
+                    self.off_norm = row if self.off_norm is None else min(self.off_norm, row)
+
+    def weights(self, r0: int, w: np.ndarray) -> None:
+        self._finite(r0, np.asarray(w), "weights")
+
+    def _finite(self, r0: int, v: np.ndarray, what: str) -> None:
+        bad = ~np.isfinite(v)
+        if bad.any():
+            row = r0 + int(np.argmax(bad))
+            raise _damaged(
+                self.store.path, _where(self.store, self.k, row, f"NaN or infinite {what}")
+            )
+
+    def finish(self) -> None:
+        """Raise for an off-norm SOAP row once every row has been seen."""
+        nr = self.store.f[f"descriptors/{self.k}/rows"].shape[0]
+        if self.off_norm is not None and 2 * self.unit >= nr:
+            row = self.off_norm
+            x = np.asarray(self.store.f[f"descriptors/{self.k}/rows"][row], dtype=np.float64)
+            raise _damaged(
+                self.store.path,
+                _where(
+                    self.store,
+                    self.k,
+                    row,
+                    f"norm {np.linalg.norm(x):.6g} where SOAP rows are unit",
+                ),
+            )
+
+
+def _check_rows(store: Store, k: int) -> None:
+    """Every row and weight of descriptor ``k`` through :class:`RowCheck`, block by block."""
     d = store.descriptors[k]
     rows = store.f[f"descriptors/{k}/rows"]
     weights = store.f[f"descriptors/{k}/weights"]
     nr = rows.shape[0]
     step = max(1, CHECK_BYTES // (rows.dtype.itemsize * max(1, d.dim)))
-    unit, off_norm = 0, None
+    check = RowCheck(store, k)
     for r0 in range(0, nr, step):
         r1 = min(nr, r0 + step)
-        sq = np.einsum("ij,ij->i", *(2 * [rows[r0:r1]]))
-        for what, v in (("rows", sq), ("weights", weights[r0:r1])):
-            bad = ~np.isfinite(v)
-            if bad.any():
-                row = r0 + int(np.argmax(bad))
-                raise _damaged(store.path, _where(store, k, row, f"NaN or infinite {what}"))
-        if d.name == "soap":
-            ok = np.abs(np.sqrt(sq, dtype=np.float64) - 1.0) <= NORM_TOLERANCE
-            unit += int(ok.sum())
-            if off_norm is None and not ok.all():
-                off_norm = r0 + int(np.argmin(ok))
-    if off_norm is not None and 2 * unit >= nr:
-        x = np.asarray(rows[off_norm], dtype=np.float64)
-        raise _damaged(
-            store.path,
-            _where(store, k, off_norm, f"norm {np.linalg.norm(x):.6g} where SOAP rows are unit"),
-        )
+        check.rows(r0, rows[r0:r1])
+        check.weights(r0, weights[r0:r1])
+    check.finish()
 
 
 def _where(store: Store, k: int, row: int, what: str) -> str:
@@ -769,15 +823,28 @@ def _where(store: Store, k: int, row: int, what: str) -> str:
     return f"{what} in row {row} of descriptor {k} ({store.descriptors[k].name}), config {c}"
 
 
+def _checked_key(store: Store) -> tuple:
+    st = store.path.stat()
+    return (os.path.realpath(store.path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def values_checked(store: Store) -> bool:
+    """Whether this process has checked every stored number of ``store`` already."""
+    return _checked_key(store) in _CHECKED
+
+
+def mark_checked(store: Store) -> None:
+    """Record that every number of ``store`` passed :class:`RowCheck` (and its finish)."""
+    _CHECKED.add(_checked_key(store))
+
+
 def check_values(store: Store) -> None:
     """Check every stored number once per process (block by block: memory stays small)."""
-    st = store.path.stat()
-    key = (os.path.realpath(store.path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key in _CHECKED:
+    if values_checked(store):
         return
     for k in range(len(store.descriptors)):
         _check_rows(store, k)
-    _CHECKED.add(key)
+    mark_checked(store)
 
 
 def verify_pool(store: Store, pool_path: str | os.PathLike | Sequence) -> None:

@@ -1145,6 +1145,7 @@ class StoreKernel(KernelData):
         like: KernelData | None = None,
         grid_step: float | None = None,
         configs: tuple[int, int] | None = None,
+        check_values: bool = True,
     ) -> None:
         if store.n_configs == 0:
             raise MlpdesignError(f"{store.path}: the store holds no configurations")
@@ -1153,13 +1154,18 @@ class StoreKernel(KernelData):
             raise MlpdesignError(f"config range {c0}:{c1} outside 0:{store.n_configs}")
         part = (c0, c1) != (0, store.n_configs)
         plans = term_plans(store.descriptors)
-        terms = []
+        terms, checks = [], []
         for k, plan in enumerate(plans):
             ds = store.f[f"descriptors/{k}/rows"]
             full_off = store.offsets(k)
             r0 = int(full_off[c0])
             off = full_off[c0 : c1 + 1] - r0
             w = np.asarray(store.weights(k, c0, c1), dtype=np.float64)
+            # the store's value check, on the rows this load reads anyway (one read)
+            check = None if part or not check_values else store.row_check(k)
+            if check is not None:
+                check.weights(0, w)
+                checks.append(check)
             ref = like.terms[k] if like is not None else None
             mu = None if ref is None else ref.mu
             where = f"{store.path}: descriptor {k} ({plan['name']})"
@@ -1167,9 +1173,23 @@ class StoreKernel(KernelData):
                 mu = _store_mu(store, k, plan, grid_step, where)
             build = _store_pair_term if plan["kind"] == "pair" else _store_row_term
             term = build(
-                ds, r0, off, w, plan, ref=ref, mu=mu, dtype=dtype, step=grid_step, where=where
+                ds,
+                r0,
+                off,
+                w,
+                plan,
+                ref=ref,
+                mu=mu,
+                dtype=dtype,
+                step=grid_step,
+                where=where,
+                check=check,
             )
             terms.append(term)
+        for check in checks:
+            check.finish()
+        if checks:
+            store.mark_checked()
         super().__init__(
             terms, store.n_atoms[c0:c1], normalize=normalize, per_atom=per_atom, balance=balance
         )
@@ -1177,9 +1197,14 @@ class StoreKernel(KernelData):
             like.compatible(self)
 
 
-def _store_pair_term(ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where) -> Term:
-    """A store's ``distance_2b`` rows ``r0 ..`` as a pair term (``ref``: reuse its grid)."""
+def _store_pair_term(
+    ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where, check=None
+) -> Term:
+    """A store's ``distance_2b`` rows ``r0 ..`` as a pair term (``ref``: reuse its grid;
+    ``check``: the store's :class:`~mlpdesign.io.store.RowCheck`, fed the rows read)."""
     rows = np.asarray(ds[r0 : r0 + int(off[-1])], dtype=np.float64)
+    if check is not None:
+        check.rows(r0, rows)
     _check_finite(rows, where)
     if ref is not None:
         lo, h, m = ref.meta["grid"]
@@ -1200,18 +1225,25 @@ def _store_pair_term(ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, w
     )
 
 
-def _store_row_term(ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where) -> Term:
+def _store_row_term(
+    ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where, check=None
+) -> Term:
     """A store's rows ``r0 ..`` (SOAP, ...) as a dot-product or Gaussian term, read block
-    by block straight into the term's array."""
+    by block straight into the term's array (``check``: fed each block as stored)."""
 
     def get(a, b, out=None):
         if out is None or ds.dtype != out.dtype:
-            x = np.asarray(ds[r0 + a : r0 + b], dtype=np.float64)
+            raw = ds[r0 + a : r0 + b]
+            if check is not None:
+                check.rows(r0 + a, raw)
+            x = np.asarray(raw, dtype=np.float64)
             if out is None:
                 return x
             out[...] = x
         else:  # straight into the kernel's array: no copy of the rows
             ds.read_direct(out, np.s_[r0 + a : r0 + b])
+            if check is not None:
+                check.rows(r0 + a, out)
         return out
 
     extra = {"zeta": plan["zeta"]} if plan["kind"] == "dot" else {"length": plan["length"]}

@@ -804,7 +804,8 @@ def report(
     if output is not None:
         check_output_dir(output, force)
     sels = [load_selection(p) for p in selection_paths]
-    with open_store(store_path) as store:
+    # the kernel's load checks the store's values as it reads them (one read, not two)
+    with open_store(store_path, check=False) as store:
         names = short_names(selection_paths)
         designs = [
             design_from_selection(s, store, n, p)

@@ -396,7 +396,9 @@ def run(
         prev, opts = c.agree(continued, continue_from, n, opts)
     c.agree(_check_options, opts)  # before the store is read
     engine = dict(limit=limit, comm=comm, block_rows=block_rows)
-    with c.agree(open_store, store_path) as store:
+    in_memory = limit is None and comm is None and block_rows is None
+    # in memory the kernel's load checks the values as it reads them (one read, not two)
+    with c.agree(open_store, store_path, check=not in_memory) as store:
         c.agree(_check_store, store, store_path, n, prev, continue_from)
         bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
         try:
