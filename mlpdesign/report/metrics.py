@@ -792,10 +792,7 @@ def report(
     from mlpdesign.progress import progress
     from mlpdesign.report.figures import write_figures
 
-    try:
-        from mlpdesign.io.selection import load_selection
-    except ImportError:  # formats.md names mlpdesign.select.greedy as its home
-        from mlpdesign.select.greedy import load_selection
+    from mlpdesign.io.selection import load_selection
 
     if not selection_paths:
         raise MlpdesignError("give at least one selection file")
