@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from mlpdesign.cli.options import force_option, output_option, quiet_option
+from mlpdesign.cli.options import (
+    force_option,
+    memory_limit_option,
+    output_option,
+    quiet_option,
+    threads_option,
+)
 
 
 @click.command("score")
@@ -14,16 +20,19 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
 @click.option(
     "--train",
     required=True,
+    multiple=True,
     type=click.Path(dir_okay=False),
-    help="The training set: an extxyz (described here with the pool's gap string), a store "
+    help="The training set: frames of any format ASE reads (extxyz, .traj, OUTCAR, ...; "
+    "repeatable, quoted globs: one set, described here with the pool's gap string), a store "
     "described with the same gap string, or a selection of this pool.",
 )
 @click.option(
     "--test",
+    multiple=True,
     type=click.Path(dir_okay=False),
-    default=None,
-    help="Score the configurations of this file (an extxyz, e.g. an MD trajectory, or a "
-    "store with the pool's gap string) instead of the pool's.",
+    help="Score these configurations instead of the pool's: frames of any format ASE "
+    "reads (e.g. an MD trajectory; repeatable, quoted globs: one set, in the order given) "
+    "or a store with the pool's gap string. The scores file records each file's sha256.",
 )
 @output_option("Scores file (HDF5; .json/.xyz or --format for the others).", required=False)
 @click.option(
@@ -71,6 +80,13 @@ from mlpdesign.cli.options import force_option, output_option, quiet_option
     show_default=True,
     help="Working precision of the kernel rows.",
 )
+@memory_limit_option(
+    "Stream the store (or the --test set) from HDF5 in blocks instead of loading it, "
+    "keeping each process's kernel data, the training set's factor and the O(N) state "
+    "under SIZE (512M, 1.5G, 4G; bytes). The same scores, bit for bit, as in memory, for "
+    "any limit and any number of MPI ranks."
+)
+@threads_option
 @force_option
 @quiet_option
 def command(store, train, output, top, no_normalize, quiet, **kw) -> None:
@@ -85,19 +101,40 @@ def command(store, train, output, top, no_normalize, quiet, **kw) -> None:
       mlpdesign score pool.h5 --train train.xyz -o scores.h5
       mlpdesign score pool.h5 --train selection.h5 --top 20 --figure var.png -o s.json
       mlpdesign score pool.h5 --train train.xyz --test md.xyz -o md_scores.h5
+      mlpdesign score pool.h5 --train old.xyz --train 'md/*.traj' --test run2.traj -o s.h5
+      mlpdesign score pool.h5 --train selection.h5 --memory-limit 2G -o scores.h5
+      mpiexec -n 4 mlpdesign score pool.h5 --train train.xyz -o scores.h5   # or srun
+
+    The candidates (the pool, or the --test set) are the store's fixed grid of blocks:
+    all held in memory, or streamed from HDF5 under --memory-limit, and split over the
+    ranks under mpiexec/srun; each rank computes Psi and sigma^2 of its shard, block by
+    block against the training set's Cholesky factor (never an N x N matrix); rank 0
+    writes the file. The scores are the same bits in every mode. Under MPI across nodes
+    the --test frames are described into $MLPDESIGN_SCRATCH (a directory every rank
+    reads), or give a store of them.
     """
+    from mlpdesign.mpi import world
     from mlpdesign.score import run
 
+    comm = world()
     sc = run(
         store,
-        train,
+        list(train),
         output,
         normalize=not no_normalize,
         command=" ".join(["mlpdesign"] + sys.argv[1:]),
-        **kw,
+        comm=comm,
+        **{**kw, "test": list(kw["test"]) or None},
     )
-    if quiet:
+    if quiet or (comm is not None and comm.Get_rank() != 0):
         return
+    s = sc.stats
+    if s.get("memory_limit") is not None or s.get("ranks", 1) > 1:
+        click.echo(
+            f"streamed {s['blocks']} blocks on {s['ranks']} rank(s): read {s['blocks_read']} "
+            f"blocks ({s['bytes_read'] / 1e9:.3g} GB), {s['cache_hits']} cache hits",
+            err=True,
+        )
     click.echo(sc.summary(), err=True)
     idx = sc.top(top)
     if len(idx):

@@ -41,9 +41,11 @@ def _first_type(text: str | None):
 @click.option(
     "--given",
     type=click.Path(dir_okay=False),
-    default=None,
+    multiple=True,
     help="Existing training set to condition on: a store described with the same "
-    "gap string, or an extxyz (described here with the pool's gap string).",
+    "gap string, or frames of any format ASE reads (extxyz, .traj, OUTCAR, ...; "
+    "repeatable, quoted globs: one set, described here with the pool's gap string). "
+    "The selection records each file's path and sha256.",
 )
 @click.option(
     "--continue",
@@ -186,6 +188,7 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
     Examples:
       mlpdesign select pool.h5 -n 1000 -o selection.h5
       mlpdesign select pool.h5 -n 200 --given existing.xyz -o more.h5
+      mlpdesign select pool.h5 -n 200 --given old.xyz --given 'md/*.traj' -o more.h5
       mlpdesign select pool.h5 -n 2000 --continue selection.h5 -o selection2000.h5
       mlpdesign select pool.h5 -n 1000 --criterion random --seed 3 -o random.h5
       mlpdesign select pool.h5 -n 1000 --criterion maxent --jitter 1e-6 -o maxent.h5
@@ -208,6 +211,7 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
         from mlpdesign.errors import MlpdesignError
 
         raise MlpdesignError("--continue takes --jitter from the saved selection; drop --jitter")
+    kw["given"] = list(kw["given"]) or None  # several files: one given set
     comm = world()
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:

@@ -213,8 +213,10 @@ class PoolShard:
     """This rank's run of grid blocks of a store, with the O(N) state of its candidates.
 
     Blocks in ``cache`` (the first that fit the memory limit) stay in memory once read;
-    the others are read again whenever a pick needs them. ``stats``: ``bytes_read``,
-    ``blocks_read``, ``cache_hits``, ``blocks_skipped``, ``peak_cache_bytes``.
+    the others are read again whenever a pick needs them. ``extra_bytes``: what the
+    caller holds beside the shard (counted in the limit's working space). ``stats``:
+    ``bytes_read``, ``blocks_read``, ``cache_hits``, ``blocks_skipped``,
+    ``peak_cache_bytes``.
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class PoolShard:
         what: str = "select",
         ref=None,
         spill: bool = True,
+        extra_bytes: int = 0,
     ) -> None:
         from mlpdesign.kernels.core import term_plans
 
@@ -266,6 +269,9 @@ class PoolShard:
         self._spill_file = None
         self._spill_dir = None
         self.stats["spill_bytes"] = 0
+        #: working space the caller holds beside the shard (score: the training set's
+        #: Cholesky factor), counted against the memory limit
+        self.extra_bytes = int(extra_bytes)
         self.cache_set = self.c.agree(self._plan, memory_limit, est[lo:hi], n_design, given, what)
         self.stats["cached_blocks"] = len(self.cache_set)
 
@@ -321,6 +327,7 @@ class PoolShard:
             rows_bytes.append(r)
         # a spilled block keeps its per-config arrays (aux, weights, offsets, diagonals)
         skeleton = sum(max(0, e - r) for e, r in zip(est, rows_bytes, strict=True))
+        work += self.extra_bytes
         fixed = state + design + gbytes + work + (skeleton if self.spill else 0)
         biggest = max(est, default=0)
         if limit < fixed + biggest:

@@ -3,53 +3,62 @@ how redundant each training configuration is, before any reference energy is com
 
 Per candidate x of the pool: Ψ (the smallest D² to the training set, max-min's measure),
 σ²(x | T) = k(x,x) + λ − k_xT (K_TT + λI)⁻¹ k_Tx (MaxEnt's: how much adding x would raise
-log det(K + λI), ``log σ²``), and its rank by σ² (0: the most informative; ties: lowest
-index; duplicates of the training set, Ψ <= eps, rank last, as ``select`` never picks
-them). Per training configuration t: its leave-one-out σ² given the others,
-``1 / [(K_TT + λI)⁻¹]_tt`` (the "swap" value: small = redundant) and its nearest neighbour
-in the set (position and D²). For the set: log det(K_TT + λI), the largest σ² in the pool
+log det(K + λI), ``log σ²``), and its rank by σ² (0: the most informative; select's tie
+rule: σ² within 2 eps of the largest left count as equal, the lowest index first;
+duplicates of the training set, Ψ <= eps, rank last, as ``select`` never picks them).
+Per training configuration t: its leave-one-out σ² given the others,
+``1 / [(K_TT + λI)⁻¹]_tt`` (the "swap" value: small = redundant) and its nearest
+neighbour in the set (position and D²). For the set: log det(K_TT + λI), the largest σ² in the pool
 ("can this set cover the pool?") and the fraction of candidates with σ² above a threshold.
 
-The training set is an extxyz (described here with the pool's gap string), a store
-described with the same gap string, or a selection of this pool (its picks). ``test``:
-score the configurations of another file (an MD trajectory, say; an extxyz or a store with
-the pool's gap string) instead of the pool's. In memory.
+The training set is frames of any format ASE reads (several files and globs: one set,
+described here with the pool's gap string), a store described with the same gap string,
+or a selection of this pool (its picks). ``test``: score the configurations of other files
+(an MD trajectory, say; frames or a store, as for the training set) instead of the pool's.
+
+The candidates (the pool, or the test set described into a temporary store) are select's
+engine space over the store's fixed grid of blocks (:mod:`mlpdesign.score.sets`): every
+block held in memory by default; with ``memory_limit`` those that fit stay cached and the
+others are spilled and re-read; with ``comm`` each MPI rank scores its run of blocks and
+rank 0 writes. Ψ is max-min's exact nearest-point tracking, σ² one kernel block and
+triangular solve per block of candidates against the training set's Cholesky factor: no
+N×N matrix, and bitwise the same scores for any memory limit and any number of ranks.
 
 Library API::
 
     run(pool_store, train, output=None, *, jitter=1e-6, threshold=0.01, fmt=None,
         figure=None, force=False, normalize=True, per_atom=False, balance=False,
-        dtype="float64", test=None, command="") -> Scores
+        dtype="float64", test=None, command="", memory_limit=None, comm=None,
+        block_rows=None) -> Scores          # train, test: a path, a glob, or a list
     write_scores(path, scores, fmt=None, force=False)    # h5 (default), json, or xyz (--test)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.io.atomic import atomic_path, check_output, file_sha256, require_file
-from mlpdesign.io.selection import FORMAT as SELECTION_FORMAT
-from mlpdesign.io.selection import load_selection
+from mlpdesign.io.atomic import atomic_path, check_output
+from mlpdesign.io.frames import expand_inputs
 from mlpdesign.io.store import open_store
-from mlpdesign.kernels.blocks import DesignPoints
-from mlpdesign.kernels.core import KernelData, StoreKernel
-from mlpdesign.kernels.nearest import MaxMinState
-from mlpdesign.select.maxent import (
-    DEFAULT_JITTER,
-    KernelOracle,
-    check_jitter,
-    log_det_set,
-    loo_variances,
-    variances_given,
+from mlpdesign.kernels.blocks import Comm, parse_memory, reference_kernel
+from mlpdesign.kernels.core import KernelData, all_cpus
+from mlpdesign.score.sets import (
+    as_paths,
+    candidate_space,
+    gather,
+    training_factor,
+    training_set,
+    variances,
 )
-from mlpdesign.select.stage import given_kernel
+from mlpdesign.select.maxent import DEFAULT_JITTER, check_jitter, one_blas_thread
+from mlpdesign.select.stage import is_store
 
 FORMAT = "mlpdesign-scores"
 FORMAT_VERSION = 1
@@ -69,6 +78,7 @@ class Scores:
     nearest: np.ndarray  # position of the nearest other training configuration (-1: none)
     nearest_d2: np.ndarray
     attrs: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # blocks, bytes read, ... (not written)
 
     def top(self, n: int) -> np.ndarray:
         """Pool positions of the ``n`` most informative candidates (rank order)."""
@@ -84,49 +94,10 @@ class Scores:
         )
 
 
-def _is_selection(p: Path) -> bool:
-    """A selection file (any of its formats), else a store or an extxyz."""
-    with open(p, "rb") as f:
-        head = f.read(4096)
-    if head.startswith(b"\x89HDF"):
-        import h5py
-
-        with h5py.File(p, "r") as h:
-            fmt = h.attrs.get("format", "")
-        return (fmt.decode() if isinstance(fmt, bytes) else str(fmt)) == SELECTION_FORMAT
-    text = head.decode(errors="replace").lstrip()
-    return text.startswith("{") or text.startswith("# format: " + SELECTION_FORMAT)
-
-
-def _training(train, store, kd: KernelData) -> tuple[list[int], KernelData | None, dict]:
-    """Design points of the training set (pool positions, or ``-1 - j`` of a given
-    KernelData), that KernelData, and the set's provenance."""
-    p = require_file(train, "training set")
-    if _is_selection(p):
-        sel = load_selection(p)
-        if sel.pool_sha256 != store.pool_sha256:
-            raise MlpdesignError(
-                f"{p} was made for another pool than {store.path} (pool checksums differ)"
-            )
-        idx = sel.index
-        if idx is None:  # txt: positions from the candidate ids
-            pos = {int(c): i for i, c in enumerate(np.asarray(store.candidate_id))}
-            idx = np.array([pos[int(c)] for c in sel.candidate_id], dtype=np.int64)
-        info = {"path": str(train), "kind": "selection", "sha256": file_sha256(p)}
-        return [int(i) for i in idx], None, {**info, "n_configs": len(idx)}
-    with tempfile.TemporaryDirectory(prefix="mlpdesign-train-") as tmp:
-        gk, info = given_kernel(p, store, kd, tmp)
-    return [-1 - j for j in range(gk.n)], gk, info
-
-
-def _nearest(kd: KernelData, gk: KernelData | None, points: list[int]):
+def _nearest(gk: KernelData) -> tuple[np.ndarray, np.ndarray]:
     """Nearest other training configuration of each, and its D²."""
-    m = len(points)
-    if gk is None:
-        D = kd.d2_block(points, points)
-    else:
-        D = gk.d2_block(np.arange(gk.n), np.arange(gk.n))
-    D = np.array(D, dtype=np.float64).reshape(m, m)
+    m = gk.n
+    D = np.array(gk.d2_block(np.arange(m), np.arange(m)), dtype=np.float64).reshape(m, m)
     np.fill_diagonal(D, np.inf)
     if m < 2:
         return np.full(m, -1, dtype=np.int64), np.full(m, np.inf)
@@ -134,108 +105,141 @@ def _nearest(kd: KernelData, gk: KernelData | None, points: list[int]):
     return j.astype(np.int64), D[np.arange(m), j]
 
 
-def _psi(kd: KernelData, gk: KernelData | None, points: list[int]) -> np.ndarray:
-    st = MaxMinState(kd, gk)
-    for p in points:
-        if p >= 0:
-            st.add_pool(p, exclude=False)
-        else:
-            st.add_given(-1 - p)
-    return st.psi.copy()
+@one_blas_thread
+def _loo(factor) -> np.ndarray:
+    """Leave-one-out σ² of each training configuration, ``1 / [(K+λI)⁻¹]_tt``, from the
+    factor L of ``K + λI`` (as :func:`mlpdesign.select.maxent.loo_variances`)."""
+    from scipy.linalg import solve_triangular
+
+    m = factor.m
+    inv = solve_triangular(factor.L[:m, :m], np.eye(m), lower=True, check_finite=False)
+    return 1.0 / np.einsum("ij,ij->j", inv, inv)
 
 
-def _candidates(store, kd: KernelData, test, points, gk):
-    """The configurations to score (the pool, or ``test`` described like it), their ids,
-    and the training set as design points of a KernelData when the candidates are not
-    the pool (a selection's picks, rebuilt from the pool's rows)."""
-    if test is None:
-        return kd, np.asarray(store.candidate_id, dtype=np.int64), points, gk, None
-    if gk is None:
-        gk = DesignPoints(kd).build([kd.query(int(i)) for i in points])
-        points = [-1 - j for j in range(len(points))]
-    with tempfile.TemporaryDirectory(prefix="mlpdesign-test-") as tmp:
-        cand, tinfo = given_kernel(require_file(test, "test set"), store, kd, tmp)
-    return cand, np.arange(cand.n, dtype=np.int64), points, gk, tinfo
+def tie_ranks(var: np.ndarray, dup: np.ndarray, tie: float) -> np.ndarray:
+    """Rank of each candidate by σ² under select's tie rule: rank k goes to the lowest
+    index among the candidates left whose σ² is within ``tie`` of the largest left (so
+    rank 0 is the next ``select --criterion maxent`` pick); ``dup`` candidates (members
+    of the training set) after all others, by the same rule."""
+    import heapq
+
+    n = len(var)
+    rank = np.empty(n, dtype=np.int64)
+    k = 0
+    for group in (np.flatnonzero(~dup), np.flatnonzero(dup)):
+        order = group[np.argsort(-var[group], kind="stable")]
+        v = var[order]
+        taken = np.zeros(len(order), dtype=bool)
+        heap: list[tuple[int, int]] = []  # (index, sorted position) inside the window
+        top = nxt = 0
+        while k < n and top < len(order):
+            while nxt < len(order) and v[nxt] >= v[top] - tie:  # the window only grows
+                heapq.heappush(heap, (int(order[nxt]), nxt))
+                nxt += 1
+            i, j = heapq.heappop(heap)
+            rank[i], taken[j] = k, True
+            k += 1
+            while top < len(order) and taken[top]:
+                top += 1
+    return rank
 
 
-def compute(store, kd: KernelData, train, jitter: float, threshold: float, test=None) -> Scores:
-    """The scores of ``store``'s pool (its KernelData ``kd``), or of the configurations
-    of ``test``, given ``train``."""
-    points, gk, info = _training(train, store, kd)
-    cids_pool = np.asarray(store.candidate_id, dtype=np.int64)
-    train_id = cids_pool[points] if gk is None else np.arange(len(points), dtype=np.int64)
-    nearest, nearest_d2 = _nearest(kd, gk, points)
-    cand, cids, points, gk, tinfo = _candidates(store, kd, test, points, gk)
-    oracle = KernelOracle(cand, gk)
-    var = variances_given(oracle, points, jitter)
-    psi = _psi(cand, gk, points)
-    dup = psi <= oracle.eps  # in the training set already: last, as select never picks them
-    rank = np.empty(cand.n, dtype=np.int64)
-    rank[np.lexsort((np.arange(cand.n), -var, dup))] = np.arange(cand.n)
+def compute(
+    stack, store, train, opts: dict, jitter: float, threshold: float, test, engine: dict
+) -> Scores:
+    """The scores of ``store``'s pool, or of the configurations of ``test``, given
+    ``train`` (the module docstring); ``engine``: ``limit``, ``comm``, ``block_rows`` as
+    for select (all None: in memory). Collective under MPI; every rank gets the scores."""
+    c = Comm(engine["comm"])
+    kd = reference_kernel(store, opts, c)  # the whole store's centring and pair grid
+    ts = training_set(c, train, store, kd)
+    cands = c.agree(candidate_space, stack, c, store, kd, ts, test, opts, engine)
+    space, cids, scored = cands.space, cands.ids, cands.scored
+    if engine["comm"] is None:  # serial: D² on every CPU (one per MPI rank)
+        stack.enter_context(all_cpus())
+    c.agree(space.condition)  # Ψ: min D² to the training set, max-min's exact bounds
+    psi = gather(c, space.psi.copy())
+    factor = c.agree(training_factor, kd, ts.kd, jitter)
+    var = gather(c, c.agree(variances, cands, factor, jitter))
+    stats = space.stats()
+    n = len(var)
+    rank = tie_ranks(var, psi <= space.eps, space.tie)
+    nearest, nearest_d2 = _nearest(ts.kd)
     attrs = {
         "pool_sha256": store.pool_sha256,
         "store_path": str(store.path),
         "gap": store.gap,
         "kernel": kd.options,
-        "train": info,
-        "scored": "pool" if tinfo is None else {"test": tinfo},
+        "train": ts.info,
+        "scored": scored,
         "jitter": float(jitter),
         "threshold": float(threshold),
-        "logdet": log_det_set(oracle, points, jitter),
+        "logdet": factor.logdet(),
         "max_var": float(var.max()),
         "frac_above": float(np.mean(var > threshold)),
-        "n_pool": int(cand.n),
-        "n_train": len(points),
+        "n_pool": int(n),
+        "n_train": int(ts.kd.n),
     }
-    return Scores(
-        cids,
-        psi,
-        var,
-        rank,
-        train_id,
-        loo_variances(oracle, points, jitter),
-        nearest,
-        nearest_d2,
-        attrs,
-    )
+    loo = _loo(factor)
+    return Scores(cids, psi, var, rank, ts.ident, loo, nearest, nearest_d2, attrs, stats)
 
 
 def scores_format(path, fmt: str | None, test=None) -> str:
     """``h5``, ``json`` or ``xyz`` (the test set's frames with ``score_*`` info keys), from
-    ``fmt`` or the suffix of ``path``; ``xyz`` needs a ``test`` file that is not a store."""
+    ``fmt`` or the suffix of ``path``; ``xyz`` needs ``test`` frames, not a store."""
     suffix = Path(path).suffix.lower()
     fmt = fmt or {".json": "json", ".xyz": "xyz", ".extxyz": "xyz"}.get(suffix, "h5")
     if fmt not in ("h5", "json", "xyz"):
         raise MlpdesignError(f"unknown scores format {fmt!r} (h5, json or xyz)")
     if fmt == "xyz":
-        if test is None:
+        if not as_paths(test):
             raise MlpdesignError(
                 "xyz output writes the --test configurations with score_* keys; "
                 "give --test FILE, or write h5/json for the pool"
             )
-        with open(require_file(test, "test set"), "rb") as f:
-            if f.read(4) == b"\x89HDF":
-                raise MlpdesignError(f"{test}: a store has no frames to write; use h5 or json")
+        for p in expand_inputs(as_paths(test), "test set"):
+            if is_store(p):
+                raise MlpdesignError(f"{p}: a store has no frames to write; use h5 or json")
     return fmt
 
 
-def _write_xyz(tmp: Path, sc: Scores) -> None:
-    from ase.io import read, write
+def _test_files(sc: Scores) -> list[str] | None:
+    """The test set's input files (None: the pool was scored)."""
+    scored = sc.attrs.get("scored")
+    if not isinstance(scored, dict):
+        return None
+    info = scored["test"]
+    return [f["path"] for f in info.get("files", [])] or [info["path"]]
 
-    frames = read(sc.attrs["scored"]["test"]["path"], ":")
-    for i, atoms in enumerate(frames):
-        atoms.info["score_psi"] = float(sc.psi[i])
-        atoms.info["score_var"] = float(sc.var[i])
-        atoms.info["score_rank"] = int(sc.rank[i])
-    write(tmp, frames, format="extxyz")
+
+def _write_xyz(tmp: Path, sc: Scores, batch: int = 1024) -> None:
+    """The test frames (every input, in order, as read back) with ``score_*`` info keys,
+    written a batch at a time."""
+    from ase.io import write
+
+    from mlpdesign.io.frames import open_pool
+
+    pool = open_pool(_test_files(sc), species=False, what="test set", unique_ids=False)
+    if pool.n_configs != len(sc.psi):
+        raise MlpdesignError(
+            f"{pool.path}: {pool.n_configs} frames, but {len(sc.psi)} were scored "
+            "(did the files change?)"
+        )
+    with open(tmp, "w") as f:
+        for c0 in range(0, pool.n_configs, batch):
+            frames = pool.atoms(range(c0, min(pool.n_configs, c0 + batch)))
+            for i, atoms in enumerate(frames, start=c0):
+                atoms.info["score_psi"] = float(sc.psi[i])
+                atoms.info["score_var"] = float(sc.var[i])
+                atoms.info["score_rank"] = int(sc.rank[i])
+            write(f, frames, format="extxyz")
 
 
 def write_scores(path, sc: Scores, fmt: str | None = None, force: bool = False) -> Path:
     """Write ``sc`` atomically as HDF5 (default), JSON or, for a test set, its extxyz with
     ``score_psi``, ``score_var``, ``score_rank`` info keys (``fmt`` or the suffix)."""
     p = Path(path)
-    test = sc.attrs.get("scored")
-    fmt = scores_format(p, fmt, test["test"]["path"] if isinstance(test, dict) else None)
+    fmt = scores_format(p, fmt, _test_files(sc))
     attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, **sc.attrs}
     pool = {"candidate_id": sc.candidate_id, "psi": sc.psi, "var": sc.var, "rank": sc.rank}
     train = {
@@ -303,6 +307,18 @@ def histogram(path, sc: Scores, force: bool = False) -> Path:
     return Path(path)
 
 
+def _check_args(jitter, threshold, output, figure, force: bool, fmt, test) -> None:
+    """Refuse bad options and existing outputs before any work."""
+    check_jitter(jitter)
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise MlpdesignError(f"--threshold must be a number >= 0, got {threshold}")
+    for out in (output, figure):
+        if out is not None:
+            check_output(out, force)
+    if output is not None:
+        scores_format(output, fmt, test)
+
+
 def run(
     pool_store,
     train,
@@ -319,26 +335,32 @@ def run(
     dtype: str = "float64",
     test=None,
     command: str = "",
+    memory_limit=None,
+    comm=None,
+    block_rows: int | None = None,
 ) -> Scores:
-    """Score ``pool_store``'s candidates (or, with ``test``, the configurations of that
-    extxyz or store, described like the pool) given ``train`` (module docstring); write the
-    scores to ``output`` (None: nothing written) and the histogram to ``figure``."""
-    check_jitter(jitter)
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise MlpdesignError(f"--threshold must be a number >= 0, got {threshold}")
-    for out in (output, figure):
-        if out is not None:
-            check_output(out, force)
-    if output is not None:
-        scores_format(output, fmt, test)
-    with open_store(pool_store) as store:
-        kd = StoreKernel(
-            store, normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype
-        )
-        sc = compute(store, kd, train, float(jitter), float(threshold), test)
+    """Score ``pool_store``'s candidates (or, with ``test``, the configurations of those
+    files or that store, described like the pool) given ``train`` (module docstring);
+    write the scores to ``output`` (None: nothing written) and the histogram to
+    ``figure``. ``memory_limit`` (bytes or ``"4G"``), ``comm`` (mpi4py) or ``block_rows``:
+    streamed blocks over ranks, the same scores; every rank returns them, rank 0 writes."""
+    c = Comm(comm)
+    limit = c.agree(parse_memory, memory_limit)
+    test = as_paths(test) or None
+    c.agree(_check_args, jitter, threshold, output, figure, force, fmt, test)
+    opts = dict(normalize=normalize, per_atom=per_atom, balance=balance, dtype=dtype)
+    engine = dict(limit=limit, comm=comm, block_rows=block_rows)
+    with c.agree(open_store, pool_store) as store, contextlib.ExitStack() as stack:
+        sc = compute(stack, store, train, opts, float(jitter), float(threshold), test, engine)
     sc.attrs["command"] = command
-    if output is not None:
-        write_scores(output, sc, fmt, force)
-    if figure is not None:
-        histogram(figure, sc, force)
+
+    def write() -> None:
+        if c.rank != 0:
+            return
+        if output is not None:
+            write_scores(output, sc, fmt, force)
+        if figure is not None:
+            histogram(figure, sc, force)
+
+    c.agree(write)
     return sc

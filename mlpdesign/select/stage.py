@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.io.atomic import check_output, file_sha256, require_file
+from mlpdesign.io.atomic import check_output, file_sha256
 from mlpdesign.io.selection import Selection, load_selection, write_selection
 from mlpdesign.io.store import open_store
 from mlpdesign.kernels.blocks import (
@@ -36,35 +36,85 @@ def _same_kernel_specs(a, b) -> bool:
     ]
 
 
-def given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None):
-    """A KernelData for ``--given``: a store (same gap string) or an extxyz described now."""
-    p = require_file(path, "given set")
-    with open(p, "rb") as f:
-        is_h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
-    if is_h5:
-        gstore = open_store(p)
+def is_store(path) -> bool:
+    """Whether ``path`` is an HDF5 file (a descriptor store), by its signature."""
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def given_store(paths, store, tmpdir: str, progress_factory=None, what: str = "given set"):
+    """The store of a given set (``--given``, ``score --train/--test``), opened, and its
+    provenance: ``paths`` one store described with the pool's gap string, or frames of
+    any format ASE reads (files, glob patterns; several are one set, described together
+    into ``tmpdir`` with the pool's gap string). Provenance: ``path``, ``sha256`` (the
+    inputs' :func:`~mlpdesign.io.frames.pool_checksum`), ``kind``, ``n_configs`` and
+    ``files`` (path and sha256 of each input)."""
+    from mlpdesign.io.frames import EXTXYZ, expand_inputs, input_format, pool_checksum
+
+    files = expand_inputs(paths, what)
+    h5 = [p for p in files if is_store(p)]
+    if h5 and len(files) > 1:
+        raise MlpdesignError(
+            f"{h5[0]}: a store cannot be combined with other files in one {what}; "
+            "give the store alone, or the frames it was described from"
+        )
+    if h5:
+        gstore, kind = open_store(files[0]), "store"
     else:
         from mlpdesign.describe.runner import describe
 
+        kind = "extxyz" if all(input_format(p) == EXTXYZ for p in files) else "frames"
         out = Path(tmpdir) / "given.h5"
-        describe(p, out, gap=store.gap, progress=progress_factory)
+        describe(_own_ids(files, tmpdir, what), out, gap=store.gap, progress=progress_factory)
         gstore = open_store(out)
-    with gstore:
-        if not _same_kernel_specs(gstore.descriptors, store.descriptors):
-            raise MlpdesignError(
-                f"{p}: described with another gap string than the pool store "
-                f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
-                "pool's --gap, or pass the extxyz"
-            )
-        if gstore.n_configs == 0:
-            raise MlpdesignError(f"{p}: the given set holds no configurations")
-        gk = StoreKernel(gstore, **{k: v for k, v in kd.options.items()}, like=kd)
+    name = " ".join(str(p) for p in files)
+    if not _same_kernel_specs(gstore.descriptors, store.descriptors):
+        gstore.close()
+        raise MlpdesignError(
+            f"{name}: described with another gap string than the pool store "
+            f"({gstore.gap!r} vs {store.gap!r}); describe it with the "
+            "pool's --gap, or pass the frames"
+        )
+    if gstore.n_configs == 0:
+        gstore.close()
+        raise MlpdesignError(f"{name}: the {what} holds no configurations")
     info = {
-        "path": str(path),
-        "sha256": file_sha256(p),
-        "n_configs": gk.n,
-        "kind": "store" if is_h5 else "extxyz",
+        "path": str(paths) if isinstance(paths, (str, Path)) else name,
+        "sha256": pool_checksum(files),
+        "n_configs": int(gstore.n_configs),
+        "kind": kind,
+        "files": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
     }
+    return gstore, info
+
+
+def _own_ids(files: list, tmpdir: str, what: str):
+    """``files``, or, when their candidate ids repeat (an old training set's ids beside
+    MD frames without any), the same frames in one temporary ``.traj`` (exact) with their
+    positions as ids: a given set's ids are its own."""
+    from mlpdesign.io.frames import open_pool
+
+    pool = open_pool(files, species=False, what=what, unique_ids=False)
+    if len(np.unique(pool.candidate_id)) == pool.n_configs:
+        return files
+    from ase.io import write
+
+    frames = []
+    for k, a in enumerate(pool.atoms(range(pool.n_configs))):
+        a = a.copy()  # no calculator, no info but the id: only the structure is described
+        a.info = {"candidate_id": k}
+        frames.append(a)
+    path = Path(tmpdir) / "given.traj"
+    write(path, frames, format="traj")
+    return [path]
+
+
+def given_kernel(path, store, kd: KernelData, tmpdir: str, progress_factory=None, what="given set"):
+    """A KernelData for ``--given`` (:func:`given_store`: a store with the same gap string,
+    or frames described now) like ``kd``, and its provenance."""
+    gstore, info = given_store(path, store, tmpdir, progress_factory, what)
+    with gstore:
+        gk = StoreKernel(gstore, **{k: v for k, v in kd.options.items()}, like=kd)
     return gk, info
 
 
@@ -381,7 +431,8 @@ def run(
     ``options``: the fields of :class:`Options` (``criterion`` a name or a Criterion;
     ``first`` None, a candidate_id or ``"random"``; ``stratify`` None: stratified when the
     pool has two or more structure labels). ``given``: an existing training set (a store
-    with the same gap string, or an extxyz described here). ``continue_from``: a saved
+    with the same gap string, or frames described here: a path, a glob or a list of
+    them, any format ASE reads; see :func:`given_store`). ``continue_from``: a saved
     selection of this store, extended to ``n`` picks with its own options; it must be
     reproduced as the prefix. ``memory_limit`` (bytes or ``"4G"``), ``comm`` (mpi4py) or
     ``block_rows``: streamed blocks over ranks, the same picks; rank 0 writes ``output``
