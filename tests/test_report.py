@@ -241,6 +241,8 @@ def test_metrics_schema_is_stable(toy):
         "strain_norm",
         "structure_share",
         "cover_targets",  # added by issue 14 (report --cover-targets)
+        "ordered",  # added by issue 13 (select --refine exchange: a set)
+        "refine",
     }
     assert [m["size"] for m in d["metrics"]] == [4, 12]
     for m in d["metrics"]:

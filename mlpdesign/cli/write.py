@@ -17,7 +17,8 @@ from .options import force_option, output_option, quiet_option
     "n",
     type=int,
     default=None,
-    help="Write only the first N picks (any prefix of a max-min design is one).",
+    help="Write only the first N picks (any prefix of a greedy design is one; refused on "
+    "an unordered set from select --refine exchange).",
 )
 @min_distance_option
 @force_option
@@ -46,6 +47,8 @@ def command(pool, selection, output, n, min_distance, force, quiet) -> None:
     """
     from mlpdesign.io.write import write_training_set
 
+    if n is not None:
+        _check_prefix(selection, n)
     res = write_training_set(
         list(pool), selection, output, n=n, force=force, min_distance=min_distance
     )
@@ -60,4 +63,18 @@ def command(pool, selection, output, n, min_distance, force, quiet) -> None:
             f"  {res.n_atoms} atoms; DFT cost sum(n_atoms^3) = {res.cost:.4g} "
             f"({res.cost / max(res.n_written, 1):.4g} per configuration)",
             err=True,
+        )
+
+
+def _check_prefix(selection: str, n: int) -> None:
+    """One line when ``-n`` would cut an unordered set (``select --refine exchange``)."""
+    from mlpdesign.errors import MlpdesignError
+    from mlpdesign.io.selection import load_selection
+
+    sel = load_selection(selection)
+    if not sel.ordered and n < sel.n:
+        raise MlpdesignError(
+            f"-n {n}: {selection} is an unordered set of {sel.n} (select --refine "
+            "exchange), so no part of it is a design; write it whole, or select -n "
+            f"{n} again"
         )

@@ -3,10 +3,14 @@
 The layout is the contract in ``docs/formats.md``: the ordered ``candidate_id``, the 0-based
 ``index`` of each pick in the store, ``psi`` (min D² to the design at pick time, +inf for
 the first pick of an unconditional design), and attributes describing how it was made.
+A design refined by ``select --refine exchange`` is a set, not an ordered design: its
+attribute ``ordered`` is false (``psi``: each member's D² to the rest of the set and the
+given set; ``var``: its leave-one-out σ²), and it has no prefixes.
 
 Library API::
 
     Selection(candidate_id, index, psi, attrs)  .pool_sha256 .method .n .prefix(k)
+                                                .ordered   # False: a set (select --refine)
     write_selection(path, sel, fmt=None, force=False) -> Path   # fmt: h5|json|txt (default:
                                                                  # from the suffix, else h5)
     load_selection(path) -> Selection     # any of the three formats, told apart by content
@@ -59,7 +63,22 @@ OPTIONAL_KEYS = (
     "dft_cost",
     "max_atoms",
 )
+#: attributes of a design refined by ``select --refine exchange`` (written when present)
+EXCHANGE_KEYS = (
+    "ordered",
+    "refine",
+    "refine_tol",
+    "max_swaps",
+    "n_swaps",
+    "objective",
+    "objective_before",
+    "objective_after",
+    "swaps",
+)
+OPTIONAL_KEYS += EXCHANGE_KEYS
 _INT_KEYS = ("format_version", "seed", "n_requested", "total_atoms", "max_atoms")
+_INT_KEYS += ("max_swaps", "n_swaps")
+_FLOAT_KEYS = ("refine_tol", "objective_before", "objective_after")
 
 
 @dataclass
@@ -98,8 +117,18 @@ class Selection:
     def method(self) -> str:
         return str(self.attrs.get("method", ""))
 
+    @property
+    def ordered(self) -> bool:
+        """False for a set (``select --refine exchange``): no prefix of it is a design."""
+        return self.attrs.get("ordered", True) is not False
+
     def prefix(self, k: int) -> Selection:
-        """The first ``k`` picks (itself a max-min design)."""
+        """The first ``k`` picks (itself a max-min design); refused on an unordered set."""
+        if not self.ordered and k < self.n:
+            raise MlpdesignError(
+                f"an unordered set of {self.n} (select --refine exchange) has no prefix "
+                f"of {k}; take it whole or select {k} again"
+            )
         return Selection(
             self.candidate_id[:k],
             None if self.index is None else self.index[:k],
@@ -132,6 +161,14 @@ def _full_attrs(attrs: dict) -> dict:
     return out
 
 
+def _written(attrs: dict, k: str) -> bool:
+    """Whether optional attribute ``k`` goes into the file: when set (the exchange's keys:
+    when present, so ``ordered: false`` and a zero tolerance are written)."""
+    if k in EXCHANGE_KEYS:
+        return attrs.get(k) is not None
+    return bool(attrs.get(k))
+
+
 def _fmt_of(path: Path, fmt: str | None) -> str:
     if fmt is None:
         suf = path.suffix.lower()
@@ -146,7 +183,7 @@ def _fmt_of(path: Path, fmt: str | None) -> str:
 def selection_text(sel: Selection, fmt: str) -> str:
     """``sel`` as JSON or text (``fmt`` ``json`` or ``txt``): the bytes of those files."""
     attrs = _full_attrs(sel.attrs)
-    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if sel.attrs.get(k))]
+    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if _written(sel.attrs, k))]
     index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
     if fmt == "json":
         doc = {k: attrs[k] for k in keys}
@@ -174,7 +211,7 @@ def _write_h5(tmp: Path, sel: Selection) -> None:
     import h5py
 
     attrs = _full_attrs(sel.attrs)
-    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if sel.attrs.get(k))]
+    keys = [*ATTR_KEYS, *(k for k in OPTIONAL_KEYS if _written(sel.attrs, k))]
     index = sel.index if sel.index is not None else np.full(sel.n, -1, dtype=np.int64)
     with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
         for k in keys:
@@ -224,7 +261,12 @@ def _typed_attr(k: str, v):
             return int(v)
         except (TypeError, ValueError):
             return v
-    if k == "stopped_early" and isinstance(v, str):
+    if k in _FLOAT_KEYS:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return v
+    if k in ("stopped_early", "ordered") and isinstance(v, str):
         return v.strip().lower() in ("true", "1", "t")
     return v
 

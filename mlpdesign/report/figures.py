@@ -138,7 +138,10 @@ def design_curve(data: ReportData, path: Path) -> bool:
         f"covering radius, {nr} random designs",
     )
     _band(ax2, [_positive(r.min_pairwise) for r in data.random_evals], f"{nr} random designs")
+    sets = [d.name for d in data.designs if not d.ordered]
     for i, (d, ev) in enumerate(zip(data.designs, data.evals, strict=True)):
+        if not d.ordered:  # a set (select --refine exchange): its prefixes mean nothing
+            continue
         x = np.arange(1, len(d.index) + 1)
         ax1.plot(
             x, _positive(ev.covering), color=_color(i), lw=2, label=f"{d.name}: covering radius"
@@ -165,14 +168,13 @@ def design_curve(data: ReportData, path: Path) -> bool:
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.text(
-        0.5,
-        0.005,
+    note = (
         "Ψ of pick m: its D² to the first m-1 points (their covering radius for plain "
-        "max-min; at most that when stratified); D² is the squared kernel distance",
-        ha="center",
-        fontsize=8,
+        "max-min; at most that when stratified); D² is the squared kernel distance"
     )
+    if sets:
+        note += f"\nnot drawn, unordered sets (select --refine exchange): {', '.join(sets)}"
+    fig.text(0.5, 0.005, note, ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, path)
 

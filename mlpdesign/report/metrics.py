@@ -430,6 +430,8 @@ class ReportDesign:
     path: str = ""
     method: str = ""
     conditional: bool = False  # Ψ also counts distances to an existing training set
+    ordered: bool = True  # False: a set (select --refine exchange): no prefix is a design
+    refine: dict | None = None  # the exchange: objective before/after, swaps, tolerance
 
 
 #: The old name (tests and scripts use it); ``select`` has its own ``Design``.
@@ -452,7 +454,7 @@ def _parse_sizes(sizes: Sequence[int] | None, designs: Sequence[ReportDesign]) -
     out = []
     for d in designs:
         n = len(d.index)
-        if not sizes:
+        if not sizes or not d.ordered:  # a set: only its full size is a design
             out.append([n])
             continue
         bad = [s for s in sizes if s < 1 or s > n]
@@ -536,7 +538,9 @@ def _design_doc(d, ev, sizes, rand_by_size, jitter: float, strain, labels) -> di
         "method": d.method,
         "n": int(len(d.index)),
         "conditional": bool(d.conditional),
-        "psi_last_d2": None if psi is None or not len(psi) else _num(psi[-1]),
+        "psi_last_d2": None if psi is None or not len(psi) or not d.ordered else _num(psi[-1]),
+        "ordered": bool(d.ordered),
+        "refine": d.refine,
         "metrics": rows,
         "strain_norm": None if strain is None else _stats(strain[d.index]),
         "structure_share": None if labels is None else structure_shares(labels[d.index]),
@@ -643,7 +647,8 @@ def compute(
         for d, ev, ss in zip(designs, evals, per_design_sizes, strict=True)
     ]
     for doc, ev in zip(design_docs, evals, strict=True):
-        doc["cover_targets"] = cover_sizes(ev.covering, cover_targets)
+        ordered = doc["ordered"]
+        doc["cover_targets"] = cover_sizes(ev.covering, cover_targets) if ordered else None
         if n_atoms is not None:
             doc.update(design_cost(np.asarray(n_atoms)[ev.index], cost_exponent))
     doc = _document(
@@ -687,13 +692,15 @@ def format_text(metrics: dict) -> str:
                 f"{f(med(s, 'covering_radius_d2'), 10)} {f(m['logdet_k'], 11, '.2f')} "
                 f"{f(med(s, 'logdet_k'), 11, '.2f')}  {beats}"
             )
-    targets = list((metrics["designs"][0].get("cover_targets") or {}) if metrics["designs"] else [])
+    lines += _refine_lines(metrics["designs"])
+    curves = [d for d in metrics["designs"] if d.get("cover_targets")]
+    targets = list(curves[0]["cover_targets"]) if curves else []
     if targets:
         lines.append(
             f"design size at which the covering radius D2 first falls below {' / '.join(targets)}"
             " (-: not reached):"
         )
-        for d in metrics["designs"]:
+        for d in curves:
             sizes = ["-" if m is None else str(m) for m in d["cover_targets"].values()]
             lines.append(f"  {d['name'][:20]:<20} {' / '.join(sizes)}")
     costed = [d for d in metrics["designs"] if "dft_cost" in d]
@@ -703,6 +710,50 @@ def format_text(metrics: dict) -> str:
         for d in costed:
             lines.append(f"  {d['name'][:20]:<20} {d['total_atoms']} atoms, {d['dft_cost']:.4g}")
     return "\n".join(lines) + "\n"
+
+
+def _refine_lines(designs: list[dict]) -> list[str]:
+    """The table's lines on refined designs: swaps, objective before and after."""
+    out = []
+    for d in designs:
+        ex = d.get("refine")
+        if ex is None and d.get("ordered", True):
+            continue
+        line = f"  {d['name'][:20]:<20} an unordered set: only its full size is measured"
+        if ex:
+            b, a = ex.get("objective_before"), ex.get("objective_after")
+            f = lambda x: "-" if x is None else f"{x:.6g}"  # noqa: E731
+            line += (
+                f"; refined by {ex.get('method', 'exchange')}: {ex.get('n_swaps')} swaps, "
+                f"{ex.get('objective')} {f(b)} -> {f(a)}"
+            )
+        out.append(line)
+    if out:
+        out.insert(0, "sets (select --refine exchange; no prefix is a design, no design curve):")
+    return out
+
+
+def refine_info(attrs: dict) -> dict | None:
+    """A selection's exchange (its ``refine`` attributes) for metrics.json, or None."""
+    if "refine" not in attrs:
+        return None
+
+    def num(k: str):
+        v = attrs.get(k)
+        try:
+            return None if v is None else float(v)
+        except (TypeError, ValueError):
+            return None
+
+    n = attrs.get("n_swaps")
+    return {
+        "method": str(attrs.get("refine")),
+        "objective": str(attrs.get("objective", "")),
+        "objective_before": num("objective_before"),
+        "objective_after": num("objective_after"),
+        "n_swaps": None if n is None else int(n),
+        "tol": num("refine_tol"),
+    }
 
 
 # --------------------------------------------------------------------------- stores
@@ -750,6 +801,8 @@ def design_from_selection(sel: Any, store: Any, name: str, path: str | os.PathLi
         psi=None if psi is None else np.asarray(psi, dtype=np.float64),
         method=str(attrs.get("method", "")),
         conditional=bool(given),
+        ordered=attrs.get("ordered", True) is not False,
+        refine=refine_info(attrs),
     )
 
 

@@ -309,11 +309,13 @@ class SpaceOracle:
         else:
             self.kxx = np.zeros(self.n)
             for i, a, b in self.parts:
-                self.kxx[a:b] = self._part(i).diag
+                self.kxx[a:b] = self.part(i).diag
         self.kxx_given = self_kernel(self.given) if self.given is not None else np.zeros(0)
         self.kernel_values = 0
 
-    def _part(self, i: int) -> KernelData:
+    def part(self, i: int) -> KernelData:
+        """Part ``i`` of :attr:`parts` (``(i, a, b)``: local candidates ``a .. b-1``) as a
+        KernelData: the space's pool (``i`` = -1) or block ``i`` of its shard."""
         return self.space.kd if i < 0 else self.shard.block(i)
 
     def query(self, p: int):
@@ -332,7 +334,7 @@ class SpaceOracle:
         for i, a, b in self.parts:
             lo, hi = np.searchsorted(idx, [a, b])
             if hi > lo:
-                pieces.append(Rows.gather(self._part(i), idx[lo:hi] - a))
+                pieces.append(Rows.gather(self.part(i), idx[lo:hi] - a))
         out = k_block(self.kd, pieces[0] if len(pieces) == 1 else Rows.concat(pieces), B)
         self.kernel_values += out.size
         return out

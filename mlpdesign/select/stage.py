@@ -27,6 +27,7 @@ from mlpdesign.kernels.blocks import (
 )
 from mlpdesign.kernels.core import KernelData, StoreKernel, all_cpus
 from mlpdesign.select.engine import Design, MemorySpace, ShardSpace, Strata, criterion, greedy
+from mlpdesign.select.exchange import Exchange, check_refine, exchange_space
 from mlpdesign.select.strata import strata_labels  # noqa: F401  (re-exported)
 
 
@@ -190,6 +191,10 @@ class Options:
     until_var: float | None = None  # the same with σ² (--criterion maxent)
     max_atoms: int | None = None  # leave out candidates with more atoms
     jitter: float | None = None  # maxent's λ (None: its default)
+    refine: str | None = None  # "exchange": Fedorov exchange after the greedy design
+    tol: float | None = None  # the exchange's least gain (None: 0)
+    max_swaps: int | None = None  # the exchange's most swaps (None: -n)
+    refine_cache: int | None = None  # bytes of kernel values it keeps (None: see below)
 
     @property
     def kernel(self) -> dict:
@@ -201,6 +206,11 @@ class Options:
 def continued(path, n: int, opts: Options):
     """The saved selection ``path`` and the options it was made with."""
     prev = load_selection(path)
+    if not prev.ordered:
+        raise MlpdesignError(
+            f"{path} is an unordered set (select --refine exchange), not a greedy design: "
+            "--continue extends greedy designs; continue the design it was refined from"
+        )
     kern = prev.attrs.get("kernel") or "{}"
     try:
         kern = json.loads(kern) if isinstance(kern, str) else dict(kern)
@@ -313,15 +323,19 @@ def open_space(stack, store, opts: Options, given, n: int, *, limit, comm, block
     return ShardSpace(shard, shard.global_eps(gk), gk), ref, ginfo
 
 
-def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict, bar):
-    """The design and what its file records (every rank alike)."""
+def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict, bar, bars=None):
+    """The design (the greedy one; and its exchange, if asked for) and what its file
+    records (every rank alike)."""
     c = Comm(engine["comm"])
     crit = criterion(opts.criterion, opts.seed, jitter=opts.jitter)  # checked by run
     first = c.agree(_first_position, store, store_path, opts.first)
     labels = None
     if crit.stratified:
         labels = c.agree(strata_labels, store, store_path, opts.stratify, opts.strata_key)
+    left_out = None if opts.max_atoms is None else store.n_atoms > opts.max_atoms
+    cache, engine = _exchange_budget(opts, engine)
     t0 = time.monotonic()
+    refined = None
     with contextlib.ExitStack() as stack:
         space, kd, ginfo = c.agree(open_space, stack, store, opts, given, n, **engine)
         if prev is not None:
@@ -338,8 +352,10 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             strata=None if labels is None else Strata(labels, opts.strata_share),
             progress=bar,
             until=_budget(opts, crit),
-            left_out=None if opts.max_atoms is None else store.n_atoms > opts.max_atoms,
+            left_out=left_out,
         )
+        if opts.refine is not None:
+            refined = _refine(c, space, crit, design, opts, labels, left_out, cache, bars)
     if isinstance(space, ShardSpace):
         design.stats["wall_s"] = time.monotonic() - t0
     attrs = selection_attrs(
@@ -355,6 +371,22 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
         command="",
         stratify=opts.strata_key if labels is not None else False,
     )
+    var = _more_attrs(attrs, opts, labels, store, design, crit)
+    if refined is not None:
+        attrs.update(refined_attrs(refined, store.candidate_id))
+        var = refined.var
+        design.stats["exchange"] = {**refined.stats, **attrs_summary(attrs)}
+    n_atoms = np.asarray(store.n_atoms, dtype=np.float64)[_final(design, refined)]
+    attrs.update(total_atoms=int(n_atoms.sum()), dft_cost=float((n_atoms**3).sum()))
+    return design, attrs, var, refined
+
+
+def _final(design: Design, refined: Exchange | None) -> np.ndarray:
+    return design.index if refined is None else refined.index
+
+
+def _more_attrs(attrs: dict, opts: Options, labels, store, design: Design, crit):
+    """The options' attributes (share, budgets, --max-atoms, jitter); σ² at pick time."""
     if labels is not None and opts.strata_share != "pool":
         attrs["strata_share"] = opts.strata_share
     for key in ("until_psi", "until_var"):
@@ -362,13 +394,74 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             attrs[key] = float(getattr(opts, key))
     if opts.max_atoms is not None:
         attrs["max_atoms"] = int(opts.max_atoms)
-    n_atoms = np.asarray(store.n_atoms, dtype=np.float64)[design.index]
-    attrs.update(total_atoms=int(n_atoms.sum()), dft_cost=float((n_atoms**3).sum()))
     var = getattr(crit, "var", None)
     if var is not None:
         attrs["jitter"] = float(crit.jitter)
         var = np.asarray(var, dtype=np.float64)[: len(design.index)]  # a budget's last try
-    return design, attrs, var
+    return var
+
+
+def _exchange_budget(opts: Options, engine: dict) -> tuple[int | None, dict]:
+    """Bytes the exchange may keep of candidate-by-design kernel values (a quarter of
+    ``--memory-limit``, taken from the shard's share; None: no limit; ``refine_cache``
+    says otherwise, 0: recomputed in blocks), and the engine's options with the rest."""
+    limit = engine["limit"]
+    if opts.refine is None or limit is None:
+        return opts.refine_cache, engine
+    if opts.refine_cache is not None:
+        return opts.refine_cache, engine
+    return limit // 4, {**engine, "limit": limit - limit // 4}
+
+
+def _refine(c: Comm, space, crit, design: Design, opts: Options, labels, left_out, cache, bars):
+    """The exchange of the greedy design (every rank alike)."""
+    most = len(design.index) if opts.max_swaps is None else int(opts.max_swaps)
+    bar = bars(most, "exchange") if (bars is not None and c.rank == 0) else None
+    try:
+        return c.agree(
+            exchange_space,
+            space,
+            design.index,
+            crit.name,
+            jitter=float(getattr(crit, "jitter", 1.0)),
+            tol=0.0 if opts.tol is None else float(opts.tol),
+            max_swaps=most,
+            strata=labels,
+            allowed=None if left_out is None else ~np.asarray(left_out, dtype=bool),
+            cache_bytes=cache,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def refined_attrs(refined: Exchange, candidate_id) -> dict:
+    """What a selection file records of an exchange: it is a set (``ordered: false``),
+    the method, tolerance, most swaps, the swaps ``[out, in, gain]`` (candidate ids) and
+    the objective before and after."""
+    cid = np.asarray(candidate_id)
+
+    def num(x: float):
+        return float(x) if np.isfinite(x) else None
+
+    return {
+        "ordered": False,
+        "refine": "exchange",
+        "refine_tol": float(refined.tol),
+        "max_swaps": int(refined.max_swaps),
+        "n_swaps": len(refined.swaps),
+        "objective": refined.objective,
+        "objective_before": num(refined.before),
+        "objective_after": num(refined.after),
+        "swaps": [[int(cid[t]), int(cid[x]), float(g)] for t, x, g in refined.swaps],
+    }
+
+
+def attrs_summary(attrs: dict) -> dict:
+    """The exchange's line items for ``select``'s summary."""
+    keys = ("n_swaps", "objective", "objective_before", "objective_after", "max_swaps")
+    return {k: attrs.get(k) for k in keys}
 
 
 def _budget(opts: Options, crit) -> float | None:
@@ -394,6 +487,14 @@ def _check_options(opts: Options) -> None:
     if opts.jitter is not None and crit_name(opts.criterion) != "maxent":
         raise MlpdesignError("--jitter is for --criterion maxent")
     _budget(opts, criterion(opts.criterion, opts.seed, jitter=opts.jitter))
+    if opts.refine is None:
+        if opts.tol is not None or opts.max_swaps is not None:
+            raise MlpdesignError("--tol and --max-swaps are for --refine exchange")
+        return
+    if opts.refine != "exchange":
+        raise MlpdesignError(f"--refine must be exchange, got {opts.refine!r}")
+    most = 0 if opts.max_swaps is None else opts.max_swaps
+    check_refine(crit_name(opts.criterion), 0.0 if opts.tol is None else opts.tol, most)
 
 
 def crit_name(c) -> str:
@@ -434,8 +535,11 @@ def run(
     with the same gap string, or frames described here: a path, a glob or a list of
     them, any format ASE reads; see :func:`given_store`). ``continue_from``: a saved
     selection of this store, extended to ``n`` picks with its own options; it must be
-    reproduced as the prefix. ``memory_limit`` (bytes or ``"4G"``), ``comm`` (mpi4py) or
-    ``block_rows``: streamed blocks over ranks, the same picks; rank 0 writes ``output``
+    reproduced as the prefix. ``refine="exchange"`` (``tol``, ``max_swaps``): a Fedorov
+    exchange of the greedy design (:mod:`mlpdesign.select.exchange`); the file is then a
+    set (``ordered: false``) and records the swaps. ``memory_limit`` (bytes or ``"4G"``),
+    ``comm`` (mpi4py) or ``block_rows``: streamed blocks over ranks, the same picks (and
+    swaps); rank 0 writes ``output``
     (None: nothing written). ``progress_factory(total, desc)`` makes a progress bar.
     """
     c = Comm(comm)
@@ -453,8 +557,17 @@ def run(
         c.agree(_check_store, store, store_path, n, prev, continue_from)
         bar = progress_factory(n, "select") if (progress_factory and c.rank == 0) else None
         try:
-            design, attrs, var = _design(
-                store, store_path, n, opts, given, prev, continue_from, {**engine}, bar
+            design, attrs, var, refined = _design(
+                store,
+                store_path,
+                n,
+                opts,
+                given,
+                prev,
+                continue_from,
+                {**engine},
+                bar,
+                progress_factory,
             )
         finally:
             if bar is not None:
@@ -463,7 +576,9 @@ def run(
         cids = np.asarray(store.candidate_id)
         if prev is not None:
             c.agree(_check_prefix, prev, continue_from, cids, design)
-        sel = Selection(cids[design.index], design.index, design.psi, attrs, var)
+        idx = _final(design, refined)
+        psi = design.psi if refined is None else refined.psi
+        sel = Selection(cids[idx], idx, psi, attrs, var)
     if output is not None:
         c.agree(lambda: write_selection(output, sel, fmt, force) if c.rank == 0 else None)
     return sel, design
