@@ -84,6 +84,7 @@ def run_criterion(kd, crit: str, start, args, label: str = "greedy") -> list[dic
         rows.append(
             {
                 "criterion": crit,
+                "start": label,
                 "variant": f"bounds, in blocks (first {k} swaps)",
                 "swaps": k,
                 "steps": blk.stats["steps"],

@@ -841,11 +841,10 @@ def report(
     ``output=None`` only computes (no files, no figures).
     """
     from mlpdesign.io.atomic import atomic_dir, check_output_dir
+    from mlpdesign.io.selection import load_selection
     from mlpdesign.io.store import open_store
     from mlpdesign.progress import progress
     from mlpdesign.report.figures import write_figures
-
-    from mlpdesign.io.selection import load_selection
 
     if not selection_paths:
         raise MlpdesignError("give at least one selection file")
