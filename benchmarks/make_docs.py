@@ -38,6 +38,7 @@ SECTION = re.compile(
 )
 LABELS = {"stratify": "STR", "maxmin": "OPT", "default": "OPT", "balance": "BAL"}
 LABELS["stratify-balance"] = "SBL"
+LABELS.update({"maxent": "ENT", "maxent-stratified": "ENS", "exchange": "EXC"})
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict]:

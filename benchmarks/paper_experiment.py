@@ -4,8 +4,9 @@ For each seed pair (s1, s2): two independent pools of --pool candidates; from ea
 configurations by each design of ``--variants``: STR = ``select --stratify`` (max-min within
 each structure's share of the pool; select's default), OPT = ``select --no-stratify`` (the
 paper's plain max-min on the default kernel), BAL = ``select --balance --no-stratify`` (each
-descriptor's kernel normalised on its own), and RND = ``select --random``; EAM labels
-(Mendelev-Ackland Zr); one GAP per set; every model tested on every set (``crossval``).
+descriptor's kernel normalised on its own), ENT / ENS = ``select --criterion maxent`` plain /
+stratified, EXC = ENS refined by ``--refine exchange``, and RND = ``select --random``; EAM
+labels (Mendelev-Ackland Zr); one GAP per set; every model tested on every set (``crossval``).
 Printed per pair and design: each model's worst off-sample 0.99 quantile of |dE|/atom and
 the ratio worst(design)/worst(RND) (the paper: optimised sets have the lower worst case,
 target < 0.7), then the spread over the pairs and which design won. Everything runs through
@@ -16,6 +17,7 @@ the ``mlpdesign`` CLI, as a user would run it.
                                                             # 200 sparse points, one seed pair
     python benchmarks/paper_experiment.py --pool 100000 --jobs 2   # the paper's pool size
     python benchmarks/paper_experiment.py --quick --pairs 1:2,3:4,5:6 --variants stratify
+    python benchmarks/paper_experiment.py --quick --variants maxent,maxent-stratified,exchange
 
 The work folder keeps every intermediate (pools, stores, selections, labelled sets, models);
 a second run reuses them (files by their command and inputs, fits by their input hash,
@@ -57,12 +59,17 @@ QUICK_GAP = (
 DEFAULT_SIGMA = "0.002,0.05,0.05"
 #: kernel variant -> name of its optimised sets
 VARIANTS = {"stratify": "STR", "maxmin": "OPT", "balance": "BAL", "stratify-balance": "SBL"}
+VARIANTS.update({"maxent": "ENT", "maxent-stratified": "ENS", "exchange": "EXC"})
 #: their select options (STR is select's default on pools with structure labels)
 FLAGS = {
     "STR": ["--stratify"],
     "OPT": ["--no-stratify"],
     "BAL": ["--balance", "--no-stratify"],
     "SBL": ["--balance", "--stratify"],
+    "ENT": ["--criterion", "maxent", "--no-stratify"],  # greedy MaxEnt (D-optimal)
+    "ENS": ["--criterion", "maxent", "--stratify"],
+    # ENS, exchanged (at most 200 swaps: with 1000 points a maxent step is ~1 s)
+    "EXC": ["--criterion", "maxent", "--stratify", "--refine", "exchange", "--max-swaps", "200"],
 }
 
 
@@ -313,7 +320,9 @@ def main() -> None:
         default="stratify,maxmin,balance",
         help="designs of the optimised sets: stratify (select's default, STR), maxmin "
         "(--no-stratify, the paper's, OPT), balance (--balance --no-stratify, BAL), "
-        "stratify-balance (--balance --stratify, SBL); default: the first three",
+        "stratify-balance (--balance --stratify, SBL), maxent (--criterion maxent "
+        "--no-stratify, ENT), maxent-stratified (--criterion maxent --stratify, ENS), "
+        "exchange (ENS refined by --refine exchange, EXC); default: the first three",
     )
     p.add_argument(
         "--eam",
