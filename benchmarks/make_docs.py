@@ -32,6 +32,7 @@ PAGES = [
     "docs/scaling.md",
     "docs/cli.md",
     "docs/tune.md",
+    "docs/md-pools.md",
 ]
 SECTION = re.compile(
     r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
@@ -211,8 +212,41 @@ def tune_section(results: dict[str, dict]) -> str:
     return "".join(out) or "(no tune results)\n"
 
 
+def md_study(results: dict[str, dict]) -> str:
+    """docs/md-pools.md: the designs on the MD pool (issue 17, item 7), from md_study.json."""
+    data = results.get(MD_STUDY)
+    if data is None:
+        return f"(no {MD_STUDY})\n"
+    st = data["settings"]
+    rows = data["rows"]
+    out = [table(list(rows[0]), [list(r.values()) for r in rows])]
+    out.append(
+        f"\nMean ± sd over {len(st['seeds'])} seeds ({', '.join(map(str, st['seeds']))}), "
+        f"{st['picks']} picks "
+        f"per design; RMSE of the energy per atom over every frame of the pool (meV/atom); "
+        "the worst frame is the largest |ΔE|/atom in the pool.\n\n"
+    )
+    srows = data["score_rows"]  # seed by seed
+    out.append(table(list(srows[0]), [list(r.values()) for r in srows]))
+    out.append(
+        "\nSeed by seed, separated by /. Source: "
+        f"`benchmarks/results/{MD_STUDY}`, from `{data['benchmark']}` "
+        f"({data['wall_s']:.0f} s wall, {data['cpu_s']:.0f} s CPU, load {data['load_start'][0]}"
+        f"–{data['load_end'][0]} on {data['nproc']} cores).\n"
+    )
+    return "".join(out)
+
+
+MD_STUDY = "md_study.json"
+
+
 def speed(results: dict[str, dict]) -> str:
-    parts = [generic(n, d) for n, d in results.items() if not is_experiment(d) and not is_tune(n)]
+    own = {MD_STUDY}  # files with a section of their own page
+    parts = [
+        generic(n, d)
+        for n, d in results.items()
+        if not is_experiment(d) and not is_tune(n) and n not in own
+    ]
     return "\n".join(parts) if parts else "(no results)\n"
 
 
@@ -229,6 +263,7 @@ RENDER = {
     "paper-all": paper_all,
     "paper-means": paper_means,
     "tune": tune_section,
+    "md-study": md_study,
 }
 
 

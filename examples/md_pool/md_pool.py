@@ -7,6 +7,8 @@ trajectory ``<origin>.traj``; every frame carries ``origin`` (also as ``config_t
 ``structure``) and the EAM's energy, forces and stress.
 
     python md_pool.py pool --eam Zr_mm.eam.fs -o md       # md/bulk_300K.traj, ...
+    python md_pool.py pool --eam Zr_mm.eam.fs -o md --repeat 4 2 3 --slab-size 4 4 --layers 5
+                                                          # 95-96-atom bulk, 80-atom slab
     python md_pool.py count train.xyz                     # picks per origin
 
 ``run.sh`` beside this file is the whole worked example (pool -> describe -> select ->
@@ -25,14 +27,17 @@ import numpy as np
 A, C = 3.232, 5.147
 
 
-def cells(repeat: tuple[int, int, int] = (2, 1, 2), layers: int = 4) -> dict:
-    """The starting cells by origin: bulk, a vacancy in it, and a (0001) slab."""
+def cells(
+    repeat: tuple[int, int, int] = (2, 1, 2), layers: int = 4, slab_size: tuple[int, int] = (2, 2)
+) -> dict:
+    """The starting cells by origin: bulk (the 4-atom orthorhombic hcp cell times
+    ``repeat``), a vacancy in it, and a (0001) slab of ``slab_size`` x ``layers`` atoms."""
     from ase.build import bulk, hcp0001
 
     b = bulk("Zr", "hcp", a=A, c=C, orthorhombic=True).repeat(repeat)
     vac = b.copy()
     del vac[0]
-    slab = hcp0001("Zr", size=(2, 2, layers), a=A, c=C, vacuum=6.0)
+    slab = hcp0001("Zr", size=(*slab_size, layers), a=A, c=C, vacuum=6.0)
     slab.pbc = [True, True, False]
     slab.info.pop("adsorbate_info", None)  # ASE's build note: not a label, not for extxyz
     return {
@@ -112,11 +117,25 @@ def main() -> None:
     p.add_argument("--snapshots", type=int, default=20, help="frames per run")
     p.add_argument("--every", type=int, default=10, help="MD steps between frames")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--repeat", type=int, nargs=3, default=(2, 1, 2), metavar=("NX", "NY", "NZ"),
+        help="bulk cell: the 4-atom orthorhombic hcp cell times NX NY NZ (2 1 2: 16 atoms; "
+        "4 2 3: 96)",
+    )  # fmt: skip
+    p.add_argument(
+        "--slab-size", type=int, nargs=2, default=(2, 2), metavar=("NX", "NY"),
+        help="slab: NX x NY atoms per (0001) layer (2 2)",
+    )  # fmt: skip
+    p.add_argument("--layers", type=int, default=4, help="slab layers (4)")
     c = sub.add_parser("count", help="picks per origin in an extxyz file")
     c.add_argument("file", type=Path)
     args = ap.parse_args()
     if args.what == "pool":
-        for path in make_pool(args.output, args.eam, args.snapshots, args.every, args.seed):
+        cells = {"repeat": tuple(args.repeat), "layers": args.layers}
+        cells["slab_size"] = tuple(args.slab_size)
+        for path in make_pool(
+            args.output, args.eam, args.snapshots, args.every, args.seed, **cells
+        ):
             print(path)
     else:
         for origin, n in sorted(count_origins(args.file).items()):
