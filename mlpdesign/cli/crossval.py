@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .fit import fit_options
+from .fit import fit_options, memory_options
 from .options import AliasOption, force_option, jobs_option, output_option, quiet_option
 
 
@@ -31,6 +31,7 @@ from .options import AliasOption, force_option, jobs_option, output_option, quie
 )
 @click.option("--no-figure", is_flag=True, help="Skip parity.png.")
 @jobs_option
+@memory_options
 @force_option
 @quiet_option
 def command(
@@ -41,6 +42,8 @@ def command(
     no_reuse,
     no_figure,
     jobs,
+    memory_limit,
+    ignore_memory,
     force,
     quiet,
 ) -> None:
@@ -53,7 +56,9 @@ def command(
     An existing non-empty OUTPUT is refused unless -f/--force; with it, only the files
     crossval writes are replaced. A model whose inputs (labelled file's bytes, gap_fit
     arguments, quippy-ase version) are unchanged is reused, not refitted (--no-reuse
-    refits), so a rerun with -f after a change refits only what changed.
+    refits), so a rerun with -f after a change refits only what changed. Before any
+    fit, gap_fit's memory is estimated: the -j fits that run side by side must fit in
+    the memory available (or --memory-limit), else the run is refused (--ignore-memory).
 
     \b
     Examples:
@@ -78,6 +83,8 @@ def command(
         force=force,
         echo=echo,
         figure=not no_figure,
+        memory_limit=memory_limit,
+        ignore_memory=ignore_memory,
         jobs=jobs,
         progress_factory=lambda n, d: progress(n, d, "cfg", not quiet),
     )

@@ -133,6 +133,32 @@ def build_options(
     )
 
 
+def memory_options(f):
+    """``--memory-limit SIZE`` and ``--ignore-memory`` of ``fit`` and ``crossval``: the
+    check of gap_fit's estimated peak memory before any fit starts."""
+    f = click.option(
+        "--ignore-memory",
+        is_flag=True,
+        help="Run gap_fit even when its estimated memory exceeds the limit.",
+    )(f)
+    return click.option(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        callback=lambda c, p, v: _memory(v),
+        help="Memory gap_fit may use, e.g. 16G (default: what is free now: MemAvailable, "
+        "or the room under this job's cgroup limit when smaller). A fit whose estimate "
+        "(from the descriptor sizes, neighbours, sparse points and targets; docs/cli.md) "
+        "exceeds it is refused before it starts.",
+    )(f)
+
+
+def _memory(text: str | None) -> int | None:
+    from mlpdesign.kernels.blocks import parse_memory
+
+    return parse_memory(text)
+
+
 @click.command("fit")
 @click.argument("labelled", metavar="LABELLED.xyz", type=click.Path(dir_okay=False))
 @output_option("Output model folder (gap.xml, gap_fit.log, fit.json, train.xyz).")
@@ -145,6 +171,7 @@ def build_options(
     "kept, as crossval does; replacing it needs -f/--force).",
 )
 @click.option("--reuse", is_flag=True, hidden=True, expose_value=False, help="Old: the default.")
+@memory_options
 @force_option
 @quiet_option
 def command(
@@ -153,6 +180,8 @@ def command(
     options,
     verbose,
     no_reuse,
+    memory_limit,
+    ignore_memory,
     force,
     quiet,
 ) -> None:
@@ -169,6 +198,10 @@ def command(
     An OUTPUT whose fit.json records the same inputs (the labelled file's bytes, the
     gap_fit arguments, the quippy-ase version) is kept as it is: a rerun (a Makefile
     after 'touch') refits nothing. Other inputs into an existing OUTPUT need -f/--force.
+
+    Before gap_fit starts, its peak memory is estimated and said on stderr; a fit that
+    would not fit in the memory available (or --memory-limit) is refused, exit 2, unless
+    --ignore-memory.
 
     \b
     Examples:
@@ -190,6 +223,8 @@ def command(
         echo=echo,
         reuse=not no_reuse,
         announce=None if quiet else (lambda line: click.echo(line, err=True)),
+        memory_limit=memory_limit,
+        ignore_memory=ignore_memory,
     )
     if not quiet and res.reused:
         click.echo(f"{output}: inputs unchanged, model kept (--no-reuse refits)", err=True)

@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.gap.fit import FitOptions, FitResult, check_species, fit, fit_specs, kept_fit
+from mlpdesign.gap.fit import (
+    FitOptions,
+    FitResult,
+    check_species,
+    fit,
+    fit_estimate,
+    fit_specs,
+    kept_fit,
+)
+from mlpdesign.gap.fit_memory import check_memory
 from mlpdesign.gap.label import ENERGY_KEY, read_labelled
 from mlpdesign.gap.model import load_gap, predict_energies
 from mlpdesign.gap.strings import render_gap
@@ -134,6 +143,27 @@ def _check_output(out: Path, force: bool) -> None:
         raise MlpdesignError(f"cannot write {out}: folder {out.parent} does not exist")
 
 
+def check_fits_memory(
+    sets: dict[str, Path],
+    options: FitOptions,
+    jobs: int,
+    limit: int | None,
+    ignore: bool,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Refuse fits whose ``jobs`` largest gap_fit memory estimates (the fits that run side
+    by side) exceed ``limit`` (default: what is free), unless ``ignore``; ``echo`` the
+    estimate."""
+    if not sets:
+        return
+    need = {name: fit_estimate(path, options) for name, path in sets.items()}
+    top = sorted(need.values(), key=lambda e: e.bytes, reverse=True)[: max(1, jobs)]
+    what = "gap_fit" if len(top) == 1 else f"{len(top)} gap_fit runs side by side"
+    line = check_memory(sum(e.bytes for e in top), limit, ignore, what)
+    if echo:
+        echo(line)
+
+
 def fit_all(
     sets: dict[str, Path],
     mdir: Path,
@@ -149,7 +179,8 @@ def fit_all(
     def one(name: str) -> tuple[str, FitResult]:
         if echo:
             echo(f"model {name}: {sets[name]} ({sizes[name]} configurations)")
-        res = fit(sets[name], mdir / name, options, force=force, reuse=reuse)
+        # memory: checked for all fits at once (check_fits_memory) before any runs
+        res = fit(sets[name], mdir / name, options, force=force, reuse=reuse, ignore_memory=True)
         if echo:
             how = "reused (inputs unchanged)" if res.reused else f"fitted in {res.wall_s:.1f} s"
             echo(f"model {name}: {how}")
@@ -206,6 +237,8 @@ def crossval(
     progress_factory: Callable[[int, str], object] | None = None,
     figure: bool = True,
     jobs: int = 1,
+    memory_limit: int | None = None,
+    ignore_memory: bool = False,
 ) -> CrossvalResult:
     """Fit one model per set, predict every set with every model, write the matrix.
 
@@ -213,13 +246,26 @@ def crossval(
     command writes are replaced (matrix, predictions, figure, model files), nothing else
     in it is deleted. A model whose inputs are unchanged is reused (by its input hash,
     under ``output``/models or ``models_dir``) unless ``reuse`` is False; ``jobs`` fits
-    run at once. The output folder is locked for the whole run.
+    run at once. The output folder is locked for the whole run. Before any fit, the
+    ``jobs`` largest estimates of gap_fit's memory among the fits to run must fit in
+    ``memory_limit`` bytes (default: what is free), unless ``ignore_memory``.
     """
     out = Path(output)
+    memory = (memory_limit, ignore_memory)
     with holding(out):
         _check_output(out, force)
         return _crossval(
-            sets, out, options, models_dir, reuse, force, echo, progress_factory, figure, jobs
+            sets,
+            out,
+            options,
+            models_dir,
+            reuse,
+            force,
+            echo,
+            progress_factory,
+            figure,
+            jobs,
+            memory,
         )
 
 
@@ -234,6 +280,7 @@ def _crossval(
     progress_factory: Callable[[int, str], object] | None,
     figure: bool,
     jobs: int,
+    memory: tuple[int | None, bool] = (None, False),
 ) -> CrossvalResult:
     """:func:`crossval` once its output is checked and locked."""
     mdir = Path(models_dir) if models_dir is not None else out / "models"
@@ -241,15 +288,15 @@ def _crossval(
     specs = fit_specs(options)
     for name, frames in data.items():
         check_species(specs, frames, f"set {name} ({sets[name]})")
+    to_fit = [n for n in sets if not (reuse and kept_fit(mdir / n, sets[n], options))]
     if not force:  # a model folder that would be refitted: refused before any fit runs
-        for name in sets:
-            if (mdir / name).exists() and not (
-                reuse and kept_fit(mdir / name, sets[name], options)
-            ):
+        for name in to_fit:
+            if (mdir / name).exists():
                 raise MlpdesignError(
                     f"{mdir / name} holds a model of other inputs"
                     f"{'' if reuse else ' (--no-reuse)'}; use --force to refit it"
                 )
+    check_fits_memory({n: sets[n] for n in to_fit}, options, jobs, *memory, echo)
     out.mkdir(exist_ok=True)
     (out / MARKER).write_text(
         json.dumps({"format": "mlpdesign-crossval", "format_version": 1}) + "\n"

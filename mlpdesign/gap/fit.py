@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlpdesign.errors import MlpdesignError
+from mlpdesign.gap.fit_memory import MemoryEstimate, check_memory, estimate
 from mlpdesign.gap.label import GAP_FIT_KEY_ARGS, labelled_set, write_labelled
 from mlpdesign.gap.strings import (
     DEFAULT_GAP,
@@ -216,29 +217,36 @@ def run_gap_fit(
 ) -> tuple[float, float | None]:
     """Run gap_fit in ``cwd``, streaming its output to ``log_path`` (and ``echo``).
 
-    Returns (wall seconds, peak resident memory in MiB of the gap_fit process).
+    Returns (wall seconds, peak resident memory in MiB of the gap_fit process: its own
+    ``VmHWM``, see :class:`mlpdesign.gap.fit_memory.HighWater`).
     Raises :class:`MlpdesignError` with gap_fit's own message when it fails.
     """
+    from mlpdesign.gap.fit_memory import HighWater
+
     cmd = [gap_fit_binary(), *args]
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
+        hwm = HighWater(proc.pid)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 if echo is not None:
                     echo(line.rstrip("\n"))
+            peak = hwm.stop()
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
+            hwm.stop()
             proc.kill()
             proc.wait()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
-    peak = usage.ru_maxrss / 1024.0 if usage.ru_maxrss else None  # KiB on Linux
+    if peak is None and usage.ru_maxrss:  # no /proc: an upper bound (includes this process's)
+        peak = usage.ru_maxrss / 1024.0  # KiB on Linux
     if proc.returncode != 0:
         msg = _gap_fit_error(log_path.read_text(errors="replace"), proc.returncode)
         raise MlpdesignError(f"gap_fit failed (exit {proc.returncode}): {msg}")
@@ -268,6 +276,17 @@ def _same_fit(out: Path, info: dict | None, digest: str) -> bool:
     return bool(info) and info.get("inputs_sha256") == digest and (out / "gap.xml").is_file()
 
 
+def memory_estimate(specs: Sequence[DescriptorSpec], frames: Sequence) -> MemoryEstimate:
+    """gap_fit's estimated peak memory for these fit-time specs and labelled frames."""
+    return estimate(specs, frames)  # forces, virials: each frame's own
+
+
+def fit_estimate(labelled: str | os.PathLike, options: FitOptions) -> MemoryEstimate:
+    """:func:`memory_estimate` of the fit :func:`fit` would run on ``labelled``."""
+    frames, _, specs, _, _ = _prepared(Path(labelled), options)
+    return memory_estimate(specs, frames)
+
+
 def kept_fit(output: str | os.PathLike, labelled: str | os.PathLike, options: FitOptions) -> bool:
     """True when ``output`` holds a fit of exactly these inputs (what :func:`fit` reuses)."""
     out = Path(output)
@@ -284,6 +303,8 @@ def fit(
     echo: Callable[[str], None] | None = None,
     reuse: bool = True,
     announce: Callable[[str], None] | None = None,
+    memory_limit: int | None = None,
+    ignore_memory: bool = False,
 ) -> FitResult:
     """Fit a GAP on ``labelled`` into the folder ``output`` (written atomically).
 
@@ -294,6 +315,10 @@ def fit(
     ``announce`` gets one line once the inputs are checked and gap_fit starts; ``echo``
     gets gap_fit's output line by line. When gap_fit fails, its log is kept as
     ``<output>.gap_fit.log`` beside the (not created) folder and its message is raised.
+
+    Before gap_fit starts, its peak memory is estimated (:mod:`mlpdesign.gap.fit_memory`)
+    and the fit refused when the estimate exceeds ``memory_limit`` bytes (default: the
+    memory available now), unless ``ignore_memory``; ``announce`` gets the estimate.
     """
     labelled = Path(labelled)
     frames, converted, specs, args, digest = _prepared(labelled, options)
@@ -314,10 +339,15 @@ def fit(
         raise MlpdesignError(f"{out} holds a fit ({why}); use --force to refit into it")
     with holding(out):  # the folder and its fit.json, written last, are one claim
         check_output_dir(out, force)
+        need = memory_estimate(specs, frames)
+        line = check_memory(need.bytes, memory_limit, ignore_memory)
+        if announce is not None:
+            announce(f"{line}: {need.summary()}")
         wall, peak = _fit_into(out, labelled, frames, converted, args, force, echo, announce)
         # fit.json last, after every model file is in place, and the old one removed before
         # they are: a run killed between leaves no fit.json to reuse a half-merged model by
         info = _fit_info(labelled, frames, specs, options, args, digest, wall, peak)
+        info["memory_estimate_mib"] = round(need.mib, 1)
         with atomic_path(out / "fit.json", force=True) as tmp:
             tmp.write_text(json.dumps(info, indent=2) + "\n")
     return FitResult(
