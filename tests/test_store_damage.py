@@ -127,3 +127,42 @@ def test_unnormalised_synthetic_rows_are_not_damage(tmp_path):
     write_store_arrays(tmp_path / "s.h5", gap, np.arange(6), [rows])
     with open_store(tmp_path / "s.h5") as s:
         assert s.n_configs == 6
+
+
+@pytest.mark.parametrize("case", ["nan", "1e6", "bit-flip"])
+def test_report_checks_values_as_its_kernel_loads_them(case, tmp_path, small_store, monkeypatch):
+    """select and report in memory open the store unchecked and check the rows while the
+    kernel reads them (one read): the same damage line as the check on open, nothing written."""
+    sel = tmp_path / "sel.h5"
+    assert run("select", small_store, "-n", "5", "-o", sel).exit_code == 0
+    path = _copy(small_store, tmp_path)
+    damage, detail = DAMAGE[case]
+    damage(path)
+    monkeypatch.setattr(store_mod, "_CHECKED", set())  # as in a fresh process
+    err = one_line_error(run("report", path, sel, "-o", tmp_path / "rep", "-q"))
+    assert f"{path}: is damaged" in err and detail in err, err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_kernel_load_feeds_every_row_to_the_check_once(small_store, monkeypatch):
+    """The load's check sees each stored row exactly once (the reader's first look at a
+    block is not counted twice) and marks the store checked."""
+    from mlpdesign.kernels.core import StoreKernel
+
+    monkeypatch.setattr(store_mod, "_CHECKED", set())
+    seen: dict[int, list[int]] = {}
+    real = store_mod.RowCheck.rows
+
+    def spy(self, r0, x):
+        before = len(self._seen)
+        real(self, r0, x)
+        if len(self._seen) > before:
+            seen.setdefault(self.k, []).extend(range(r0, r0 + len(x)))
+
+    monkeypatch.setattr(store_mod.RowCheck, "rows", spy)
+    with open_store(small_store, check=False) as s:
+        assert not store_mod.values_checked(s)
+        StoreKernel(s)
+        assert store_mod.values_checked(s)
+        for k in range(len(s.descriptors)):
+            assert sorted(seen[k]) == list(range(s.n_rows(k)))

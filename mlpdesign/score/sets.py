@@ -52,7 +52,7 @@ from mlpdesign.kernels.core import KernelData, StoreKernel
 from mlpdesign.kernels.kblock import Rows, k_block
 from mlpdesign.select.engine import ShardSpace
 from mlpdesign.select.maxent import Factor, KernelOracle, one_blas_thread, self_kernel
-from mlpdesign.select.stage import given_kernel, given_store
+from mlpdesign.select.stage import given_kernel, given_store, stands_alone
 
 #: kernel values per block of σ² (candidates × training points)
 CHUNK = 1 << 18
@@ -140,11 +140,7 @@ def training_set(c: Comm, train, store, kd: KernelData) -> TrainingSet:
             return None
         files = expand_inputs(as_paths(train), "training set")
         sel = [p for p in files if is_selection(p)]
-        if sel and len(files) > 1:
-            raise MlpdesignError(
-                f"{sel[0]}: a selection cannot be combined with other files in one training "
-                "set; give it alone"
-            )
+        stands_alone(files, sel, "selection", "training set", "give it alone")
         if sel:
             return _from_selection(sel[0], store, kd)
         with tempfile.TemporaryDirectory(prefix="mlpdesign-train-") as tmp:

@@ -43,6 +43,15 @@ def is_store(path) -> bool:
         return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
+def stands_alone(files: list, matches: list, kind: str, what: str, hint: str) -> None:
+    """Refuse ``matches`` (files of one ``kind``: a store, a selection) mixed with other
+    files in one ``what``: such a file is a whole set by itself."""
+    if matches and len(files) > 1:
+        raise MlpdesignError(
+            f"{matches[0]}: a {kind} cannot be combined with other files in one {what}; {hint}"
+        )
+
+
 def given_store(paths, store, tmpdir: str, progress_factory=None, what: str = "given set"):
     """The store of a given set (``--given``, ``score --train/--test``), opened, and its
     provenance: ``paths`` one store described with the pool's gap string, or frames of
@@ -54,11 +63,9 @@ def given_store(paths, store, tmpdir: str, progress_factory=None, what: str = "g
 
     files = expand_inputs(paths, what)
     h5 = [p for p in files if is_store(p)]
-    if h5 and len(files) > 1:
-        raise MlpdesignError(
-            f"{h5[0]}: a store cannot be combined with other files in one {what}; "
-            "give the store alone, or the frames it was described from"
-        )
+    stands_alone(
+        files, h5, "store", what, "give the store alone, or the frames it was described from"
+    )
     if h5:
         gstore, kind = open_store(files[0]), "store"
     else:
