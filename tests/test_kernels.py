@@ -200,3 +200,38 @@ def test_bad_inputs():
         K.linear(np.array([[0.0, 0.0], [1.0, 0.0]]))
     with pytest.raises(MlpdesignError, match="offsets"):
         K.Term.dot(np.ones((3, 2)), offsets=[0, 2])
+
+
+def test_store_load_embeds_pairs_block_by_block_with_the_bits_of_one_pass(small_store, monkeypatch):
+    """A store's pair term is embedded config block by config block (the distances of one
+    block in memory at a time): the same rows, centring and kernel as the embedding of
+    all the distances at once, for any block size."""
+    from mlpdesign.io.store import open_store
+
+    with open_store(small_store) as s:
+        plan = K.term_plans(s.descriptors)[0]
+        r, w, off = s.f["descriptors/0/rows"][()], s.weights(0), s.offsets(0)
+        for rows in (K.CENTRE_ROWS, 7, 1):  # pieces of the centring (and of the embedding)
+            monkeypatch.setattr(K, "CENTRE_ROWS", rows)
+            term = K.StoreKernel(s).terms[0]
+            ref = K.pair_term(r, w, off, plan["theta"], plan["cutoff"], plan["delta"])
+            assert np.array_equal(term.rows, ref.rows) and np.array_equal(term.mu, ref.mu)
+            assert np.array_equal(term.aux, ref.aux) and term.meta == ref.meta
+
+
+def test_items_map_same_results_and_order_on_threads(monkeypatch):
+    """items_map runs items side by side (their D² pieces serially) with the results, and
+    the calls of ``done``, in the items' order, the bits of one item at a time."""
+    rng = np.random.default_rng(3)
+    kd = K.linear(rng.normal(size=(5000, 30)))
+    rows = [rng.choice(kd.n, 40, replace=False) for _ in range(5)]
+    serial = [kd.d2_block(r, np.arange(kd.n)) for r in rows]
+    for threads in (1, 2, 3):
+        K.set_threads(threads)
+        try:
+            done = []
+            out = K.items_map(lambda r: kd.d2_block(r, np.arange(kd.n)), rows, done.append)
+        finally:
+            K.set_threads(None)
+        assert all(np.array_equal(a, b) for a, b in zip(out, serial, strict=True))
+        assert [id(x) for x in done] == [id(x) for x in rows]

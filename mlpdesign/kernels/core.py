@@ -58,9 +58,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import math
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,6 +153,43 @@ def all_cpus():
         _EXECUTOR[2] = None
 
 
+class _Serial(threading.local):
+    on = False  # this thread runs one item of items_map: its D² pieces run serially
+
+
+_SERIAL = _Serial()
+
+
+def items_map(fn, items: list, done=None) -> list:
+    """``[fn(x) for x in items]``, the items on :func:`n_threads` threads at once (each
+    item's D² pieces then run serially on its thread, BLAS on one thread: the same bits as
+    one item at a time). ``done(x)`` is called in the caller's thread, in order, as each
+    item is finished. For independent work too fine for pieces: the report's designs."""
+    threads = min(n_threads(1), len(items))
+    if threads <= 1:
+        out = []
+        for x in items:
+            out.append(fn(x))
+            if done is not None:
+                done(x)
+        return out
+
+    def serial(x):
+        _SERIAL.on = True
+        try:
+            return fn(x)
+        finally:
+            _SERIAL.on = False
+
+    out = []
+    with _one_blas_thread(), ThreadPoolExecutor(threads, "mlpdesign-items") as ex:
+        for x, fut in zip(items, [ex.submit(serial, x) for x in items], strict=True):
+            out.append(fut.result())
+            if done is not None:
+                done(x)
+    return out
+
+
 def n_threads(default: int | None = None) -> int:
     """Threads: :func:`set_threads`, else ``MLPDESIGN_THREADS``, else ``default``, else the
     CPUs this process may use (its affinity mask: what SLURM or taskset gave it), at most 8.
@@ -157,7 +197,10 @@ def n_threads(default: int | None = None) -> int:
     D² evaluation defaults to one thread, except inside :func:`all_cpus` (serial select
     and report): on the 2-core machine a second thread made the 1000-of-100 000 selection
     faster (7.3-7.7 s vs 8.9-9.3 s end to end, same bits; it was slower before the engine's
-    pieces grew). The pair embedding and centring of a store load use every CPU."""
+    pieces grew). The pair embedding and centring of a store load use every CPU. One
+    thread inside an item of :func:`items_map`."""
+    if _SERIAL.on:
+        return 1
     if _EXECUTOR[2] is not None:
         return _EXECUTOR[2]
     env = os.environ.get("MLPDESIGN_THREADS", "").strip()
@@ -182,13 +225,27 @@ def _pieces_map(fn, pieces: list, default_threads: int | None = 1) -> list:
         if threads == 1:
             return [fn(p) for p in pieces]
         if _EXECUTOR[0] is None or _EXECUTOR[1] != threads:
-            from concurrent.futures import ThreadPoolExecutor
-
             if _EXECUTOR[0] is not None:
                 _EXECUTOR[0].shutdown()
             _EXECUTOR[0] = ThreadPoolExecutor(threads, thread_name_prefix="mlpdesign-d2")
             _EXECUTOR[1] = threads
         return list(_EXECUTOR[0].map(fn, pieces))
+
+
+def release_free_heap() -> None:
+    """Hand the heap's freed pages back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere). A store load frees many temporaries of a few MB, which glibc keeps in its
+    heap: on the 100 000-config paper pool they held 135 MiB of the peak RSS."""
+    if _TRIM[0] is None:
+        try:
+            _TRIM[0] = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            _TRIM[0] = False
+    if _TRIM[0]:
+        _TRIM[0](0)
+
+
+_TRIM: list = [None]
 
 
 def _segment_sum(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -944,7 +1001,14 @@ def pair_grid(
 
 
 def pair_embedding(
-    r, weights, offsets, theta: float, grid: np.ndarray, block: int = 1 << 16
+    r,
+    weights,
+    offsets,
+    theta: float,
+    grid: np.ndarray,
+    block: int = 1 << 16,
+    out: np.ndarray | None = None,
+    threads: bool = True,
 ) -> np.ndarray:
     """Embed each config's pairs as ``e(x_g) = c sum_i w_i exp(-(x_g - r_i)^2 / theta^2)``.
 
@@ -953,7 +1017,9 @@ def pair_embedding(
     width theta/sqrt 2, done by the rectangle rule on ``grid``). Returns (n_configs, G).
     Equal consecutive distances of a config (i-j and j-i, +R and -R images) are merged
     first, and each Gaussian is evaluated only within 7 theta of its centre (beyond, it is
-    below e^-49 of its peak).
+    below e^-49 of its peak). ``out``: write into this (n_configs, G) array instead;
+    ``threads=False``: one thread (inside another thread pool). Each config's row has
+    the same bits whatever ``block``, ``threads`` and the configs embedded beside it.
     """
     r = np.asarray(r, dtype=np.float64).reshape(-1)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -968,7 +1034,10 @@ def pair_embedding(
         )
     c = math.sqrt(h / (theta * math.sqrt(math.pi / 2)))
     n = len(off) - 1
-    out = np.zeros((n, G))
+    if out is None:
+        out = np.zeros((n, G))
+    else:
+        out[...] = 0.0
     if len(r) == 0:
         return out
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
@@ -998,8 +1067,21 @@ def pair_embedding(
         j += (owner[a:b, None] - o0) * G  # the flat index into out[o0:o1]
         out[o0:o1] += np.bincount(j.ravel(), e.ravel(), minlength=(o1 - o0) * G).reshape(o1 - o0, G)
 
-    _pieces_map(one, bounds, default_threads=None)
+    if threads:
+        _pieces_map(one, bounds, default_threads=None)
+    else:
+        for ab in bounds:
+            one(ab)
     return out
+
+
+def pair_meta(theta: float, grid: np.ndarray) -> dict:
+    """A pair term's ``meta``: its width and embedding grid (start, step, points)."""
+    return {
+        "embedding": "pair",
+        "theta": theta,
+        "grid": [float(grid[0]), float(grid[1] - grid[0]), len(grid)],
+    }
 
 
 def pair_kernel_bruteforce(r_a, w_a, r_b, w_b, theta: float) -> float:
@@ -1034,11 +1116,7 @@ def pair_term(
         mu=mu,
         dtype=dtype,
         name=name,
-        meta={
-            "embedding": "pair",
-            "theta": theta,
-            "grid": [float(grid[0]), float(grid[1] - grid[0]), len(grid)],
-        },
+        meta=pair_meta(theta, grid),
     )
 
 
@@ -1186,6 +1264,7 @@ class StoreKernel(KernelData):
                 check=check,
             )
             terms.append(term)
+            release_free_heap()  # the load's temporaries, before the next term's rows
         for check in checks:
             check.finish()
         if checks:
@@ -1201,27 +1280,39 @@ def _store_pair_term(
     ds, r0: int, off, w, plan: dict, *, ref, mu, dtype, step, where, check=None
 ) -> Term:
     """A store's ``distance_2b`` rows ``r0 ..`` as a pair term (``ref``: reuse its grid;
-    ``check``: the store's :class:`~mlpdesign.io.store.RowCheck`, fed the rows read)."""
-    rows = np.asarray(ds[r0 : r0 + int(off[-1])], dtype=np.float64)
-    if check is not None:
-        check.rows(r0, rows)
-    _check_finite(rows, where)
+    ``check``: the store's :class:`~mlpdesign.io.store.RowCheck`, fed the rows read).
+
+    The embedding is made config block by config block, straight into the term's array
+    (the distances of one block in memory at a time, not the whole store's): the same
+    bits as :func:`pair_term` on all the distances at once."""
     if ref is not None:
         lo, h, m = ref.meta["grid"]
         grid = lo + h * np.arange(m)
     else:
         grid = pair_grid(plan["cutoff"], plan["theta"], step)
-    return pair_term(
-        rows,
-        w,
-        off,
-        plan["theta"],
-        plan["cutoff"],
-        plan["delta"],
-        grid=grid,
+    theta = plan["theta"]
+
+    def get(a, b, out=None):
+        p0, p1 = int(off[a]), int(off[b])
+        rows = np.asarray(ds[r0 + p0 : r0 + p1], dtype=np.float64)
+        if check is not None:
+            check.rows(r0 + p0, rows)
+        _check_finite(rows, where)
+        return pair_embedding(
+            rows, w[p0:p1], off[a : b + 1] - p0, theta, grid, out=out, threads=False
+        )
+
+    n = len(off) - 1
+    return Term.dot(
+        get,
+        np.arange(n + 1, dtype=np.int64),
+        None,
+        zeta=1,
+        delta=plan["delta"],
         mu=mu,
         dtype=dtype,
         name=plan["name"],
+        meta=pair_meta(theta, grid),
     )
 
 

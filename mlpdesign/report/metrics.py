@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlpdesign.errors import MlpdesignError
-from mlpdesign.kernels.core import all_cpus
+from mlpdesign.kernels.core import all_cpus, items_map
 from mlpdesign.kernels.nearest import MaxMinState
 
 #: Default jitter added to the diagonal of K before log det (K is PSD, often near-singular).
@@ -260,19 +260,23 @@ def tracked_curves(kd: Any, designs: Sequence[np.ndarray], progress: Any = None)
     """:func:`covering_curves` of a KernelData in memory: each design's points added one by
     one to a :class:`~mlpdesign.kernels.nearest.MaxMinState`, whose Psi is then the min D²
     of every candidate to the prefix (the values select records); its bounds skip the rows
-    a new point cannot change, so a design costs about what selecting it did."""
-    curves = []
-    for k, d in enumerate(designs):
+    a new point cannot change, so a design costs about what selecting it did. The designs
+    run side by side on the CPUs (:func:`~mlpdesign.kernels.core.items_map`, same bits)."""
+    designs = [np.asarray(d, dtype=np.int64) for d in designs]
+
+    def one(k: int) -> np.ndarray:
         st = MaxMinState(kd)
-        curve = np.empty(len(d))
-        for m, j in enumerate(np.asarray(d, dtype=np.int64)):
+        curve = np.empty(len(designs[k]))
+        for m, j in enumerate(designs[k]):
             st.add_pool(int(j), exclude=False)
             curve[m] = st.psi.max()
-        curves.append(curve)
-        if progress is not None:  # the pool's candidates, shared out over the designs
-            done = kd.n * (k + 1) // len(designs) - kd.n * k // len(designs)
-            progress.update(done)
-    return curves
+        return curve
+
+    def done(k: int) -> None:  # the pool's candidates, shared out over the designs
+        if progress is not None:
+            progress.update(kd.n * (k + 1) // len(designs) - kd.n * k // len(designs))
+
+    return items_map(one, list(range(len(designs))), done)
 
 
 def strain_magnitude(f: np.ndarray) -> np.ndarray:
@@ -343,11 +347,11 @@ def evaluate(
         cover = covering(designs)
     else:
         cover = covering_curves(oracle, designs, **pass_options)
-    out = []
-    for d, c in zip(designs, cover, strict=True):
-        k, d2 = pairwise_d2(oracle, d)
-        out.append(DesignEval(d, k, d2, min_pairwise_curve(d2), c))
-    return out
+    pairwise = items_map(lambda d: pairwise_d2(oracle, d), designs)  # side by side
+    return [
+        DesignEval(d, k, d2, min_pairwise_curve(d2), c)
+        for d, (k, d2), c in zip(designs, pairwise, cover, strict=True)
+    ]
 
 
 def _num(x: float) -> float | None:
