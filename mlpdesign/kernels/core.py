@@ -378,7 +378,9 @@ def _centre(get, n_rows: int, dim: int, mu, dtype, dot: bool, what: str):
         if dot:
             aux[a:b] = xb @ mu
         xb -= mu
-        xb[(xb > -tiny) & (xb < tiny)] = 0.0  # no subnormals: they are 2x slower
+        for s0 in range(0, b - a, 1024):  # no subnormals (2x slower); small masks
+            xs = xb[s0 : s0 + 1024]
+            xs[(xs > -tiny) & (xs < tiny)] = 0.0
         if not same:
             xc_all[a:b] = xb
         xc = xb if same else xc_all[a:b].astype(np.float64)  # as stored: the rounded values
@@ -536,8 +538,9 @@ class Term:
         sq = aux_a[:, None] + aux_b[None, :] - 2.0 * G
         return np.exp(np.maximum(sq, 0.0) * (-0.5 / self.length**2))
 
-    def diag(self, block: int = 1 << 12) -> np.ndarray:
-        """``K_t(c, c)`` of every config, in float64 arithmetic on the stored rows."""
+    def diag(self, block: int = 1 << 10) -> np.ndarray:
+        """``K_t(c, c)`` of every config, in float64 arithmetic on the stored rows (in
+        blocks of ``block`` configs: a config's value does not depend on the block)."""
         out = np.empty(self.n)
         for c0 in range(0, self.n, block):
             c1 = min(self.n, c0 + block)
