@@ -413,3 +413,27 @@ def test_report_shows_objective_before_after_and_swaps(small_store, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert "swaps" in res.output and "logdet" in res.output
     assert "unordered" in res.output
+
+
+def test_info_says_a_refined_design_is_a_set(small_store, tmp_path):
+    """``info`` on a refined design: a set (not ordered), its swaps and the objective
+    before and after; the JSON form carries ``ordered`` for scripts."""
+    out = tmp_path / "set.h5"
+    sel = _sel(small_store, out, 10, "--criterion", "maxent")
+    text = run("info", out)
+    assert text.exit_code == 0, text.output
+    assert "a set of 10 (not ordered)" in text.output
+    n, before, after = (
+        sel.attrs["n_swaps"],
+        sel.attrs["objective_before"],
+        sel.attrs["objective_after"],
+    )
+    assert f"refine:      exchange, {n} swaps, logdet {before:.6g} -> {after:.6g}" in text.output
+    js = json.loads(run("info", out, "--format", "json").output)
+    info = js[0] if isinstance(js, list) else js
+    assert info["ordered"] is False and info["n_swaps"] == n
+    greedy = tmp_path / "greedy.h5"
+    assert run("select", small_store, "-n", 10, "-o", greedy, "-q").exit_code == 0
+    assert "10 picks" in run("info", greedy).output
+    plain = json.loads(run("info", greedy, "--format", "json").output)
+    assert (plain[0] if isinstance(plain, list) else plain)["ordered"] is True

@@ -105,10 +105,12 @@ def selection_summary(path: Path) -> dict:
     sel = load_selection(path)
     psi = [float(x) for x in sel.psi if math.isfinite(x)]
     keep = ("method", "seed", "first", "n_requested", "stopped_early", "store_path", "command")
+    keep += ("refine", "n_swaps", "objective", "objective_before", "objective_after")
     return {
         "path": str(path),
         "kind": "selection",
         "n": sel.n,
+        "ordered": sel.ordered,
         "pool_sha256": sel.pool_sha256,
         "psi_range": [min(psi), max(psi)] if psi else [],
         **{k: sel.attrs.get(k) for k in keep if k in sel.attrs},
@@ -127,10 +129,19 @@ def format_other(s: dict) -> str:
                 f"  sha256:      {s['sha256']}",
             ]
         )
-    lines = [f"{s['path']}: mlpdesign selection, {s['n']} picks"]
+    if s.get("ordered", True):
+        lines = [f"{s['path']}: mlpdesign selection, {s['n']} picks"]
+    else:  # select --refine exchange: its prefixes are not designs (write -n K refuses)
+        lines = [f"{s['path']}: mlpdesign selection, a set of {s['n']} (not ordered)"]
     for k in ("method", "seed", "first", "n_requested", "stopped_early", "store_path"):
         if k in s:
             lines.append(f"  {k + ':':<13}{s[k]}")
+    if "refine" in s:
+        before, after = s.get("objective_before"), s.get("objective_after")
+        lines.append(
+            f"  {'refine:':<13}{s['refine']}, {s.get('n_swaps')} swaps, "
+            f"{s.get('objective')} {before:.6g} -> {after:.6g}"
+        )
     if s["psi_range"]:
         lines.append(f"  psi:         {s['psi_range'][0]:.6g} .. {s['psi_range'][1]:.6g}")
     lines.append(f"  pool:        sha256 {s['pool_sha256'][:16]}…")
