@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -447,39 +448,15 @@ def open_partial(out: Path, manifest: dict, sha: str, restart: bool) -> Path:
     return partial
 
 
-def describe(
-    pool: str | os.PathLike | Sequence,
-    output: str | os.PathLike,
-    gap: str | None = None,
-    jobs: int = 1,
-    shard: tuple[int, int] | None = None,
-    chunk_size: int | None = None,
-    dtype: str = "float64",
-    force: bool = False,
-    restart: bool = False,
-    command: str = "",
-    progress=None,
-    log: Callable[[str], None] | None = None,
-    min_distance: float = MIN_DISTANCE,
-) -> Path:
-    """Describe ``pool`` into the store ``output``; resumable, shardable, parallel.
+def _locked(fn: Callable[..., Path]) -> Callable[..., Path]:
+    """``fn(pool, output, ...)`` holding the output's lock (:mod:`mlpdesign.io.lock`)."""
 
-    ``pool``: one input or several (files any format ASE reads, glob patterns), read as
-    one pool by :func:`mlpdesign.io.frames.open_pool`; every frame of the part to describe
-    is checked (``min_distance``) before any descriptor is computed.
-    ``gap``: GAP string (default :data:`DEFAULT_GAP`, species fitted to the pool).
-    ``jobs``: worker processes. ``shard=(i, n)``: only part i of n (1-based) of the pool.
-    A previous killed run of the same command is continued from ``<output>.partial/``;
-    ``restart=True`` discards it. ``progress(total, initial)``: makes a progress object
-    with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
-    that a run is resumed. The output is locked for the run (:mod:`mlpdesign.io.lock`):
-    a second run on it is refused at once.
-    """
-    with holding(output):
-        return _describe(
-            pool, output, gap, jobs, shard, chunk_size, dtype, force, restart, command,
-            progress, log, min_distance,
-        )  # fmt: skip
+    @functools.wraps(fn)
+    def run(pool, output, *args, **kwargs) -> Path:
+        with holding(output):
+            return fn(pool, output, *args, **kwargs)
+
+    return run
 
 
 @dataclass
@@ -512,8 +489,9 @@ def _plan(pool, gap, shard, chunk_size, min_distance) -> _Plan:
     return _Plan(index, specs, calc, start, count, chunk, tasks, index.checksum())
 
 
-def _describe(
-    pool,
+@_locked
+def describe(
+    pool: str | os.PathLike | Sequence,
     output: str | os.PathLike,
     gap: str | None = None,
     jobs: int = 1,
@@ -527,7 +505,19 @@ def _describe(
     log: Callable[[str], None] | None = None,
     min_distance: float = MIN_DISTANCE,
 ) -> Path:
-    """:func:`describe` while holding the output's lock."""
+    """Describe ``pool`` into the store ``output``; resumable, shardable, parallel.
+
+    ``pool``: one input or several (files any format ASE reads, glob patterns), read as
+    one pool by :func:`mlpdesign.io.frames.open_pool`; every frame of the part to describe
+    is checked (``min_distance``) before any descriptor is computed.
+    ``gap``: GAP string (default :data:`DEFAULT_GAP`, species fitted to the pool).
+    ``jobs``: worker processes. ``shard=(i, n)``: only part i of n (1-based) of the pool.
+    A previous killed run of the same command is continued from ``<output>.partial/``;
+    ``restart=True`` discards it. ``progress(total, initial)``: makes a progress object
+    with ``update(k)``/``close()`` (see :mod:`mlpdesign.progress`); ``log``: where to say
+    that a run is resumed. The output is locked for the run (:mod:`mlpdesign.io.lock`):
+    a second run on it is refused at once.
+    """
     out = check_output(output, force)
     if dtype not in ("float64", "float32"):
         raise MlpdesignError(f"--dtype must be float64 or float32, got {dtype!r}")

@@ -164,21 +164,25 @@ def check_vasprun(path: Path) -> tuple[int, int, int]:
     if last.find("energy") is None:
         raise RunFailed("the last ionic step in vasprun.xml has no energy")
     if nsc >= nelm:
-        raise RunFailed(
-            f"not electronically converged: the last ionic step used all "
-            f"NELM={nelm} electronic steps"
-        )
+        raise _not_converged(nelm)
     return len(calcs), nsc, nelm
 
 
-def _read_vasprun(path: Path) -> Atoms:
+def _not_converged(nelm: int) -> RunFailed:
+    return RunFailed(
+        f"not electronically converged: the last ionic step used all NELM={nelm} electronic steps"
+    )
+
+
+def _read_last(path: Path, fmt: str) -> Atoms:
+    """The last frame of a VASP output, as ASE reads it (format ``fmt``)."""
     import ase.io
 
     try:
-        return ase.io.read(str(path), format="vasp-xml", index=-1)
+        return ase.io.read(str(path), format=fmt, index=-1)
     except Exception as e:  # ASE raises many types on odd files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RunFailed(f"ASE cannot read vasprun.xml ({msg})") from None
+        raise RunFailed(f"ASE cannot read {path.name} ({msg})") from None
 
 
 # ---------------------------------------------------------------------------- OUTCAR
@@ -206,21 +210,8 @@ def check_outcar(path: Path) -> tuple[int, int, int]:
         raise RunFailed("OUTCAR has no electronic iterations")
     last = steps[max(steps)]
     if "EDIFF was not reached" in text.rsplit("Iteration", 1)[-1] or last >= nelm:
-        raise RunFailed(
-            f"not electronically converged: the last ionic step used all "
-            f"NELM={nelm} electronic steps"
-        )
+        raise _not_converged(nelm)
     return len(steps), last, nelm
-
-
-def _read_outcar(path: Path) -> Atoms:
-    import ase.io
-
-    try:
-        return ase.io.read(str(path), format="vasp-out", index=-1)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RunFailed(f"ASE cannot read OUTCAR ({msg})") from None
 
 
 # ---------------------------------------------------------------------------- one run
@@ -262,10 +253,10 @@ def read_run(d: Path, energy: str = "free") -> RunResult:
         try:
             if vasprun.exists():
                 n_ionic, _, _ = check_vasprun(vasprun)
-                got = _read_vasprun(vasprun)
+                got = _read_last(vasprun, "vasp-xml")
             elif outcar.exists():
                 n_ionic, _, _ = check_outcar(outcar)
-                got = _read_outcar(outcar)
+                got = _read_last(outcar, "vasp-out")
             else:
                 raise RunFailed("no vasprun.xml or OUTCAR (not run yet?)")
         except PermissionError:

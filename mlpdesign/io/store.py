@@ -411,6 +411,18 @@ def write_store_arrays(
 # ---------------------------------------------------------------------------- reader
 
 
+def _column(name: str, doc: str, optional: bool = False) -> property:
+    """A per-config array of a :class:`Store`, read once and cached; None when ``optional``
+    and the store has none."""
+
+    def get(self: Store) -> np.ndarray | None:
+        if optional and name not in self.f:
+            return None
+        return self._array(name)
+
+    return property(get, doc=doc)
+
+
 class Store:
     """Read access to a store; datasets are read lazily, by config range.
 
@@ -499,34 +511,23 @@ class Store:
             self._cache[name] = self.f[name][()]
         return self._cache[name]
 
-    @property
-    def candidate_id(self) -> np.ndarray:
-        return self._array("candidate_id")
-
-    @property
-    def n_atoms(self) -> np.ndarray:
-        return self._array("n_atoms")
-
-    @property
-    def structure(self) -> np.ndarray:
-        """``(n_configs,)`` bytes (``b"hcp"``, ...; ``b""`` when unknown)."""
-        return self._array("structure")
-
-    @property
-    def F(self) -> np.ndarray:
-        """``(n_configs, 9)`` deformation gradients (NaN when unknown)."""
-        return self._array("F")
-
-    @property
-    def source_file(self) -> np.ndarray | None:
-        """``(n_configs,)`` input number (into :attr:`pool_files`) of each config, or None
-        for a store written before sources were kept."""
-        return self._array("source_file") if "source_file" in self.f else None
-
-    @property
-    def source_frame(self) -> np.ndarray | None:
-        """``(n_configs,)`` frame of each config within its input file, or None."""
-        return self._array("source_frame") if "source_frame" in self.f else None
+    candidate_id = _column("candidate_id", "``(n_configs,)`` stable candidate ids.")
+    n_atoms = _column("n_atoms", "``(n_configs,)`` atoms per config.")
+    structure = _column(
+        "structure", '``(n_configs,)`` bytes (``b"hcp"``, ...; ``b""`` when unknown).'
+    )
+    F = _column("F", "``(n_configs, 9)`` deformation gradients (NaN when unknown).")
+    source_file = _column(
+        "source_file",
+        "``(n_configs,)`` input number (into :attr:`pool_files`) of each config, or None "
+        "for a store written before sources were kept.",
+        optional=True,
+    )
+    source_frame = _column(
+        "source_frame",
+        "``(n_configs,)`` frame of each config within its input file, or None.",
+        optional=True,
+    )
 
     @property
     def pool_files(self) -> list[str]:

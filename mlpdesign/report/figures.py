@@ -47,6 +47,11 @@ def _save(fig, path: Path) -> bool:
     return True
 
 
+def _design_hist(ax, values: np.ndarray, edges: np.ndarray, i: int, label: str) -> None:
+    """Design ``i``'s density histogram: a step line in its own colour."""
+    ax.hist(values, edges, density=True, histtype="step", lw=2, color=_color(i), label=label)
+
+
 def pairwise_distance(data: ReportData, path: Path, bins: int = 40) -> bool:
     """Fig. 4a: normalised histogram of pairwise D2 in each design vs the random designs."""
     plt = _plt()
@@ -75,15 +80,7 @@ def pairwise_distance(data: ReportData, path: Path, bins: int = 40) -> bool:
                 label=f"random designs ({len(data.random_evals)} x {n} points)",
             )
         if len(pairs):
-            ax.hist(
-                pairs,
-                edges,
-                density=True,
-                histtype="step",
-                lw=2,
-                color=_color(i),
-                label=f"{d.name} ({n} points)",
-            )
+            _design_hist(ax, pairs, edges, i, f"{d.name} ({n} points)")
         ax.set_xlabel("pairwise squared kernel distance D² (dimensionless)")
         ax.set_ylabel("probability density (1/D²)")
         ax.set_title(f"Pairwise distances in the design: {d.name}")
@@ -244,15 +241,7 @@ def strain(data: ReportData, path: Path, bins: int = 40) -> bool:
             label=f"random designs ({len(data.random_evals)} pooled)",
         )
     for i, d in enumerate(data.designs):
-        ax.hist(
-            s[d.index],
-            edges,
-            density=True,
-            histtype="step",
-            lw=2,
-            color=_color(i),
-            label=f"{d.name} ({len(d.index)})",
-        )
+        _design_hist(ax, s[d.index], edges, i, f"{d.name} ({len(d.index)})")
     ax.set_xlabel("deformation magnitude ‖F − I‖ (Frobenius, dimensionless)")
     ax.set_ylabel("probability density")
     ax.set_title("Did diversity come from pushing strain?")
