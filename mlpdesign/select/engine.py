@@ -475,13 +475,18 @@ def first_pick(n: int, extreme, first, seed: int) -> tuple[int, str]:
     return i, str(i)
 
 
-def _start(space, crit: Criterion, n: int, left_out=None) -> None:
-    if space.n == 0:
+def check_design_size(n_pool: int, n: int) -> None:
+    """Refuse an empty pool, or a design of ``n`` picks that a pool of ``n_pool`` cannot give."""
+    if n_pool == 0:
         raise MlpdesignError("the pool is empty")
     if n < 1:
         raise MlpdesignError(f"-n must be at least 1, got {n}")
-    if n > space.n:
-        raise MlpdesignError(f"-n {n} is larger than the pool ({space.n} candidates)")
+    if n > n_pool:
+        raise MlpdesignError(f"-n {n} is larger than the pool ({n_pool} candidates)")
+
+
+def _start(space, crit: Criterion, n: int, left_out=None) -> None:
+    check_design_size(space.n, n)
     if left_out is not None:
         left_out = np.asarray(left_out, dtype=bool)
         if n > space.n - int(left_out.sum()):
@@ -568,6 +573,7 @@ def memory_space(kd: KernelData, given: KernelData | None = None) -> MemorySpace
 
 
 __all__ = [
+    "check_design_size",
     "CRITERIA",
     "PICKED",
     "Comm",

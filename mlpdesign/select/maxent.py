@@ -83,6 +83,7 @@ from mlpdesign.kernels.kblock import Points, Rows, k_block
 from mlpdesign.select.engine import (
     Criterion,
     Strata,
+    check_design_size,
     greedy,
     make_strata,
     memory_space,
@@ -265,12 +266,7 @@ def _setup(kd, n, jitter, given, strata, tol, first):
     engine's rules: an unconditional design starts at the candidate farthest from
     candidate 0 unless ``first`` says otherwise)."""
     check_jitter(jitter)
-    if kd.n == 0:
-        raise MlpdesignError("the pool is empty")
-    if n < 1:
-        raise MlpdesignError(f"-n must be at least 1, got {n}")
-    if n > kd.n:
-        raise MlpdesignError(f"-n {n} is larger than the pool ({kd.n} candidates)")
+    check_design_size(kd.n, n)
     if first is not None and not 0 <= int(first) < kd.n:
         raise MlpdesignError(f"first candidate {first} is outside the pool (0..{kd.n - 1})")
     oracle = KernelOracle(kd, given)
@@ -589,61 +585,37 @@ def _full_pick(s2: np.ndarray, picked: np.ndarray, quota: Strata | None, tol: fl
     return None
 
 
-@one_blas_thread
-def maxent_full(
-    kd: KernelData,
-    n: int,
-    *,
-    jitter: float = DEFAULT_JITTER,
-    given: KernelData | None = None,
-    strata=None,
-    tol: float | None = None,
-    first: int | None = None,
-) -> EntropyDesign:
-    """Plain greedy MaxEnt by pivoted Cholesky: one kernel row of every candidate and one
-    rank-one update of every σ² per design point (an N × (|given| + n) factor)."""
-    oracle, tol, factor, quota, first = _setup(kd, n, jitter, given, strata, tol, first)
-    g0 = factor.m
-    Lp = np.zeros((kd.n, g0 + n))
-    s2 = oracle.kxx + float(jitter)
-    for j in range(g0):
-        k = oracle.range_block(0, kd.n, factor.rows.rows(j, j + 1))[:, 0]
-        col = (k - Lp[:, :j] @ factor.L[j, :j]) / factor.L[j, j]
-        Lp[:, j] = col
-        s2 -= col * col
-    picked = np.zeros(kd.n, dtype=bool)
-    S, V = [], []
-    stopped = False
-    while len(S) < n:
-        s = int(first) if (not S and first is not None) else _full_pick(s2, picked, quota, tol)
-        if s is None:
-            stopped = True
-            break
-        m = factor.m
-        var = float(s2[s])
-        row = Lp[s, :m].copy()
-        factor.append(s, row, var)
-        k = oracle.range_block(0, kd.n, factor.rows.rows(m, m + 1))[:, 0]
-        col = (k - Lp[:, :m] @ row) / factor.L[m, m]
-        Lp[:, m] = col
-        s2 -= col * col
-        picked[s] = True
-        S.append(s)
-        V.append(var)
-        if quota is not None:
-            quota.take(s)
-    stats = {"kernel_values": oracle.kernel_values, "tol": tol}
-    return EntropyDesign(
-        np.array(S, dtype=np.int64),
-        np.array(V),
-        float(jitter),
-        _given_logdet(factor, given),
-        stopped,
-        _stats(stats, quota),
-    )
+class _Cholesky:
+    """:func:`maxent_full`'s state: the N × (|given| + n) factor's rows and every σ²."""
 
+    def __init__(self, kd: KernelData, oracle: KernelOracle, factor: Factor, n: int) -> None:
+        self.kd, self.oracle, self.factor = kd, oracle, factor
+        self.Lp = np.zeros((kd.n, factor.m + n))
+        self.s2 = oracle.kxx + factor.jitter
+        for j in range(factor.m):
+            k = oracle.range_block(0, kd.n, factor.rows.rows(j, j + 1))[:, 0]
+            col = (k - self.Lp[:, :j] @ factor.L[j, :j]) / factor.L[j, j]
+            self.Lp[:, j] = col
+            self.s2 -= col * col
 
-# ---------------------------------------------------------------------------- brute force
+    def variances(self, picked: np.ndarray) -> np.ndarray:
+        return self.s2
+
+    def take(self, s: int) -> None:
+        """One new factor column and one rank-one update of every σ²."""
+        factor, m = self.factor, self.factor.m
+        row = self.Lp[s, :m].copy()
+        factor.append(s, row, float(self.s2[s]))
+        k = self.oracle.range_block(0, self.kd.n, factor.rows.rows(m, m + 1))[:, 0]
+        col = (k - self.Lp[:, :m] @ row) / factor.L[m, m]
+        self.Lp[:, m] = col
+        self.s2 -= col * col
+
+    def given_logdet(self, given: KernelData | None) -> float:
+        return _given_logdet(self.factor, given)
+
+    def stats(self) -> dict:
+        return {"kernel_values": self.oracle.kernel_values}
 
 
 def _slogdet(A: np.ndarray) -> float:
@@ -655,10 +627,41 @@ def _slogdet(A: np.ndarray) -> float:
     return float(ld)
 
 
+class _Determinants:
+    """:func:`maxent_bruteforce`'s state: the kernel matrix of the given set and the whole
+    pool, the design's positions in it and its log det."""
+
+    def __init__(self, kd: KernelData, oracle: KernelOracle, factor: Factor, n: int) -> None:
+        self.G = factor.m
+        pts = factor.points + list(range(kd.n))  # given first, then the pool
+        self.K = oracle.tt(pts) + factor.jitter * np.eye(len(pts))
+        self.T = list(range(self.G))  # positions in pts
+        self.ld_given = _slogdet(self.K[np.ix_(self.T, self.T)])
+        self.ld = self.ld_given
+
+    def variances(self, picked: np.ndarray) -> np.ndarray:
+        var = np.zeros(len(picked))
+        for x in np.flatnonzero(~picked):
+            Tx = self.T + [self.G + int(x)]
+            var[x] = math.exp(_slogdet(self.K[np.ix_(Tx, Tx)]) - self.ld)
+        return var
+
+    def take(self, s: int) -> None:
+        self.T.append(self.G + s)
+        self.ld = _slogdet(self.K[np.ix_(self.T, self.T)])
+
+    def given_logdet(self, given: KernelData | None) -> float:
+        return self.ld_given if given is not None else 0.0
+
+    def stats(self) -> dict:
+        return {}
+
+
 @one_blas_thread
-def maxent_bruteforce(
+def _reference(
     kd: KernelData,
     n: int,
+    state: type,
     *,
     jitter: float = DEFAULT_JITTER,
     given: KernelData | None = None,
@@ -666,43 +669,49 @@ def maxent_bruteforce(
     tol: float | None = None,
     first: int | None = None,
 ) -> EntropyDesign:
-    """The reference: at every step ``slogdet(K_{T+x} + λI)`` of every remaining
-    candidate x, σ² = exp(difference to log det(K_TT + λI)), from the kernel matrix of the
-    whole pool and given set (N + |given| squared: small pools only)."""
+    """The greedy loop of the references over ``state`` (:class:`_Cholesky` or
+    :class:`_Determinants`): σ² of every candidate, the pick, the update."""
     oracle, tol, factor, quota, first = _setup(kd, n, jitter, given, strata, tol, first)
-    G = factor.m
-    pts = factor.points + list(range(kd.n))  # given first, then the pool
-    K = oracle.tt(pts) + float(jitter) * np.eye(len(pts))
-    T = list(range(G))  # positions in pts
-    ld_given = _slogdet(K[np.ix_(T, T)])
-    ld = ld_given
+    ref = state(kd, oracle, factor, n)
     picked = np.zeros(kd.n, dtype=bool)
     S, V = [], []
     stopped = False
     while len(S) < n:
-        var = np.zeros(kd.n)
-        for x in np.flatnonzero(~picked):
-            Tx = T + [G + int(x)]
-            var[x] = math.exp(_slogdet(K[np.ix_(Tx, Tx)]) - ld)
+        var = ref.variances(picked)
         s = int(first) if (not S and first is not None) else _full_pick(var, picked, quota, tol)
         if s is None:
             stopped = True
             break
-        T.append(G + s)
-        ld = _slogdet(K[np.ix_(T, T)])
+        V.append(float(var[s]))
+        ref.take(s)
         picked[s] = True
         S.append(s)
-        V.append(float(var[s]))
         if quota is not None:
             quota.take(s)
     return EntropyDesign(
         np.array(S, dtype=np.int64),
         np.array(V),
         float(jitter),
-        ld_given if given is not None else 0.0,
+        ref.given_logdet(given),
         stopped,
-        _stats({"tol": tol}, quota),
+        _stats({**ref.stats(), "tol": tol}, quota),
     )
+
+
+def maxent_full(kd: KernelData, n: int, **options) -> EntropyDesign:
+    """Plain greedy MaxEnt by pivoted Cholesky: one kernel row of every candidate and one
+    rank-one update of every σ² per design point (an N × (|given| + n) factor).
+    ``options``: ``jitter``, ``given``, ``strata``, ``tol``, ``first`` as for
+    :func:`maxent_lazy`."""
+    return _reference(kd, n, _Cholesky, **options)
+
+
+def maxent_bruteforce(kd: KernelData, n: int, **options) -> EntropyDesign:
+    """The reference: at every step ``slogdet(K_{T+x} + λI)`` of every remaining
+    candidate x, σ² = exp(difference to log det(K_TT + λI)), from the kernel matrix of the
+    whole pool and given set (N + |given| squared: small pools only). ``options`` as for
+    :func:`maxent_full`."""
+    return _reference(kd, n, _Determinants, **options)
 
 
 # ---------------------------------------------------------------------------- sets
