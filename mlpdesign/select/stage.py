@@ -131,17 +131,17 @@ def selection_attrs(
     store_path,
     kd: KernelData,
     design: Design,
-    *,
-    method,
-    first,
-    seed,
-    n,
-    given,
-    command,
+    opts: Options,
+    method: str,
+    n: int,
+    given: list,
     stratify: bool | str = False,
+    command: str = "",
 ) -> dict:
     """The attributes a selection file records: method, pool checksum, gap string, kernel
-    (options and terms), seed, first pick, request, given sets, strata and command line."""
+    (options and terms), seed and first pick (of ``opts``), request, given sets, strata and
+    command line."""
+    first, seed = opts.first, opts.seed
     how = design.first
     if first not in (None, "random") and method == "maxmin":
         how = f"candidate_id:{int(first)}"
@@ -365,19 +365,9 @@ def _design(store, store_path, n, opts, given, prev, continue_from, engine: dict
             refined = _refine(c, space, crit, design, opts, labels, left_out, cache, bars)
     if isinstance(space, ShardSpace):
         design.stats["wall_s"] = time.monotonic() - t0
-    attrs = selection_attrs(
-        store,
-        store_path,
-        kd,
-        design,
-        method=crit.name,
-        first=opts.first,
-        seed=opts.seed,
-        n=n,
-        given=[ginfo] if ginfo is not None else [],
-        command="",
-        stratify=opts.strata_key if labels is not None else False,
-    )
+    given_info = [ginfo] if ginfo is not None else []
+    stratify = opts.strata_key if labels is not None else False
+    attrs = selection_attrs(store, store_path, kd, design, opts, crit.name, n, given_info, stratify)
     var = _more_attrs(attrs, opts, labels, store, design, crit)
     if refined is not None:
         attrs.update(refined_attrs(refined, store.candidate_id))
