@@ -7,7 +7,15 @@ import shlex
 import click
 
 from .inputs import MIN_DISTANCE, min_distance_option
-from .options import force_option, jobs_option, output_option, quiet_option, shard_option
+from .options import (
+    dtype_option,
+    force_option,
+    gap_option,
+    jobs_option,
+    output_option,
+    quiet_option,
+    shard_option,
+)
 
 
 def _command_line(
@@ -31,23 +39,14 @@ def _command_line(
 @click.command("describe")
 @click.argument("pool", nargs=-1, required=True)
 @output_option("Output store (HDF5), e.g. pool.h5.")
-@click.option(
-    "--gap",
-    default=None,
-    metavar="STRING",
-    help="GAP string: descriptors and their kernels, separated by ' : ', exactly as "
+@gap_option(
+    "GAP string: descriptors and their kernels, separated by ' : ', exactly as "
     "for gap_fit's gap={...}. Default: the paper's model (distance_2b 7 A + "
     "SOAP 6.8 A, l_max=n_max=10), with SOAP's Z set to the pool's elements.",
 )
 @jobs_option
 @shard_option
-@click.option(
-    "--dtype",
-    type=click.Choice(["float64", "float32"]),
-    default="float64",
-    show_default=True,
-    help="Storage type of descriptor rows (float32: half size).",
-)
+@dtype_option("Storage type of descriptor rows (float32: half size).", ("float64", "float32"))
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),

@@ -127,3 +127,60 @@ def memory_limit_option(help: str) -> callable:
         return click.option("--memory-limit", default=None, metavar="SIZE", help=text)(f)
 
     return deco
+
+
+def gap_option(help: str) -> callable:
+    """``--gap STRING``: a GAP string, as for gap_fit's gap={...}."""
+    return click.option("--gap", default=None, metavar="STRING", help=help)
+
+
+def dtype_option(help: str, choices: tuple[str, ...] = ("float32", "float64")) -> callable:
+    """``--dtype float32|float64`` (default float64): the working or storage precision."""
+    return click.option(
+        "--dtype", type=click.Choice(choices), default="float64", show_default=True, help=help
+    )
+
+
+def jitter_option(help: str, type=float, default: float | None = 1e-6) -> callable:
+    """``--jitter``: lambda added to the diagonal of K (MaxEnt's log det and sigma^2)."""
+    return click.option(
+        "--jitter", type=type, default=default, show_default=default is not None, help=help
+    )
+
+
+def file_format_option(choices: tuple[str, ...], help: str) -> callable:
+    """``--format``: the format of the file a command writes (default: from its suffix)."""
+    return click.option("--format", "fmt", type=click.Choice(choices), default=None, help=help)
+
+
+def balance_option(help: str) -> callable:
+    """``--balance``: normalise each descriptor's kernel on its own."""
+    return click.option("--balance", is_flag=True, help=help)
+
+
+def kernel_options(per_atom_help: str, no_normalize_help: str, dtype_help: str) -> callable:
+    """``--per-atom``, ``--no-normalize`` and ``--dtype`` of the kernel rows (select, score)."""
+
+    def deco(f):
+        f = dtype_option(dtype_help)(f)
+        f = click.option("--no-normalize", is_flag=True, help=no_normalize_help)(f)
+        return click.option("--per-atom", is_flag=True, help=per_atom_help)(f)
+
+    return deco
+
+
+def store_run_options(memory_help: str) -> callable:
+    """The closing options of a command over a whole store's kernel rows (select, score):
+    ``--memory-limit`` (text ``memory_help``), ``-j/--jobs`` threads, ``-f``, ``-q``."""
+
+    def deco(f):
+        for option in (
+            quiet_option,
+            force_option,
+            threads_option,
+            memory_limit_option(memory_help),
+        ):
+            f = option(f)
+        return f
+
+    return deco

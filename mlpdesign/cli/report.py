@@ -8,6 +8,7 @@ import click
 
 from .options import (
     force_option,
+    jitter_option,
     memory_limit_option,
     output_option,
     print_format_option,
@@ -86,13 +87,10 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     "(plane-wave DFT scales about as n^3), beside its total atoms.",
 )
 @seed_option(help="Seed of the random designs (same seed, same bytes).")
-@click.option(
-    "--jitter",
-    type=click.FloatRange(min=0),
-    default=1e-6,
-    show_default=True,
-    help="Added to the diagonal of K before log det(K + jitter I) (above float32 "
+@jitter_option(
+    "Added to the diagonal of K before log det(K + jitter I) (above float32 "
     "rounding; about a GAP energy sigma^2/delta^2).",
+    type=click.FloatRange(min=0),
 )
 @click.option(
     "--bins",

@@ -7,11 +7,12 @@ import sys
 import click
 
 from mlpdesign.cli.options import (
-    force_option,
-    memory_limit_option,
+    balance_option,
+    file_format_option,
+    jitter_option,
+    kernel_options,
     output_option,
-    quiet_option,
-    threads_option,
+    store_run_options,
 )
 
 
@@ -35,13 +36,7 @@ from mlpdesign.cli.options import (
     "or a store with the pool's gap string. The scores file records each file's sha256.",
 )
 @output_option("Scores file (HDF5; .json/.xyz or --format for the others).", required=False)
-@click.option(
-    "--jitter",
-    type=float,
-    default=1e-6,
-    show_default=True,
-    help="lambda of sigma^2 = k(x,x) + lambda - k_xT (K_TT + lambda I)^-1 k_Tx; > 0.",
-)
+@jitter_option("lambda of sigma^2 = k(x,x) + lambda - k_xT (K_TT + lambda I)^-1 k_Tx; > 0.")
 @click.option(
     "--threshold",
     type=float,
@@ -62,33 +57,23 @@ from mlpdesign.cli.options import (
     default=None,
     help="Histogram of sigma^2 (pool) and leave-one-out sigma^2 (training set), PNG.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["h5", "json"]),
-    default=None,
-    help="Output format (default: from the suffix of -o, else h5; -o NAME.xyz writes the "
+@file_format_option(
+    ("h5", "json"),
+    "Output format (default: from the suffix of -o, else h5; -o NAME.xyz writes the "
     "--test frames with score_psi, score_var, score_rank info keys).",
 )
-@click.option("--balance", is_flag=True, help="Normalise each descriptor's kernel on its own.")
-@click.option("--per-atom", is_flag=True, help="Average over atoms (with --no-normalize).")
-@click.option("--no-normalize", is_flag=True, help="Use K itself, not K/sqrt(K(p,p)K(q,q)).")
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float64"]),
-    default="float64",
-    show_default=True,
-    help="Working precision of the kernel rows.",
+@balance_option("Normalise each descriptor's kernel on its own.")
+@kernel_options(
+    per_atom_help="Average over atoms (with --no-normalize).",
+    no_normalize_help="Use K itself, not K/sqrt(K(p,p)K(q,q)).",
+    dtype_help="Working precision of the kernel rows.",
 )
-@memory_limit_option(
+@store_run_options(
     "Stream the store (or the --test set) from HDF5 in blocks instead of loading it, "
     "keeping each process's kernel data, the training set's factor and the O(N) state "
     "under SIZE (512M, 1.5G, 4G; bytes). The same scores, bit for bit, as in memory, for "
     "any limit and any number of MPI ranks."
 )
-@threads_option
-@force_option
-@quiet_option
 def command(store, train, output, top, no_normalize, quiet, **kw) -> None:
     """Score a pool against a training set before any DFT: per candidate its Psi (smallest
     D^2 to the set), sigma^2 given the set (MaxEnt: how much it would add) and rank; per

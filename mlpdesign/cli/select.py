@@ -12,12 +12,13 @@ import click
 from mlpdesign.select.engine import CRITERIA
 
 from .options import (
-    force_option,
-    memory_limit_option,
+    balance_option,
+    file_format_option,
+    jitter_option,
+    kernel_options,
     output_option,
-    quiet_option,
     seed_option,
-    threads_option,
+    store_run_options,
 )
 
 CRITERIA_CHOICES = sorted(CRITERIA)
@@ -64,12 +65,10 @@ def _first_type(text: str | None):
     "greedy max log det(K + jitter I), Shewry & Wynn's maximum entropy) or random (a "
     "seeded random order, the 'representative' baseline).",
 )
-@click.option(
-    "--jitter",
-    type=float,
-    default=None,
-    help="lambda of --criterion maxent: sigma^2(x|T) = k(x,x) + lambda - "
+@jitter_option(
+    "lambda of --criterion maxent: sigma^2(x|T) = k(x,x) + lambda - "
     "k_xT (K_TT + lambda I)^-1 k_Tx; must be > 0 (default 1e-6, report's log-det jitter).",
+    default=None,
 )
 @click.option(
     "--refine",
@@ -136,11 +135,9 @@ def _first_type(text: str | None):
     help="A budget: stop before the first pick whose Psi (its D^2 to the design) would "
     "fall below X, and say so; -n is then the most picks.",
 )
-@click.option(
-    "--balance",
-    is_flag=True,
-    help="Normalise each descriptor's kernel on its own, weighted by delta^2 "
-    "(else the 2-body term dominates the distance).",
+@balance_option(
+    "Normalise each descriptor's kernel on its own, weighted by delta^2 "
+    "(else the 2-body term dominates the distance)."
 )
 @click.option(
     "--stratify/--no-stratify",
@@ -168,35 +165,20 @@ def _first_type(text: str | None):
     help="Each stratum's share of the picks: its share of the pool, or the same for all "
     "(a rare defect run gets as many picks as the bulk).",
 )
-@click.option(
-    "--per-atom",
-    is_flag=True,
-    help="Average instead of sum over atoms (matters only with --no-normalize).",
-)
-@click.option("--no-normalize", is_flag=True, help="Use K itself, not K(p,q)/sqrt(K(p,p)K(q,q)).")
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float64"]),
-    default="float64",
-    show_default=True,
-    help="Working precision of the kernel rows; float32 halves the memory but changed "
+@kernel_options(
+    per_atom_help="Average instead of sum over atoms (matters only with --no-normalize).",
+    no_normalize_help="Use K itself, not K(p,q)/sqrt(K(p,p)K(q,q)).",
+    dtype_help="Working precision of the kernel rows; float32 halves the memory but changed "
     "pick 798 of 1000 on a 100 000-candidate Zr pool (the bounds are exact in both).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["h5", "json", "txt"]),
-    default=None,
-    help="Output format (default: from the suffix of -o, else h5).",
+@file_format_option(
+    ("h5", "json", "txt"), "Output format (default: from the suffix of -o, else h5)."
 )
-@memory_limit_option(
+@store_run_options(
     "Stream the store from HDF5 in blocks instead of loading it, keeping the kernel "
     "data and O(N) state of each process under SIZE (512M, 1.5G, 4G; bytes). Same picks; "
     "Psi then bitwise equal for any limit and any number of MPI ranks."
 )
-@threads_option
-@force_option
-@quiet_option
 def command(store, n, output, criterion, random_, first, no_normalize, quiet, **kw) -> None:
     """Pick the most informative candidates: greedy conditional max-min on the kernel distance.
 

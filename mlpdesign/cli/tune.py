@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from .inputs import min_distance_option
-from .options import force_option, jobs_option, output_option, quiet_option, seed_option
+from .options import (
+    balance_option,
+    force_option,
+    gap_option,
+    jobs_option,
+    output_option,
+    print_format_option,
+    quiet_option,
+    seed_option,
+)
 
 
 def format_text(summary: dict) -> str:
@@ -36,12 +45,7 @@ def format_text(summary: dict) -> str:
 @click.command("tune")
 @click.argument("pool", nargs=-1, required=True)
 @output_option("Output folder (summary.json, fractions.png, histograms.png).", required=False)
-@click.option(
-    "--gap",
-    default=None,
-    metavar="STRING",
-    help="Starting GAP string, as for describe (default: describe's default for this pool).",
-)
+@gap_option("Starting GAP string, as for describe (default: describe's default for this pool).")
 @click.option(
     "--vary",
     "vary",
@@ -81,19 +85,9 @@ def format_text(summary: dict) -> str:
     help="Settings scoring at most (1 + tie) x best + 1/pairs tie with the best; the "
     "cheaper descriptor wins.",
 )
-@click.option(
-    "--balance",
-    is_flag=True,
-    help="Measure with select's --balance kernel (each term normalised on its own).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "none"]),
-    default="text",
-    show_default=True,
-    help="What to print on stdout: a table and the recommended --gap, the summary JSON, "
-    "or nothing.",
+@balance_option("Measure with select's --balance kernel (each term normalised on its own).")
+@print_format_option(
+    help="What to print on stdout: a table and the recommended --gap, the summary JSON, or nothing."
 )
 @min_distance_option
 @jobs_option
