@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.store import open_store
+from mlpdesign.kernels import core as K
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,21 @@ def small_store(small_pool, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("store") / "pool.h5"
     describe(small_pool, path, gap=SMALL_GAP)
     return path
+
+
+@pytest.fixture(scope="module")
+def zr_kernels(small_store):
+    """The 40-config small Zr store: candidates 0..29 as the pool, 30..39 as a given set
+    (the whole store's centring for both), and the pool's structure labels."""
+    out = {}
+    with open_store(small_store) as st:
+        for mode in ("normalized", "raw"):
+            opts = {} if mode == "normalized" else {"normalize": False, "per_atom": True}
+            pool = K.StoreKernel(st, configs=(0, 30), **opts)
+            given = K.StoreKernel(st, configs=(30, 40), like=pool, **opts)
+            out[mode] = (pool, given)
+        labels = np.asarray(st.structure)[:30]
+    return out, labels
 
 
 @pytest.fixture(scope="session")

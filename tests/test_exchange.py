@@ -101,19 +101,6 @@ def test_bound_skips_candidates_with_the_same_swaps():
     assert a.stats["candidates_evaluated"] < b.stats["candidates_evaluated"]
 
 
-@pytest.fixture(scope="module")
-def zr_kernels(small_store):
-    out = {}
-    with open_store(small_store) as st:
-        for mode in ("normalized", "raw"):
-            opts = {} if mode == "normalized" else {"normalize": False, "per_atom": True}
-            pool = K.StoreKernel(st, configs=(0, 30), **opts)
-            given = K.StoreKernel(st, configs=(30, 40), like=pool, **opts)
-            out[mode] = (pool, given)
-        labels = np.asarray(st.structure)[:30]
-    return out, labels
-
-
 @pytest.mark.parametrize("mode", ["normalized", "raw"])
 @pytest.mark.parametrize("method", ["maxent", "maxmin"])
 def test_exchange_equals_bruteforce_on_zr_store(zr_kernels, mode, method):

@@ -114,23 +114,6 @@ def test_first_pick_forced():
     assert np.array_equal(a.index, M.maxent_full(kd, 8, first=17).index)
 
 
-@pytest.fixture(scope="module")
-def zr_kernels(small_store):
-    """The 40-config small Zr store: candidates 0..29 as the pool, 30..39 as a given set
-    (the whole store's centring for both), and the pool's structure labels."""
-    from mlpdesign.io.store import open_store
-
-    out = {}
-    with open_store(small_store) as st:
-        for mode in ("normalized", "raw"):
-            opts = {} if mode == "normalized" else {"normalize": False, "per_atom": True}
-            pool = K.StoreKernel(st, configs=(0, 30), **opts)
-            given = K.StoreKernel(st, configs=(30, 40), like=pool, **opts)
-            out[mode] = (pool, given)
-        labels = np.asarray(st.structure)[:30]
-    return out, labels
-
-
 @pytest.mark.parametrize("mode", ["normalized", "raw"])
 def test_lazy_full_bruteforce_agree_on_zr_store(zr_kernels, mode):
     kernels, labels = zr_kernels

@@ -155,6 +155,17 @@ def vasprun_text(
     return "\n".join(lines) + "\n"
 
 
+def _labels(run: Path, calc=None) -> dict:
+    """``run/POSCAR`` labelled by ``calc`` (default Lennard-Jones): the returned labels."""
+    import ase.io
+
+    atoms = ase.io.read(run / "POSCAR", format="vasp")
+    atoms.calc = calc or lj_calculator()
+    e = float(atoms.get_potential_energy())
+    f, s = atoms.get_forces(), atoms.get_stress(voigt=False)
+    return {"energy": e, "forces": f, "stress": s, "atoms": atoms}
+
+
 def fake_vasp_run(
     run: Path, calc=None, converged: bool = True, cut_at: float | None = None
 ) -> dict:
@@ -163,19 +174,14 @@ def fake_vasp_run(
     ``converged=False`` uses all NELM electronic steps; ``cut_at`` (0..1) truncates the
     file at that fraction, as a killed VASP leaves it. Returned labels are in POSCAR order.
     """
-    import ase.io
-
-    atoms = ase.io.read(run / "POSCAR", format="vasp")
-    atoms.calc = calc or lj_calculator()
-    e = float(atoms.get_potential_energy())
-    f = atoms.get_forces()
-    s = atoms.get_stress(voigt=False)
+    lab = _labels(run, calc)
+    atoms, e, f, s = lab["atoms"], lab["energy"], lab["forces"], lab["stress"]
     nelm = read_nelm(run)
     text = vasprun_text(atoms, e, f, s, nelm, n_scsteps=9 if converged else nelm)
     if cut_at is not None:
         text = text[: int(len(text) * cut_at)]
     (run / "vasprun.xml").write_text(text)
-    return {"energy": e, "forces": f, "stress": s, "atoms": atoms}
+    return lab
 
 
 def outcar_text(
@@ -279,18 +285,13 @@ def outcar_text(
 
 def fake_vasp_outcar(run: Path, calc=None, converged: bool = True, finished: bool = True) -> dict:
     """Like :func:`fake_vasp_run` but writes only an OUTCAR."""
-    import ase.io
-
-    atoms = ase.io.read(run / "POSCAR", format="vasp")
-    atoms.calc = calc or lj_calculator()
-    e = float(atoms.get_potential_energy())
-    f = atoms.get_forces()
-    s = atoms.get_stress(voigt=False)
+    lab = _labels(run, calc)
+    atoms, e, f, s = lab["atoms"], lab["energy"], lab["forces"], lab["stress"]
     nelm = read_nelm(run)
     (run / "OUTCAR").write_text(
         outcar_text(atoms, e, f, s, nelm, 9 if converged else nelm, finished)
     )
-    return {"energy": e, "forces": f, "stress": s, "atoms": atoms}
+    return lab
 
 
 # ---------------------------------------------------------------------------- self-checks
