@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlpdesign.gap.label import eam_calculator, label
 from mlpdesign.generate.pool import PoolSpec, generate
 from mlpdesign.io.store import open_store
 from mlpdesign.kernels import core as K
@@ -36,6 +37,14 @@ def small_store(small_pool, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("store") / "pool.h5"
     describe(small_pool, path, gap=SMALL_GAP)
     return path
+
+
+@pytest.fixture(scope="module")
+def labelled(small_pool, eam_file, tmp_path_factory) -> Path:
+    """``small_pool`` labelled by the Zr EAM potential (one copy per test module)."""
+    out = tmp_path_factory.mktemp("fit") / "labelled.xyz"
+    label(small_pool, out, eam_calculator(eam_file))
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -228,39 +228,22 @@ def test_bad_arguments(small_pool, small_store, tmp_path):
     out = tmp_path / "out.h5"
     code, err = _run(["describe", str(tmp_path / "nope.xyz"), "-o", str(out)])
     assert code == 2 and "no such pool file" in err
-    code, err = _run(
-        [
-            "describe",
-            str(small_pool),
-            "-o",
-            str(out),
-            "--gap",
+    for gap, message in (
+        (
             "soap cutoff=5 l_max=4 n_max=4 covariance_type=dot_product zeta=4 delta=1",
-        ]
-    )
-    assert code == 2 and "missing required key atom_sigma=" in err and err.count("\n") == 1
-    code, err = _run(
-        [
-            "describe",
-            str(small_pool),
-            "-o",
-            str(out),
-            "--gap",
+            "missing required key atom_sigma=",
+        ),
+        (
             "distance_2b cutoff=3 Z1=abc covariance_type=ard_se delta=1 theta_uniform=1",
-        ]
-    )
-    assert code == 2 and "Z1=abc is not valid" in err
-    code, err = _run(
-        [
-            "describe",
-            str(small_pool),
-            "-o",
-            str(out),
-            "--gap",
+            "Z1=abc is not valid",
+        ),
+        (
             "power_so4 cutoff=3 Z=x covariance_type=dot_product zeta=2 delta=1",
-        ]
-    )
-    assert code == 2 and "quippy rejects descriptor 'power_so4 cutoff=3 Z=x'" in err
+            "quippy rejects descriptor 'power_so4 cutoff=3 Z=x'",
+        ),
+    ):
+        code, err = _run(["describe", str(small_pool), "-o", str(out), "--gap", gap])
+        assert code == 2 and message in err and err.count("\n") == 1, err
     _nothing_written(out)
     code, err = _run(["describe", str(small_pool), "-o", str(small_store)])
     assert code == 2 and "exists; use --force" in err

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from clihelpers import one_line_error, run
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
-from mlpdesign.gap.label import eam_calculator, label
 from mlpdesign.gap.strings import DEFAULT_GAP, gap_fit_argument, parse_gap
 
 TINY_GAP = (
@@ -18,13 +16,6 @@ TINY_GAP = (
     "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
     "covariance_type=dot_product zeta=4 delta=0.3"
 )
-
-
-@pytest.fixture(scope="module")
-def labelled(small_pool, eam_file, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fit") / "labelled.xyz"
-    label(small_pool, out, eam_calculator(eam_file))
-    return out
 
 
 def test_fit_end_to_end(labelled, tmp_path):

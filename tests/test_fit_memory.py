@@ -16,7 +16,6 @@ from clihelpers import one_line_error, run
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap import fit_memory
 from mlpdesign.gap.fit import FitOptions, fit_specs
-from mlpdesign.gap.label import eam_calculator, label
 from mlpdesign.gap.strings import DEFAULT_GAP, alloy_specs, parse_gap, render_gap
 from mlpdesign.io.frames import read_configs
 
@@ -108,13 +107,6 @@ def test_high_water_is_the_childs_own_peak():
     assert len(hwm.seen) >= 2  # the shell and the Python it started
     assert 32 <= peak < 32 + 120
     assert os.getpid() not in hwm.seen
-
-
-@pytest.fixture(scope="module")
-def labelled(small_pool, eam_file, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fitmem") / "labelled.xyz"
-    label(small_pool, out, eam_calculator(eam_file))
-    return out
 
 
 def test_fit_refused_when_it_would_not_fit(labelled, tmp_path):

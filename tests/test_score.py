@@ -25,6 +25,12 @@ def kd(small_store):
         return K.StoreKernel(st)
 
 
+def _score_md(store, folder, lam: float, out: str):
+    """``score`` of ``folder/md.xyz`` given ``folder/sel.h5`` into ``folder/out``."""
+    args = ["--train", folder / "sel.h5", "--jitter", lam, "--test", folder / "md.xyz"]
+    return run("score", store, *args, "-o", folder / out, "-q")
+
+
 def test_score_of_a_selection_against_brute_force(small_pool, small_store, kd, tmp_path):
     lam = 1e-4
     res = run(
@@ -95,38 +101,14 @@ def test_score_of_a_selection_against_brute_force(small_pool, small_store, kd, t
     from ase.io import read, write
 
     write(tmp_path / "md.xyz", read(small_pool, "10:20"))
-    res = run(
-        "score",
-        small_store,
-        "--train",
-        tmp_path / "sel.h5",
-        "--jitter",
-        lam,
-        "--test",
-        tmp_path / "md.xyz",
-        "-o",
-        tmp_path / "md.h5",
-        "-q",
-    )
+    res = _score_md(small_store, tmp_path, lam, "md.h5")
     assert res.exit_code == 0, res.stderr
     with h5py.File(tmp_path / "md.h5") as f:
         assert np.allclose(f["pool/var"][()], var[10:20], rtol=1e-6, atol=1e-12)
         assert np.allclose(f["pool/psi"][()], psi[10:20], rtol=0, atol=1e-9)
         assert np.allclose(f["train/loo_var"][()], loo, rtol=1e-8)
         assert json.loads(f.attrs["scored"])["test"]["n_configs"] == 10
-    res = run(
-        "score",
-        small_store,
-        "--train",
-        tmp_path / "sel.h5",
-        "--jitter",
-        lam,
-        "--test",
-        tmp_path / "md.xyz",
-        "-o",
-        tmp_path / "md_scored.xyz",
-        "-q",
-    )
+    res = _score_md(small_store, tmp_path, lam, "md_scored.xyz")
     assert res.exit_code == 0, res.stderr
     frames = read(tmp_path / "md_scored.xyz", ":")
     assert len(frames) == 10 and np.allclose(
