@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from example_figures import finish, pyplot
 
 from mlpdesign.kernels import core as kernels
 from mlpdesign.report import metrics as report
@@ -38,11 +39,7 @@ def run(
     randoms = report.random_designs(n_pool, n, n_random, seed + 1)
     logdet = [report.log_det(kd.k_block(d, d), JITTER) for d in [design, *randoms]]
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for ax, d, title in (
         (axes[0], randoms[0], "Random (representative) design"),
@@ -72,17 +69,8 @@ def run(
         title=f"Entropy of {n}-point designs",
     )
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
     out = Path(out_dir) / "fig3_gaussian_entropy.png"
-    fig.savefig(out, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return {
-        "design": design,
-        "psi": psi,
-        "logdet": logdet[0],
-        "logdet_random": np.array(logdet[1:]),
-        "figure": out,
-    }
+    return finish(fig, out, design, psi, logdet=logdet[0], logdet_random=np.array(logdet[1:]))
 
 
 if __name__ == "__main__":

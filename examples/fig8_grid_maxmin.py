@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from example_figures import finish, pyplot
 
 from mlpdesign.kernels import core as kernels
 from mlpdesign.report import metrics as report
@@ -35,11 +36,7 @@ def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int =
     evals = report.evaluate(kd, [design, *report.random_designs(len(x), n, n_random, seed)])
     dist = [np.sqrt(e.min_pairwise) for e in evals]  # smallest pairwise distance of each prefix
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5))
     ax1.scatter(*x.T, s=2, color="0.75", label=f"pool: {len(x)} grid points")
     ax1.scatter(*x[design].T, s=30, color="C0", label=f"max-min design: {n} points")
@@ -66,17 +63,8 @@ def run(out_dir: str | Path = ".", n: int = 40, n_random: int = 100, seed: int =
     )
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
     out = Path(out_dir) / "fig8_grid_maxmin.png"
-    fig.savefig(out, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return {
-        "design": design,
-        "psi": psi,
-        "min_distance": dist[0],
-        "random_min_distance": rnd,
-        "figure": out,
-    }
+    return finish(fig, out, design, psi, min_distance=dist[0], random_min_distance=rnd)
 
 
 if __name__ == "__main__":
