@@ -24,21 +24,14 @@ work saved, and writes ``benchmarks/results/exchange.json`` (with the load avera
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import machine, timed, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "exchange.json"
-
-
-def timed(f, *a, **kw):
-    t = time.perf_counter()
-    out = f(*a, **kw)
-    return out, time.perf_counter() - t
 
 
 def _swaps(r) -> list:
@@ -135,7 +128,7 @@ def main() -> None:
         "title": f"select --refine exchange: {args.n}-pick designs of the {kd.n}-candidate "
         "Zr pool, exact bounds vs plain exact exchange",
         "benchmark": "benchmarks/bench_exchange.py",
-        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "pool": kd.n,
         "picks": args.n,
@@ -156,9 +149,7 @@ def main() -> None:
             rnd = np.random.default_rng(1).choice(kd.n, args.n, replace=False)
             out["rows"] += run_criterion(kd, crit, rnd, args, "random")
     out["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {RESULTS}")
+    write_results(RESULTS, out, args.no_write)
 
 
 if __name__ == "__main__":

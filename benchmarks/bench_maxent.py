@@ -19,21 +19,14 @@ cached rows, and writes ``benchmarks/results/maxent_lazy.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import machine, timed, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "maxent_lazy.json"
-
-
-def timed(f, *a, **kw):
-    t = time.perf_counter()
-    out = f(*a, **kw)
-    return out, time.perf_counter() - t
 
 
 def main() -> None:
@@ -73,7 +66,7 @@ def main() -> None:
     out = {
         "title": f"select --criterion maxent: {args.n} picks of the {kd.n}-candidate Zr pool",
         "benchmark": "benchmarks/bench_maxent.py",
-        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "pool": kd.n,
         "picks": args.n,
@@ -104,9 +97,7 @@ def main() -> None:
                 "max_var_difference": dv,
             }
         )
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {RESULTS}")
+    write_results(RESULTS, out, args.no_write)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from benchutil import timed
 
 
 def pool_store(cache: Path, n: int) -> Path:
@@ -57,12 +58,6 @@ def read_bandwidth(nbytes: int = 1 << 29) -> float:
     for _ in range(3):
         a.sum()
     return 3 * nbytes / (time.perf_counter() - t) / 1e9
-
-
-def timed(f, *a, **kw):
-    t = time.perf_counter()
-    out = f(*a, **kw)
-    return out, time.perf_counter() - t
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ benchmarks/results/fit_memory.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -239,9 +239,7 @@ def main() -> None:
         "rows": rows,
         "earlier_fits": earlier,
     }
-    if not args.no_write:
-        OUT.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {OUT}")
+    write_results(OUT, doc, args.no_write)
 
 
 if __name__ == "__main__":
