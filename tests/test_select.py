@@ -244,22 +244,17 @@ def test_cli_continue_equals_one_run(zr, tmp_path):
     )
 
 
+def _select_given(zr, given, out):
+    """``select -n 10`` of the zr pool given ``given``, into ``out``."""
+    return run("select", zr / "pool.h5", "-n", 10, "--given", given, "-o", out, "-q")
+
+
 def test_cli_given_extxyz_and_store(zr, tmp_path):
     import ase.io
 
     frames = ase.io.read(zr / "pool.xyz", ":")
     ase.io.write(tmp_path / "given.xyz", frames[:20])
-    r = run(
-        "select",
-        zr / "pool.h5",
-        "-n",
-        10,
-        "--given",
-        tmp_path / "given.xyz",
-        "-o",
-        tmp_path / "g.h5",
-        "-q",
-    )
+    r = _select_given(zr, tmp_path / "given.xyz", tmp_path / "g.h5")
     assert r.exit_code == 0, r.stderr
     s = load_selection(tmp_path / "g.h5")
     assert not set(s.candidate_id.tolist()) & set(range(20))  # nothing of the given set
@@ -268,17 +263,7 @@ def test_cli_given_extxyz_and_store(zr, tmp_path):
     from mlpdesign.describe.runner import describe
 
     describe(tmp_path / "given.xyz", tmp_path / "given.h5", gap=GAP)
-    r = run(
-        "select",
-        zr / "pool.h5",
-        "-n",
-        10,
-        "--given",
-        tmp_path / "given.h5",
-        "-o",
-        tmp_path / "g2.h5",
-        "-q",
-    )
+    r = _select_given(zr, tmp_path / "given.h5", tmp_path / "g2.h5")
     assert r.exit_code == 0, r.stderr
     assert np.array_equal(load_selection(tmp_path / "g2.h5").candidate_id, s.candidate_id)
 
