@@ -49,6 +49,7 @@ from mlpdesign.io.frames import expand_inputs
 from mlpdesign.io.store import open_store
 from mlpdesign.kernels.blocks import Comm, parse_memory, reference_kernel
 from mlpdesign.kernels.core import KernelData, all_cpus
+from mlpdesign.kernels.linalg import solve_triangular
 from mlpdesign.score.sets import (
     as_paths,
     candidate_space,
@@ -109,8 +110,6 @@ def _nearest(gk: KernelData) -> tuple[np.ndarray, np.ndarray]:
 def _loo(factor) -> np.ndarray:
     """Leave-one-out σ² of each training configuration, ``1 / [(K+λI)⁻¹]_tt``, from the
     factor L of ``K + λI`` (as :func:`mlpdesign.select.maxent.loo_variances`)."""
-    from scipy.linalg import solve_triangular
-
     m = factor.m
     inv = solve_triangular(factor.L[:m, :m], np.eye(m), lower=True, check_finite=False)
     return 1.0 / np.einsum("ij,ij->j", inv, inv)

@@ -65,12 +65,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.kernels.blocks import Comm
 from mlpdesign.kernels.core import PIECE, KernelData
 from mlpdesign.kernels.kblock import Rows, k_block
+from mlpdesign.kernels.linalg import solve_triangular
 from mlpdesign.select.engine import memory_space, pool_eps, tie_window
 from mlpdesign.select.maxent import CHUNK, DEFAULT_JITTER, KernelOracle, SpaceOracle, check_jitter
 

@@ -75,11 +75,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.kernels.core import PIECE, KernelData
 from mlpdesign.kernels.kblock import Points, Rows, k_block
+from mlpdesign.kernels.linalg import solve_triangular
 from mlpdesign.select.engine import (
     Criterion,
     Strata,
