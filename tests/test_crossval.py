@@ -7,18 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelpers import one_line_error, run
+from clihelpers import TINY_GAP, one_line_error, run
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.crossval import error_stats, parse_sets, worst_off_sample
 from mlpdesign.gap.label import eam_calculator, label, read_labelled, write_labelled
 from mlpdesign.generate.pool import PoolSpec, generate
 
-TINY_GAP = (
-    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-    "covariance_type=dot_product zeta=4 delta=0.3"
-)
 FIT = ["--gap", TINY_GAP, "--n-sparse", "soap=15"]
 
 

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 from clihelpers import one_line_error, run
-from test_scale import _mpi_missing, mpirun
+from test_scale import _mpi_missing, mpi_selection
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.io.selection import Selection, load_selection, write_selection
@@ -278,22 +278,8 @@ def test_cli_exchange_memory_streamed_mpi_and_reference(small_store, tmp_path, c
         assert np.array_equal(sel.index, mem.index)
         assert [s[:2] for s in sel.attrs["swaps"]] == [s[:2] for s in swaps]
     if _mpi_missing() is None:
-        res = mpirun(
-            3,
-            "select",
-            small_store,
-            "-n",
-            n,
-            "--refine",
-            "exchange",
-            *args,
-            *streamed,
-            "-o",
-            tmp_path / "mpi.h5",
-            "-q",
-            cwd=tmp_path,
-        )
-        mpi = load_selection(tmp_path / "mpi.h5")
+        ref_args = ["-n", n, "--refine", "exchange", *args, *streamed]
+        res, mpi = mpi_selection(3, small_store, tmp_path / "mpi.h5", *ref_args, cwd=tmp_path)
         assert np.array_equal(mpi.index, mem.index), res.stderr
         assert [s[:2] for s in json.loads(mpi.attrs["swaps"])] == [s[:2] for s in swaps]
 

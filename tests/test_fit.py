@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from clihelpers import one_line_error, run
+from clihelpers import TINY_GAP, fit_tiny, one_line_error, run
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.fit import FitOptions, fit, fit_specs, gap_fit_args, parse_sigma
 from mlpdesign.gap.strings import DEFAULT_GAP, gap_fit_argument, parse_gap
 
-TINY_GAP = (
-    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-    "covariance_type=dot_product zeta=4 delta=0.3"
-)
-
 
 def test_fit_end_to_end(labelled, tmp_path):
     out = tmp_path / "model"
-    res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out)
+    res = fit_tiny(labelled, out)
     assert res.exit_code == 0, res.stderr
     assert "fitted 40 configurations" in res.stderr and "peak memory" in res.stderr
     for name in ("gap.xml", "gap_fit.log", "fit.json", "train.xyz"):
@@ -41,7 +35,7 @@ def test_fit_end_to_end(labelled, tmp_path):
     # same inputs again: the model is kept without --force (as crossval does), by default
     fit_json = (out / "fit.json").read_bytes()
     for extra in ((), ("--reuse",)):  # --reuse: the old opt-in spelling, now a no-op
-        res = run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, *extra)
+        res = fit_tiny(labelled, out, *extra)
         assert res.exit_code == 0, res.stderr
         assert "inputs unchanged, model kept" in res.stderr
         assert (out / "fit.json").read_bytes() == fit_json
@@ -53,15 +47,11 @@ def test_fit_end_to_end(labelled, tmp_path):
         run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=21", "-o", out)
     )
     assert f"{out} holds a fit (its inputs differ); use --force" in line
-    line = one_line_error(
-        run("fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, "--no-reuse")
-    )
+    line = one_line_error(fit_tiny(labelled, out, "--no-reuse"))
     assert "(--no-reuse); use --force" in line
     assert (out / "fit.json").read_bytes() == fit_json
     (out / "notes.txt").write_text("mine")
-    res = run(
-        "fit", labelled, "--gap", TINY_GAP, "--n-sparse", "soap=20", "-o", out, "--no-reuse", "-f"
-    )
+    res = fit_tiny(labelled, out, "--no-reuse", "-f")
     assert res.exit_code == 0, res.stderr
     assert "fitted 40 configurations" in res.stderr
     assert json.loads((out / "fit.json").read_text())["inputs_sha256"] == info["inputs_sha256"]

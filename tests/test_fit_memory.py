@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelpers import one_line_error, run
+from clihelpers import TINY_GAP, fit_tiny, one_line_error, run
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap import fit_memory
@@ -20,11 +20,6 @@ from mlpdesign.gap.strings import DEFAULT_GAP, alloy_specs, parse_gap, render_ga
 from mlpdesign.io.frames import read_configs
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_GAP = (
-    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-    "covariance_type=dot_product zeta=4 delta=0.3"
-)
 
 
 def _cuzr_frames() -> list:
@@ -126,19 +121,7 @@ def test_fit_refused_when_it_would_not_fit(labelled, tmp_path):
 
 def test_fit_says_its_estimate_and_records_it(labelled, tmp_path):
     out = tmp_path / "model"
-    res = run(
-        "fit",
-        labelled,
-        "--gap",
-        TINY_GAP,
-        "--n-sparse",
-        "soap=20",
-        "-o",
-        out,
-        "--memory-limit",
-        "10M",
-        "--ignore-memory",
-    )
+    res = fit_tiny(labelled, out, "--memory-limit", "10M", "--ignore-memory")
     assert res.exit_code == 0, res.stderr
     first = res.stderr.splitlines()[0]
     assert first.startswith("gap_fit needs about") and "running anyway" in first

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelpers import TINY_GAP
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.gap.fit import FitOptions, fit
@@ -14,11 +15,6 @@ from mlpdesign.gap.model import DescriptorCalculator, load_gap, predict_energies
 from mlpdesign.generate.pool import PoolSpec, generate
 
 #: Small but complete: the paper's two terms, a small SOAP.
-TINY_GAP = (
-    "distance_2b cutoff=6.0 covariance_type=ard_se delta=0.8 theta_uniform=0.3 : "
-    "soap cutoff=5.0 l_max=4 n_max=4 normalize=T atom_sigma=0.3 n_Z=1 Z={40} "
-    "covariance_type=dot_product zeta=4 delta=0.3"
-)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from clihelpers import one_line_error, run
-from test_scale import _mpi_missing, mpirun
+from test_scale import _mpi_missing, mpi_selection
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.io.selection import load_selection
@@ -212,20 +212,8 @@ def test_cli_maxent_memory_streamed_mpi_reference(small_store, tmp_path):
     psi = [D[k, :k].min() for k in range(1, 14)]
     assert np.allclose(mem.psi[1:], psi, rtol=0, atol=4 * kd.eps)
     if _mpi_missing() is None:
-        res = mpirun(
-            3,
-            "select",
-            small_store,
-            "-n",
-            14,
-            "--criterion",
-            "maxent",
-            "-o",
-            tmp_path / "mpi.h5",
-            "-q",
-            cwd=tmp_path,
-        )
-        mpi = load_selection(tmp_path / "mpi.h5")
+        args = ["-n", 14, "--criterion", "maxent"]
+        res, mpi = mpi_selection(3, small_store, tmp_path / "mpi.h5", *args, cwd=tmp_path)
         assert np.array_equal(mpi.index, mem.index), res.stderr
         assert np.allclose(mpi.var, mem.var, rtol=0, atol=1e-12)
 

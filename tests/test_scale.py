@@ -23,6 +23,7 @@ from conftest import SMALL_GAP
 
 from mlpdesign.errors import MlpdesignError
 from mlpdesign.generate.pool import PoolSpec, generate
+from mlpdesign.io.selection import load_selection
 from mlpdesign.io.store import stores_equal
 from mlpdesign.kernels.blocks import parse_memory
 from mlpdesign.select.scaled import select_streamed
@@ -59,6 +60,12 @@ def mpirun(n: int, *args, cwd=None, check=True):
     if check:
         assert res.returncode == 0, (cmd, res.stdout, res.stderr)
     return res
+
+
+def mpi_selection(n_ranks: int, store, out, *args, cwd):
+    """``mpiexec -n N mlpdesign select STORE ARGS -o OUT -q``: (the run, its selection)."""
+    res = mpirun(n_ranks, "select", store, *args, "-o", out, "-q", cwd=cwd)
+    return res, load_selection(out)
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +333,6 @@ def test_slurm_makefile_pipeline_locally(small_store, tmp_path):
     nothing to do, and a newer pool makes everything after it out of date."""
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
-    from mlpdesign.io.selection import load_selection
     from mlpdesign.select.greedy import select_store
 
     launch = "" if _mpi_missing() else f"{_mpiexec()} -n 2"

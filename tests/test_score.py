@@ -8,7 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from clihelpers import one_line_error, run
+from clihelpers import one_line_error, run, select_maxent
 
 from mlpdesign.io.selection import load_selection
 from mlpdesign.io.store import open_store
@@ -33,21 +33,7 @@ def _score_md(store, folder, lam: float, out: str):
 
 def test_score_of_a_selection_against_brute_force(small_pool, small_store, kd, tmp_path):
     lam = 1e-4
-    res = run(
-        "select",
-        small_store,
-        "-n",
-        8,
-        "--criterion",
-        "maxent",
-        "--jitter",
-        lam,
-        "--no-stratify",
-        "-o",
-        tmp_path / "sel.h5",
-        "-q",
-    )
-    assert res.exit_code == 0, res.stderr
+    select_maxent(small_store, tmp_path / "sel.h5", 8, "--jitter", lam, "--no-stratify")
     sel = load_selection(tmp_path / "sel.h5")
     out = tmp_path / "scores.h5"
     res = run(
