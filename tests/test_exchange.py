@@ -307,6 +307,8 @@ def test_cli_exchange_given_summary_and_formats(small_pool, small_store, tmp_pat
     )
     assert res.exit_code == 0, res.stderr
     assert "exchange:" in res.stderr and "an unordered set" in res.stderr
+    rates = [ln for ln in res.stderr.splitlines() if ln.startswith("exchange:") and "/s" in ln]
+    assert rates and all(" swap/s" in ln for ln in rates)  # the exchange counts swaps
     sel = load_selection(out)
     assert not sel.ordered and sel.attrs["refine_tol"] == 1e-3
     assert not set(sel.index.tolist() if sel.index is not None else []) & set(range(6))

@@ -9,6 +9,7 @@ import warnings
 
 import click
 
+from mlpdesign.progress import progress
 from mlpdesign.select.engine import CRITERIA
 
 from .options import (
@@ -211,7 +212,6 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
     writes the file, the same bytes as a serial --memory-limit run.
     """
     from mlpdesign.mpi import world
-    from mlpdesign.progress import progress
     from mlpdesign.select import run
 
     if kw["stratify"] is None and kw["strata_key"] != "structure":
@@ -235,7 +235,7 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
             normalize=not no_normalize,
             command=" ".join(["mlpdesign"] + sys.argv[1:]),
             comm=comm,
-            progress_factory=functools.partial(progress, unit="pick", enabled=not quiet),
+            progress_factory=functools.partial(_bar, quiet=quiet),
             **kw,
         )
     if comm is not None and comm.Get_rank() != 0:
@@ -244,6 +244,12 @@ def command(store, n, output, criterion, random_, first, no_normalize, quiet, **
         click.echo(f"mlpdesign: warning: {w.message}", err=True)
     if not quiet:
         click.echo(_summary(sel, design, output, time.monotonic() - t0), err=True)
+
+
+def _bar(total: int, desc: str, initial: int = 0, quiet: bool = False):
+    """A progress bar of select: picks, the exchange's swaps, a given set's configs."""
+    unit = "swap" if desc == "exchange" else "cfg" if desc.startswith("describe") else "pick"
+    return progress(total, desc, unit=unit, enabled=not quiet, initial=initial)
 
 
 def _criterion(criterion, random_: bool, stratify, continue_from, first) -> str | None:

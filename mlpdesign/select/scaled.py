@@ -28,7 +28,7 @@ def select_streamed(
     ``cache_hits``, ``blocks_skipped``, ``peak_cache_bytes``, ``blocks``,
     ``cached_blocks`` (this rank), ``ranks``, ``eps``, ``adds``, ``wall_s``.
     """
-    factory = (lambda total, desc: progress) if progress is not None else None
+    factory = (lambda total, desc, initial=0: progress) if progress is not None else None
     _, design = run(
         store_path,
         n,

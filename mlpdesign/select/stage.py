@@ -73,7 +73,13 @@ def given_store(paths, store, tmpdir: str, progress_factory=None, what: str = "g
 
         kind = "extxyz" if all(input_format(p) == EXTXYZ for p in files) else "frames"
         out = Path(tmpdir) / "given.h5"
-        describe(_own_ids(files, tmpdir, what), out, gap=store.gap, progress=progress_factory)
+        bar = None
+        if progress_factory is not None:  # describe's (total, initial) -> (total, desc)
+
+            def bar(total: int, initial: int):
+                return progress_factory(total, f"describe {what}", initial=initial)
+
+        describe(_own_ids(files, tmpdir, what), out, gap=store.gap, progress=bar)
         gstore = open_store(out)
     name = " ".join(str(p) for p in files)
     if not _same_kernel_specs(gstore.descriptors, store.descriptors):
@@ -537,7 +543,8 @@ def run(
     set (``ordered: false``) and records the swaps. ``memory_limit`` (bytes or ``"4G"``),
     ``comm`` (mpi4py) or ``block_rows``: streamed blocks over ranks, the same picks (and
     swaps); rank 0 writes ``output``
-    (None: nothing written). ``progress_factory(total, desc)`` makes a progress bar.
+    (None: nothing written). ``progress_factory(total, desc, initial=0)`` makes a progress
+    bar: of picks (``select``), swaps (``exchange``), a given set's configs (``describe ...``).
     """
     c = Comm(comm)
     limit = c.agree(parse_memory, memory_limit)
