@@ -105,11 +105,13 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def paper_main(results: dict[str, dict]) -> str:
+def paper_main(
+    results: dict[str, dict], name: str = "paper_experiment_paper_pool100000.json"
+) -> str:
     """The paper's setting at the paper's pool size: worst RND, worst design, ratio per pair."""
-    data = results.get("paper_experiment_paper_pool100000.json")
+    data = results.get(name)
     if data is None:
-        return "(no paper_experiment_paper_pool100000.json)\n"
+        return f"(no {name})\n"
     variants = list(dict.fromkeys(v for r in data["runs"] for v in r["results"]))
     header = ["seeds", "worst RND"]
     for v in variants:
@@ -260,6 +262,7 @@ RENDER = {
     "speed": speed,
     "select-speed": select_speed,
     "paper-main": paper_main,
+    "paper-maxent": lambda r: paper_main(r, "paper_experiment_paper_pool100000_maxent.json"),
     "paper-all": paper_all,
     "paper-means": paper_means,
     "tune": tune_section,
