@@ -240,10 +240,51 @@ def md_study(results: dict[str, dict]) -> str:
 
 
 MD_STUDY = "md_study.json"
+CELLS, CELLS_STREAM = "cells.json", "cells_stream.json"
+
+
+def cells(results: dict[str, dict]) -> str:
+    """docs/scaling.md, docs/benchmarks.md: every stage against atoms per config and the
+    streamed run of ~10^6 atoms in ~100-atom cells (issue 17, item 4)."""
+    out = []
+    data = results.get(CELLS)
+    if data is not None:
+        rows = data["rows"]
+        out.append(f"**{data['title']}**\n\n")
+        out.append(table(list(rows[0]), [list(r.values()) for r in rows]))
+        out.append(f"\nSource: `benchmarks/results/{CELLS}`, from `{data['benchmark']}`; ")
+        out.append(f"{data['source']}.\n")
+    big = results.get(CELLS_STREAM)
+    if big is not None:
+        out.append(f"\n**{big['title']}**\n\n")
+        runs = [("streamed (this code)", big["streamed"], True)]
+        if "memory" in big:
+            runs.append(("in memory", big["memory"], big["memory"].get("same_picks")))
+        if "compare_with" in big:
+            old = big["compare_with"]
+            name = f"streamed, before the bound ({old['picks']} picks)"
+            runs.append((name, old, old.get("same_picks")))
+        keys = ["first_pick_s", "ms_per_pick", "wall_s", "configs_evaluated_per_pick"]
+        keys += ["soap_rows_per_pick", "peak_rss_gb", "cached_blocks", "blocks", "spill_gb"]
+        body = [[name, *[r.get(k) for k in keys], same] for name, r, same in runs]
+        out.append(table(["run", *keys, "same picks"], body))
+        d = big.get("describe")
+        if d:
+            out.append(
+                f"\ndescribe --jobs {big.get('describe_jobs', 1)}: "
+                f"{d['describe_atoms_per_s']} atoms/s; a bare quippy loop on one process "
+                f"{d['bare_atoms_per_s']} atoms/s ({d['describe_vs_bare_cpu']}x per CPU second). "
+            )
+        out.append(
+            f"\n{big['configs']} configs, {big['atoms']} atoms, store {big['store_gb']} GB. "
+            f"Source: `benchmarks/results/{CELLS_STREAM}`, from `{big['benchmark']}`; "
+            f"{big['source']}.\n"
+        )
+    return "".join(out) or "(no cells results)\n"
 
 
 def speed(results: dict[str, dict]) -> str:
-    own = {MD_STUDY}  # files with a section of their own page
+    own = {MD_STUDY, CELLS, CELLS_STREAM}  # files with a section of their own
     parts = [
         generic(n, d)
         for n, d in results.items()
@@ -267,6 +308,7 @@ RENDER = {
     "paper-means": paper_means,
     "tune": tune_section,
     "md-study": md_study,
+    "cells": cells,
 }
 
 

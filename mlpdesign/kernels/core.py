@@ -32,6 +32,7 @@ Library API (all arrays numpy; configs are indexed 0..n-1 in store order)::
                                           block: no copy, the unit of streaming)
         .d2_subset(q: Query, idx) -> (len(idx),) D² from q to configs idx
         .d2_below(q: Query, idx, psi) -> D² where it may be below psi, else a lower bound
+        .d2_below_range(q, c0, c1, psi) -> the same for the contiguous block c0..c1-1
         .d2_row(i) -> (n,) D² from config i to every config
         .k_block(idx_a, idx_b) -> (len a, len b) kernel k (normalised per the mode)
         .d2_block(idx_a, idx_b) -> (len a, len b) D²
@@ -130,6 +131,9 @@ def _one_blas_thread():
 #: (never by the number of threads), and each piece is one product on one BLAS thread, so
 #: every computed D² has the same bits whatever the number of threads.
 PIECE = 2048
+#: in :meth:`KernelData.d2_below_range`, the costly terms of a piece are computed in place
+#: (no gather) when the bound keeps more than this fraction of its configs
+BELOW_IN_PLACE = 0.3
 _EXECUTOR: list = [None, 0, None]  # pool, its threads, set_threads override
 
 
@@ -847,7 +851,7 @@ class KernelData:
         cost = [t.rows.shape[0] / max(1, t.n) * t.dim for t in self.terms]
         return sorted(range(len(self.terms)), key=lambda t: (cost[t], t))
 
-    def d2_below(self, q: Query, idx, psi) -> np.ndarray:
+    def d2_below(self, q: Query, idx, psi, eps: float | None = None) -> np.ndarray:
         """D² from ``q`` to configs ``idx`` wherever it may be below ``psi`` (per config);
         elsewhere a certified lower bound that is at least ``psi``.
 
@@ -856,40 +860,85 @@ class KernelData:
         whose bound exceeds ``psi + 2 eps`` cannot come below ``psi`` in the full
         computation (``eps`` bounds the rounding of both), so the costly terms are computed
         only for the others: with the paper's kernel the pair term is 5x cheaper than SOAP
-        and carries almost all of D², so most SOAP rows are never read.
+        and carries almost all of D², so most SOAP rows are never read. ``eps``: the
+        rounding bound to use (default :attr:`eps`; a block of a pool passes the pool's).
         """
         idx = np.asarray(idx, dtype=np.int64)
         psi = np.asarray(psi, dtype=np.float64)
-        order = self._cheap_first()
         if len(self.terms) == 1 or len(idx) == 0:
             self.costly_evaluated += len(idx)
             return self.d2_subset(q, idx)
-        first, rest = order[0], order[1:]
 
-        def piece(a: int) -> np.ndarray:
-            sub, lim = idx[a : a + PIECE], psi[a : a + PIECE] + 2.0 * self.eps
-            Kt: list = [None] * len(self.terms)
-            rows, counts = _rows_of(self.terms[first].offsets, sub)
-            Kt[first] = self.terms[first].values(
-                q.rows[first], q.aux[first], q.weights[first], rows, counts
-            )
-            for t in rest:
-                Kt[t] = np.sqrt(self.diag_t[t, sub] * q.diag_t[t])
-            d2 = self._d2(Kt, sub, q)
-            need = np.flatnonzero(d2 < lim)
-            if len(need):
-                keep = [k[need] for k in Kt]
-                sel = sub[need]
-                for t in rest:
-                    rows, counts = _rows_of(self.terms[t].offsets, sel)
-                    term = self.terms[t]
-                    keep[t] = term.values(q.rows[t], q.aux[t], q.weights[t], rows, counts)
-                d2[need] = self._d2(keep, sel, q)
-            return d2, len(need)
+        def piece(a: int) -> tuple[np.ndarray, int]:
+            return self._below_piece(q, idx[a : a + PIECE], psi[a : a + PIECE], None, eps)
 
         out = _pieces_map(piece, list(range(0, len(idx), PIECE)))
         self.costly_evaluated += sum(k for _, k in out)
         return np.concatenate([d for d, _ in out])
+
+    def d2_below_range(
+        self, q: Query, c0: int, c1: int, psi, eps: float | None = None
+    ) -> np.ndarray:
+        """:meth:`d2_below` for the contiguous configs ``c0 .. c1-1`` (``psi``: one value
+        per config; ``-inf``: not wanted, ``inf``: wanted exactly), in pieces of
+        :data:`PIECE` configs from ``c0`` as :meth:`d2_range`. The cheap term is computed
+        in place (no gather of rows); the costly ones for the configs the bound keeps,
+        gathered, or in place when they are more than :data:`BELOW_IN_PLACE` of a piece.
+
+        For large cells (~100 SOAP rows per config against one pair-embedding row) the
+        pass reads the SOAP rows only of the configs whose D² may come below ``psi``."""
+        psi = np.asarray(psi, dtype=np.float64)
+        if len(self.terms) == 1 or c1 <= c0:
+            self.costly_evaluated += max(0, c1 - c0)
+            return self.d2_range(q, c0, c1)
+
+        def piece(a: int) -> tuple[np.ndarray, int]:
+            b = min(c1, a + PIECE)
+            return self._below_piece(q, np.arange(a, b), psi[a - c0 : b - c0], (a, b), eps)
+
+        out = _pieces_map(piece, list(range(c0, c1, PIECE)))
+        self.costly_evaluated += sum(k for _, k in out)
+        return np.concatenate([d for d, _ in out])
+
+    def _term_values(self, t: int, q: Query, sub: np.ndarray, span) -> np.ndarray:
+        """Term ``t`` between ``q`` and configs ``sub``: their rows gathered, or in place
+        when ``span = (a, b)`` says that ``sub`` is the contiguous run ``a .. b-1``."""
+        term = self.terms[t]
+        if span is None:
+            rows, counts = _rows_of(term.offsets, sub)
+        else:
+            o = term.offsets
+            rows, counts = (
+                slice(int(o[span[0]]), int(o[span[1]])),
+                np.diff(o[span[0] : span[1] + 1]),
+            )
+        return term.values(q.rows[t], q.aux[t], q.weights[t], rows, counts)
+
+    def _below_piece(self, q: Query, sub, psi, span, eps=None) -> tuple[np.ndarray, int]:
+        """One piece of :meth:`d2_below` (``span`` None) or :meth:`d2_below_range`: D²
+        (or its bound) and the number of configs whose costly terms were computed."""
+        first, *rest = self._cheap_first()
+        lim = psi + 2.0 * (self.eps if eps is None else eps)
+        Kt: list = [None] * len(self.terms)
+        Kt[first] = self._term_values(first, q, sub, span)
+        for t in rest:
+            Kt[t] = np.sqrt(self.diag_t[t, sub] * q.diag_t[t])
+        where = sub if span is None else slice(*span)
+        d2 = self._d2(Kt, where, q)
+        need = np.flatnonzero(d2 < lim)
+        if len(need) == 0:
+            return d2, 0
+        if span is not None and len(need) > BELOW_IN_PLACE * len(sub):
+            for t in rest:
+                Kt[t] = self._term_values(t, q, sub, span)
+            d2[need] = self._d2(Kt, where, q)[need]
+            return d2, len(sub)
+        keep = [k[need] for k in Kt]
+        sel = sub[need]
+        for t in rest:
+            keep[t] = self._term_values(t, q, sel, None)
+        d2[need] = self._d2(keep, sel, q)
+        return d2, len(need)
 
     def d2_many(self, rows, c0: int, c1: int) -> np.ndarray:
         """``(len rows, c1 - c0)`` D² from configs ``rows`` to configs ``c0 .. c1-1``: one

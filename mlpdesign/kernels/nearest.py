@@ -13,7 +13,9 @@ criteria, report's covering radii, score) sees the Psi of the full computation.
   bounded by Cauchy-Schwarz in :meth:`~mlpdesign.kernels.core.KernelData.d2_below`).
 * :class:`StreamedState`: this rank's blocks of a :class:`~mlpdesign.kernels.blocks.PoolShard`
   (in memory, spilled, or read from the store per pick), the design points added on
-  every rank alike.
+  every rank alike; per block, the candidates left by the triangle inequality go through
+  the Cauchy-Schwarz bound of ``d2_below`` / ``d2_below_range`` (a block's rule depends
+  only on the state, so Psi stays bitwise the same for any memory limit and rank count).
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class StreamedState:
         self.nearest = np.zeros(shard.local_n, dtype=np.int64)
         self.design = DesignPoints(shard.ref)
         self.evaluated = 0
+        self.costly = 0  # candidates whose costly terms (SOAP) were computed
         self.adds = 0
 
     def add(self, q) -> None:
@@ -191,10 +194,14 @@ class StreamedState:
                 sh.stats["blocks_skipped"] += 1
                 continue
             kd = sh.block(i)
-            if len(cand) > FULL_PASS * kd.n:
-                d2 = kd.d2_range(q, 0, kd.n)[cand]
+            costly0 = kd.costly_evaluated
+            if len(cand) > FULL_PASS * kd.n:  # in place, the others not wanted (-inf)
+                want = np.full(kd.n, -np.inf)
+                want[cand] = psi[cand]
+                d2 = kd.d2_below_range(q, 0, kd.n, want, self.eps)[cand]
             else:
-                d2 = kd.d2_subset(q, cand)
+                d2 = kd.d2_below(q, cand, psi[cand], self.eps)
+            self.costly += kd.costly_evaluated - costly0
             upd = d2 < psi[cand]
             hit = cand[upd]
             psi[hit] = d2[upd]

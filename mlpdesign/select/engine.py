@@ -345,7 +345,7 @@ class ShardSpace:
         for key in ("bytes_read", "blocks_read", "cache_hits", "blocks_skipped"):
             stats[key] = int(c.sum(stats[key]))
         stats["peak_cache_bytes"] = int(max(c.allgather(stats["peak_cache_bytes"])))
-        stats.update(adds=self.st.adds, eps=self.eps)
+        stats.update(adds=self.st.adds, eps=self.eps, costly_evaluated=int(c.sum(self.st.costly)))
         return stats
 
 
