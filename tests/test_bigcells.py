@@ -156,3 +156,20 @@ def test_streamed_large_cells_under_mpi(cells, tmp_path):
     got = json.loads(out.read_text())
     assert got["index"] == serial.index.tolist()
     assert got["psi"][1:] == serial.psi.tolist()[1:]  # bitwise (JSON round-trips floats)
+
+
+def test_design_points_keep_their_queries_self_kernels():
+    from mlpdesign.kernels.blocks import DesignPoints
+
+    kd = _cells_kernel()
+    dp = DesignPoints(kd)
+    for i in (3, 0, 17, 9, 22, 5, 11):
+        dp.add(kd.query(i))
+    for chunk, queries in dp.chunks:
+        fresh = K.KernelData(chunk.terms, chunk.n_atoms)  # recomputed from the rows
+        assert np.array_equal(chunk.diag_t, fresh.diag_t)
+        assert np.array_equal(chunk.diag, fresh.diag)
+    assert [c.n for c, _ in dp.chunks] == [4, 2, 1]
+    q = kd.query(14)
+    want = kd.d2_subset(q, [3, 0, 17, 9, 22, 5, 11])
+    assert np.allclose(dp.d2(q), want, rtol=0, atol=kd.eps)

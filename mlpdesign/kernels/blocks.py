@@ -518,6 +518,7 @@ class DesignPoints:
             normalize=self.ref.normalize,
             per_atom=self.ref.per_atom,
             balance=self.ref.balance,
+            diag_t=np.stack([q.diag_t for q in queries], axis=1),  # not recomputed
         )
         return kd
 

@@ -637,7 +637,10 @@ class KernelData:
         normalize: bool = True,
         per_atom: bool = False,
         balance: bool = False,
+        diag_t: np.ndarray | None = None,
     ) -> None:
+        """``diag_t``: the ``(n_terms, n)`` values K_t(c, c) when they are known already
+        (the design points of a streamed run carry theirs in their queries); else computed."""
         if not terms:
             raise MlpdesignError("a kernel needs at least one term")
         self.terms = list(terms)
@@ -655,7 +658,9 @@ class KernelData:
         self.normalize, self.per_atom, self.balance = bool(normalize), bool(per_atom), bool(balance)
         delta2 = np.array([t.delta**2 for t in self.terms])
         self.term_weight = delta2 / delta2.sum()
-        self.diag_t = np.stack([t.diag() for t in self.terms])  # (n_terms, n)
+        if diag_t is None:
+            diag_t = np.stack([t.diag() for t in self.terms])
+        self.diag_t = np.asarray(diag_t, dtype=np.float64).reshape(len(self.terms), n)
         self.diag = self._combine_diag(self.diag_t, self.n_atoms)
         if (self.normalize or self.balance) and n:
             d = self.diag_t if self.balance else self.diag[None, :]
