@@ -165,7 +165,7 @@ def test_design_points_keep_their_queries_self_kernels():
     dp = DesignPoints(kd)
     for i in (3, 0, 17, 9, 22, 5, 11):
         dp.add(kd.query(i))
-    for chunk, queries in dp.chunks:
+    for chunk, _queries in dp.chunks:
         fresh = K.KernelData(chunk.terms, chunk.n_atoms)  # recomputed from the rows
         assert np.array_equal(chunk.diag_t, fresh.diag_t)
         assert np.array_equal(chunk.diag, fresh.diag)

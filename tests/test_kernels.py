@@ -226,12 +226,37 @@ def test_items_map_same_results_and_order_on_threads(monkeypatch):
     kd = K.linear(rng.normal(size=(5000, 30)))
     rows = [rng.choice(kd.n, 40, replace=False) for _ in range(5)]
     serial = [kd.d2_block(r, np.arange(kd.n)) for r in rows]
-    for threads in (1, 2, 3):
+    for threads, fork in ((1, False), (2, False), (3, False), (2, True), (3, True)):
         K.set_threads(threads)
         try:
             done = []
-            out = K.items_map(lambda r: kd.d2_block(r, np.arange(kd.n)), rows, done.append)
+            out = K.items_map(
+                lambda r: kd.d2_block(r, np.arange(kd.n)), rows, done.append, fork=fork
+            )
         finally:
             K.set_threads(None)
         assert all(np.array_equal(a, b) for a, b in zip(out, serial, strict=True))
         assert [id(x) for x in done] == [id(x) for x in rows]
+
+
+def test_items_map_forked_workers(monkeypatch):
+    """fork=True runs the items in other processes (their pids), passes their errors on,
+    and falls back to threads where forking is not allowed (an MPI process)."""
+    import os
+
+    K.set_threads(2)
+    try:
+        pids = K.items_map(lambda _: os.getpid(), list(range(4)), fork=True)
+        assert os.getpid() not in pids
+        with pytest.raises(ValueError, match="item 2"):
+            K.items_map(lambda k: _fail_on(k, 2), list(range(4)), fork=True)
+        monkeypatch.setattr(K, "can_fork", lambda: False)
+        assert K.items_map(lambda _: os.getpid(), list(range(4)), fork=True) == [os.getpid()] * 4
+    finally:
+        K.set_threads(None)
+
+
+def _fail_on(k: int, bad: int) -> int:
+    if k == bad:
+        raise ValueError(f"item {k}")
+    return k

@@ -276,7 +276,7 @@ def tracked_curves(kd: Any, designs: Sequence[np.ndarray], progress: Any = None)
         if progress is not None:
             progress.update(kd.n * (k + 1) // len(designs) - kd.n * k // len(designs))
 
-    return items_map(one, list(range(len(designs))), done)
+    return items_map(one, list(range(len(designs))), done, fork=True)
 
 
 def strain_magnitude(f: np.ndarray) -> np.ndarray:
@@ -885,7 +885,7 @@ def report(
             )
         bar.close()
     if output is not None:
-        with atomic_dir(output, force) as tmp:
+        with atomic_dir(output, force) as tmp, all_cpus():
             data.metrics["figures"] = write_figures(data, tmp, bins)
             (tmp / "metrics.json").write_text(json_dumps(data.metrics))
     return data
