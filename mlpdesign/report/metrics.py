@@ -347,7 +347,7 @@ def evaluate(
         cover = covering(designs)
     else:
         cover = covering_curves(oracle, designs, **pass_options)
-    pairwise = items_map(lambda d: pairwise_d2(oracle, d), designs)  # side by side
+    pairwise = items_map(lambda d: pairwise_d2(oracle, d), designs, fork=True)  # side by side
     return [
         DesignEval(d, k, d2, min_pairwise_curve(d2), c)
         for d, (k, d2), c in zip(designs, pairwise, cover, strict=True)
