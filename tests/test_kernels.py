@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -260,3 +262,27 @@ def _fail_on(k: int, bad: int) -> int:
     if k == bad:
         raise ValueError(f"item {k}")
     return k
+
+
+def test_one_row_term_values_equal_the_segment_sum_path():
+    """A one-row term (the pair embedding) skips the offsets gather and the segment sum:
+    the same bits as the general path (the same term with the shortcut switched off)."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 12))
+    term = K.Term.dot(X, zeta=2, delta=0.7)
+    assert term.one_row and not K.Term.dot(X, offsets=[0, 0, 2] + list(range(3, 301))).one_row
+    plain = copy.copy(term)
+    plain.__dict__["one_row"] = False  # the cached flag: the general path
+    idx = rng.choice(300, 77, replace=False)
+    q = X[[5]] - term.mu
+    qa, qw = term.aux[[5]], term.weights[[5]]
+    for t in (term, plain):
+        rows, counts = t.rows_of(idx)
+        assert np.array_equal(rows, idx) and np.array_equal(counts, np.ones(77))
+    got = term.values(q, qa, qw, *term.rows_of(idx))
+    assert np.array_equal(got, plain.values(q, qa, qw, *plain.rows_of(idx)))
+    sl = slice(40, 140)
+    assert np.array_equal(
+        term.values(q, qa, qw, sl, np.ones(100, dtype=np.int64)),
+        plain.values(q, qa, qw, sl, np.ones(100, dtype=np.int64)),
+    )

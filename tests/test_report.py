@@ -362,3 +362,19 @@ def test_figures_skip_what_does_not_apply(points, tmp_path):
     names = write_figures(data, tmp_path)
     assert names == ["pairwise_distance.png", "design_curve.png", "logdet.png"]
     assert data.metrics["designs"][1]["metrics"][0]["beats_random"] == {k: None for k in R.CRITERIA}
+
+
+def test_band_quantiles_equal_nanquantile():
+    """The figures' bands: np.quantile on the all-finite columns, nanquantile on the others,
+    the values of nanquantile over every column (NaN, inf and all-missing columns)."""
+    from mlpdesign.report.figures import _column_quantiles
+
+    rng = np.random.default_rng(2)
+    c = rng.random((5, 200))
+    c[:, 0] = np.nan
+    c[2, 5] = np.inf
+    c[1:3, 7] = np.nan
+    c[:, 9] = -np.inf
+    with pytest.warns(RuntimeWarning):
+        ref = np.nanquantile(np.where(np.isfinite(c), c, np.nan), (0.1, 0.5, 0.9), axis=0)
+    assert np.array_equal(_column_quantiles(c, (0.1, 0.5, 0.9)), ref, equal_nan=True)

@@ -209,10 +209,11 @@ def items_map(fn, items: list, done=None, fork: bool = False) -> list:
     one item at a time). ``done(x)`` is called in the caller's thread, in order, as each
     item is finished. For independent work too fine for pieces: the report's designs.
 
-    ``fork``: on forked worker processes instead of threads where :func:`can_fork` (work
-    that holds the GIL a third of its time, as the covering curves' Psi tracking: two
-    threads gave 1.37x, two processes ~1.9x); ``fn`` and the items reach the workers by
-    fork, only the results are pickled back. Same bits either way."""
+    ``fork``: on forked worker processes instead of threads where :func:`can_fork`, for
+    work that holds the GIL much of its time (the covering curves' Psi tracking: 4 random
+    designs of 1000 on the 100 000 paper pool, 2 cores: 17.7 s serial, 16.1 s on two
+    threads, 7.8 s on two processes); ``fn`` and the items reach the workers by fork, only
+    the results are pickled back. Same bits either way."""
     threads = min(n_threads(1), len(items))
     if threads > 1 and fork and can_fork():
         return _forked_map(fn, items, threads, done)
@@ -653,7 +654,7 @@ class Term:
             G = _products(X, q_rows)
         v = self._f(G, aux, q_aux)
         v = (v @ q_w) * w
-        if self.one_row and len(v) == len(counts):  # one row a config: v is the sum
+        if self.one_row:  # one row a config: v is the sum
             return self.delta**2 * v.astype(np.float64, copy=False)
         return self.delta**2 * _segment_sum(v, counts)
 

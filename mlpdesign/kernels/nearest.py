@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlpdesign.kernels.blocks import DesignPoints, PoolShard
-from mlpdesign.kernels.core import KernelData, release_free_heap
+from mlpdesign.kernels.core import KernelData
 
 #: Psi of a picked candidate: below any D², so it is never picked again
 PICKED = -1.0
@@ -34,9 +34,6 @@ FULL_PASS = 0.3
 CELL_CAP = 4096
 #: additions between recomputations of the cells' Psi bounds
 REFRESH = 32
-#: additions between returns of freed heap to the OS: the per-add gathers, on two threads'
-#: malloc arenas, otherwise kept ~20-30 MiB of freed pages resident (100 000 paper pool)
-TRIM_EVERY = 64
 
 
 def pool_eps(kd: KernelData, given: KernelData | None = None) -> float:
@@ -144,8 +141,6 @@ class MaxMinState:
             cm = np.zeros(len(self._cell_max))
             np.maximum.at(cm, self.nearest[live], psi[live])
             self._cell_max = cm
-        if self.adds % TRIM_EVERY == 0:
-            release_free_heap()
 
     def _added(self, src: int, pool: bool) -> None:
         self._src[self.n_centres] = src
