@@ -85,6 +85,26 @@ def test_d2_below_range_wanted_everywhere_is_d2_range(monkeypatch):
     assert kd.costly_evaluated - before == 19
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_d2_below_gathers_in_bounded_blocks_exactly(mode, monkeypatch):
+    """Costly rows gathered GATHER configs at a time (here 4): still exact below psi and
+    a bound above, and the same values as one gather of them all, to rounding."""
+    kd = _cells_kernel(**mode)
+    for i in range(0, kd.n, 5):
+        q = kd.query(i)
+        full = kd.d2_range(q, 0, kd.n)
+        psi = np.full(kd.n, np.quantile(full, 0.8))
+        monkeypatch.setattr(K, "GATHER", 4)
+        got = kd.d2_below(q, np.arange(kd.n), psi)
+        monkeypatch.setattr(K, "GATHER", 1 << 20)
+        once = kd.d2_below(q, np.arange(kd.n), psi)
+        low = full < psi
+        assert low.sum() > 8  # several blocks of 4 gathered
+        assert np.allclose(got[low], full[low], rtol=0, atol=kd.eps)
+        assert np.allclose(got, once, rtol=0, atol=kd.eps)
+        assert np.all(got[~low] >= psi[~low]) and np.all(got <= full + kd.eps)
+
+
 def test_d2_below_takes_the_pool_eps():
     kd = _cells_kernel()
     q = kd.query(0)
