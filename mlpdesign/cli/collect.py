@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import force_option, output_option, quiet_option
+from .options import choice_option, force_option, output_option, quiet_option
 
 
 @click.command("collect")
@@ -15,11 +15,10 @@ from .options import force_option, output_option, quiet_option
     is_flag=True,
     help="Write the good runs even if some failed (failures are still listed).",
 )
-@click.option(
+@choice_option(
     "--energy",
-    type=click.Choice(["free", "sigma0"]),
+    choices=("free", "sigma0"),
     default="free",
-    show_default=True,
     help="free: VASP's free energy (TOTEN; forces and stress are its derivatives); "
     "sigma0: extrapolated to zero smearing.",
 )

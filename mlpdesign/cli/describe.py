@@ -11,6 +11,7 @@ from .options import (
     dtype_option,
     force_option,
     gap_option,
+    int_option,
     jobs_option,
     output_option,
     quiet_option,
@@ -47,11 +48,8 @@ def _command_line(
 @jobs_option
 @shard_option
 @dtype_option("Storage type of descriptor rows (float32: half size).", ("float64", "float32"))
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Configs per resumable chunk (default: pool/64, at most 256).",
+@int_option(
+    "--chunk-size", min=1, help="Configs per resumable chunk (default: pool/64, at most 256)."
 )
 @click.option(
     "--restart",

@@ -6,7 +6,14 @@ import functools
 
 import click
 
-from .options import force_option, output_option, quiet_option, seed_option
+from .options import (
+    file_option,
+    float_option,
+    force_option,
+    output_option,
+    quiet_option,
+    seed_option,
+)
 
 FIT_KEYS = (
     "store",
@@ -46,10 +53,8 @@ def fit_options(f):
 
     f = with_options
     opts = [
-        click.option(
+        file_option(
             "--store",
-            type=click.Path(dir_okay=False),
-            default=None,
             help="Descriptor store (pool.h5): fit with its gap string, the one the "
             "design was made with.",
         ),
@@ -82,12 +87,7 @@ def fit_options(f):
             help="Sparse-point method of a descriptor (defaults: soap cur_points, "
             "distance_2b uniform).",
         ),
-        click.option(
-            "--e0",
-            type=float,
-            default=None,
-            help="Isolated-atom energy in eV (default: e0_method=average).",
-        ),
+        float_option("--e0", help="Isolated-atom energy in eV (default: e0_method=average)."),
         click.option(
             "--gap-fit-arg",
             "gap_fit_args",

@@ -15,7 +15,15 @@ from mlpdesign.generate.pool import (
 )
 from mlpdesign.progress import progress
 
-from .options import force_option, output_option, quiet_option, seed_option, shard_option
+from .options import (
+    float_option,
+    force_option,
+    int_option,
+    output_option,
+    quiet_option,
+    seed_option,
+    shard_option,
+)
 
 
 @click.command("generate")
@@ -29,58 +37,27 @@ from .options import force_option, output_option, quiet_option, seed_option, sha
     help="Structures and their weights, e.g. hcp:2,fcc:1,bcc:1.",
 )
 @click.option("--element", default="Zr", show_default=True, help="Chemical element.")
-@click.option(
+@float_option(
     "--max-strain",
-    type=float,
     default=0.05,
-    show_default=True,
     help="eps: strain eigenvalues are drawn uniformly from [1-eps, 1+eps].",
 )
-@click.option(
-    "--min-eigenvalue",
-    type=float,
-    default=None,
-    help="Lower bound of the eigenvalues (overrides 1-eps).",
-)
-@click.option(
-    "--max-eigenvalue",
-    type=float,
-    default=None,
-    help="Upper bound of the eigenvalues (overrides 1+eps).",
-)
-@click.option("--hcp-a", type=float, default=None, help="hcp a in Angstrom (Zr: 3.232).")
-@click.option("--hcp-c", type=float, default=None, help="hcp c in Angstrom (Zr: 5.147).")
-@click.option(
-    "--fcc-a",
-    type=float,
-    default=None,
-    help="fcc a in Angstrom (default: same atomic volume as hcp).",
-)
-@click.option(
-    "--bcc-a",
-    type=float,
-    default=None,
-    help="bcc a in Angstrom (default: same atomic volume as hcp).",
-)
+@float_option("--min-eigenvalue", help="Lower bound of the eigenvalues (overrides 1-eps).")
+@float_option("--max-eigenvalue", help="Upper bound of the eigenvalues (overrides 1+eps).")
+@float_option("--hcp-a", help="hcp a in Angstrom (Zr: 3.232).")
+@float_option("--hcp-c", help="hcp c in Angstrom (Zr: 5.147).")
+@float_option("--fcc-a", help="fcc a in Angstrom (default: same atomic volume as hcp).")
+@float_option("--bcc-a", help="bcc a in Angstrom (default: same atomic volume as hcp).")
 @click.option(
     "--supercell",
     default="1x1x1",
     show_default=True,
     help="Repeat of the primitive cell, e.g. 2x2x2.",
 )
-@click.option(
-    "--start",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Index of the first candidate to write (for splitting a pool).",
+@int_option(
+    "--start", default=0, help="Index of the first candidate to write (for splitting a pool)."
 )
-@click.option(
-    "--count",
-    type=int,
-    default=None,
-    help="Write only this many candidates from --start (default: up to -n).",
-)
+@int_option("--count", help="Write only this many candidates from --start (default: up to -n).")
 @shard_option
 @force_option
 @quiet_option

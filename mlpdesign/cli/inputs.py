@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import click
+from .options import float_option
 
 #: = mlpdesign.io.frames.MIN_DISTANCE (not imported: --help stays free of numpy)
 MIN_DISTANCE = 0.5
@@ -10,11 +10,10 @@ MIN_DISTANCE = 0.5
 
 def min_distance_option(f):
     """``--min-distance A``: the closest two atoms may be before a frame is refused."""
-    return click.option(
+    return float_option(
         "--min-distance",
-        type=click.FloatRange(min=0),
         default=MIN_DISTANCE,
-        show_default=True,
+        min=0,
         metavar="A",
         help="Refuse a frame with two atoms (or an atom and its periodic image) closer "
         "than this, in Angstrom (0: no check). Every frame is also checked for finite "

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .options import force_option, output_option, quiet_option
+from .options import file_option, force_option, output_option, quiet_option
 
 
 @click.command("label")
 @click.argument("input_file", metavar="INPUT.xyz", type=click.Path(dir_okay=False))
 @output_option("Output labelled extxyz file (dft_energy, dft_forces, dft_virial); - for stdout.")
-@click.option(
+@file_option(
     "--eam",
     "eam",
-    type=click.Path(dir_okay=False),
-    default=None,
     help="LAMMPS EAM potential file (.eam, .eam.alloy, .eam.fs), evaluated with "
     "matscipy's fast EAM calculator.",
 )

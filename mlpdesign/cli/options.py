@@ -4,9 +4,13 @@
 ``--shard`` and ``--format`` (one set per kind: :data:`FILE_FORMATS` for what a command writes
 to a file, :data:`PRINT_FORMATS` for what it prints) mean the same wherever they appear.
 Old spellings stay as hidden aliases (:class:`AliasOption`): accepted, not shown in ``--help``.
+The typed builders (:func:`int_option`, :func:`float_option`, :func:`choice_option`,
+:func:`file_option`) write a command's own options in one line each.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import click
 
@@ -30,6 +34,43 @@ class AliasOption(click.Option):
             self.opts = opts
 
 
+def _typed_option(
+    names: tuple[str, ...], kind: click.ParamType | type, default: object, help: str, **kw: object
+) -> callable:
+    """``click.option(*names)`` of type ``kind``; a default other than None shows in ``--help``."""
+    if default is not None:
+        kw.setdefault("show_default", True)
+    return click.option(*names, type=kind, default=default, help=help, **kw)
+
+
+def int_option(
+    *names: str, default: int | None = None, help: str, min: int | None = None, **kw: object
+) -> callable:
+    """An integer option; ``min``: the least value accepted (a ``click.IntRange``)."""
+    kind = int if min is None else click.IntRange(min=min)
+    return _typed_option(names, kind, default, help, **kw)
+
+
+def float_option(
+    *names: str, default: float | None = None, help: str, min: float | None = None, **kw: object
+) -> callable:
+    """A float option; ``min``: the least value accepted (a ``click.FloatRange``)."""
+    kind = float if min is None else click.FloatRange(min=min)
+    return _typed_option(names, kind, default, help, **kw)
+
+
+def choice_option(
+    *names: str, choices: Sequence[str], default: str | None = None, help: str, **kw: object
+) -> callable:
+    """An option whose value is one of ``choices``."""
+    return _typed_option(names, click.Choice(choices), default, help, **kw)
+
+
+def file_option(*names: str, help: str, **kw: object) -> callable:
+    """A file path (a folder is refused); none by default."""
+    return _typed_option(names, click.Path(dir_okay=False), None, help, **kw)
+
+
 force_option = click.option(
     "-f", "--force", is_flag=True, help="Overwrite an existing output file (default: refuse)."
 )
@@ -39,7 +80,8 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress out
 def seed_option(
     default: int = 1, help: str = "Seed of every random draw (same seed, same bytes)."
 ) -> callable:
-    return click.option("--seed", type=int, default=default, show_default=True, help=help)
+    """``--seed N``: the seed of a command's random draws."""
+    return int_option("--seed", default=default, help=help)
 
 
 def output_option(help: str, required: bool = True) -> callable:
@@ -48,24 +90,16 @@ def output_option(help: str, required: bool = True) -> callable:
     )
 
 
-jobs_option = click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of worker processes.",
-)
+jobs_option = int_option("-j", "--jobs", default=1, min=1, help="Number of worker processes.")
 
 
 def print_format_option(default: str = "text", help: str = "") -> callable:
     """``--format text|json|none``: what a command prints on stdout."""
-    return click.option(
+    return choice_option(
         "--format",
         "fmt",
-        type=click.Choice(PRINT_FORMATS),
+        choices=PRINT_FORMATS,
         default=default,
-        show_default=True,
         help=help or "What to print on stdout: text, JSON, or nothing (the exit status only).",
     )
 
@@ -136,21 +170,17 @@ def gap_option(help: str) -> callable:
 
 def dtype_option(help: str, choices: tuple[str, ...] = ("float32", "float64")) -> callable:
     """``--dtype float32|float64`` (default float64): the working or storage precision."""
-    return click.option(
-        "--dtype", type=click.Choice(choices), default="float64", show_default=True, help=help
-    )
+    return choice_option("--dtype", choices=choices, default="float64", help=help)
 
 
-def jitter_option(help: str, type=float, default: float | None = 1e-6) -> callable:
+def jitter_option(help: str, default: float | None = 1e-6, min: float | None = None) -> callable:
     """``--jitter``: lambda added to the diagonal of K (MaxEnt's log det and sigma^2)."""
-    return click.option(
-        "--jitter", type=type, default=default, show_default=default is not None, help=help
-    )
+    return float_option("--jitter", default=default, min=min, help=help)
 
 
 def file_format_option(choices: tuple[str, ...], help: str) -> callable:
     """``--format``: the format of the file a command writes (default: from its suffix)."""
-    return click.option("--format", "fmt", type=click.Choice(choices), default=None, help=help)
+    return choice_option("--format", "fmt", choices=choices, help=help)
 
 
 def balance_option(help: str) -> callable:

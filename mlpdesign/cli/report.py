@@ -7,7 +7,9 @@ import json
 import click
 
 from .options import (
+    float_option,
     force_option,
+    int_option,
     jitter_option,
     memory_limit_option,
     output_option,
@@ -55,12 +57,11 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.argument("selections", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @output_option("Output folder (metrics.json and the PNG figures).", required=False)
-@click.option(
+@int_option(
     "--random",
     "n_random",
-    type=click.IntRange(min=0),
     default=20,
-    show_default=True,
+    min=0,
     help="Number of random designs of the same size from the same pool to compare with (0: none).",
 )
 @click.option(
@@ -78,11 +79,10 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
     help="Covering radii (D2) for which to state the design size that first reaches them "
     "('how many DFT runs for this coverage'); marked on design_curve.png.",
 )
-@click.option(
+@float_option(
     "--cost-exponent",
-    type=click.FloatRange(min=0),
     default=3.0,
-    show_default=True,
+    min=0,
     help="Relative DFT cost of a design: sum over its configurations of n_atoms^P "
     "(plane-wave DFT scales about as n^3), beside its total atoms.",
 )
@@ -90,15 +90,9 @@ def _kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> di
 @jitter_option(
     "Added to the diagonal of K before log det(K + jitter I) (above float32 "
     "rounding; about a GAP energy sigma^2/delta^2).",
-    type=click.FloatRange(min=0),
+    min=0,
 )
-@click.option(
-    "--bins",
-    type=click.IntRange(min=1),
-    default=40,
-    show_default=True,
-    help="Histogram bins in the figures.",
-)
+@int_option("--bins", default=40, min=1, help="Histogram bins in the figures.")
 @click.option(
     "--kernel",
     "kernel",

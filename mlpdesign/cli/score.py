@@ -9,6 +9,9 @@ import click
 from mlpdesign.cli.options import (
     balance_option,
     file_format_option,
+    file_option,
+    float_option,
+    int_option,
     jitter_option,
     kernel_options,
     output_option,
@@ -37,25 +40,14 @@ from mlpdesign.cli.options import (
 )
 @output_option("Scores file (HDF5; .json/.xyz or --format for the others).", required=False)
 @jitter_option("lambda of sigma^2 = k(x,x) + lambda - k_xT (K_TT + lambda I)^-1 k_Tx; > 0.")
-@click.option(
-    "--threshold",
-    type=float,
-    default=0.01,
-    show_default=True,
-    help="Report the fraction of candidates with sigma^2 above this.",
+@float_option(
+    "--threshold", default=0.01, help="Report the fraction of candidates with sigma^2 above this."
 )
-@click.option(
-    "--top",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Print the N most informative candidates (largest sigma^2).",
+@int_option(
+    "--top", default=10, min=0, help="Print the N most informative candidates (largest sigma^2)."
 )
-@click.option(
-    "--figure",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Histogram of sigma^2 (pool) and leave-one-out sigma^2 (training set), PNG.",
+@file_option(
+    "--figure", help="Histogram of sigma^2 (pool) and leave-one-out sigma^2 (training set), PNG."
 )
 @file_format_option(
     ("h5", "json"),

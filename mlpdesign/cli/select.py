@@ -14,7 +14,11 @@ from mlpdesign.select.engine import CRITERIA
 
 from .options import (
     balance_option,
+    choice_option,
     file_format_option,
+    file_option,
+    float_option,
+    int_option,
     jitter_option,
     kernel_options,
     output_option,
@@ -49,18 +53,15 @@ def _first_type(text: str | None):
     "repeatable, quoted globs: one set, described here with the pool's gap string). "
     "The selection records each file's path and sha256.",
 )
-@click.option(
+@file_option(
     "--continue",
     "continue_from",
-    type=click.Path(dir_okay=False),
-    default=None,
     help="Extend a saved selection of this store to -n picks (same method, options "
     "and seed; the result equals one run of -n).",
 )
-@click.option(
+@choice_option(
     "--criterion",
-    type=click.Choice(CRITERIA_CHOICES),
-    default=None,
+    choices=CRITERIA_CHOICES,
     help="What the greedy design maximises: maxmin (default: the largest Psi, the "
     "paper's design), maxent (the largest posterior variance sigma^2 given the design: "
     "greedy max log det(K + jitter I), Shewry & Wynn's maximum entropy) or random (a "
@@ -71,31 +72,22 @@ def _first_type(text: str | None):
     "k_xT (K_TT + lambda I)^-1 k_Tx; must be > 0 (default 1e-6, report's log-det jitter).",
     default=None,
 )
-@click.option(
+@choice_option(
     "--refine",
-    type=click.Choice(["exchange"]),
-    default=None,
+    choices=("exchange",),
     help="Refine the greedy design (maxmin or maxent) by Fedorov exchange: swap a design "
     "point for a pool candidate while the criterion (maxent: log det(K + jitter I); "
     "maxmin: the smallest pairwise D^2) improves by more than --tol, best swap first. "
     "--given points are never swapped out; a swap stays within its stratum. The result "
     "is a set, not an ordered design: 'write -n' and '--continue' refuse it.",
 )
-@click.option(
+@float_option(
     "--tol",
-    type=float,
-    default=None,
     metavar="X",
     help="Least gain of a swap of --refine exchange (maxent: in log det; maxmin: in D^2; "
     "default 0: any gain beyond rounding).",
 )
-@click.option(
-    "--max-swaps",
-    type=int,
-    default=None,
-    metavar="N",
-    help="Most swaps of --refine exchange (default: -n).",
-)
+@int_option("--max-swaps", metavar="N", help="Most swaps of --refine exchange (default: -n).")
 @click.option(
     "--random",
     "random_",
@@ -112,26 +104,21 @@ def _first_type(text: str | None):
     "one).",
 )
 @seed_option(help="Seed of --random and --first random.")
-@click.option(
+@float_option(
     "--until-var",
-    type=float,
-    default=None,
     metavar="X",
     help="The budget of --criterion maxent: stop before the first pick whose posterior "
     "variance sigma^2 would fall below X.",
 )
-@click.option(
+@int_option(
     "--max-atoms",
-    type=click.IntRange(min=1),
-    default=None,
+    min=1,
     metavar="N",
     help="Leave out candidates with more than N atoms (a DFT budget per calculation); "
     "the selection records the design's total atoms and cost either way.",
 )
-@click.option(
+@float_option(
     "--until-psi",
-    type=float,
-    default=None,
     metavar="X",
     help="A budget: stop before the first pick whose Psi (its D^2 to the design) would "
     "fall below X, and say so; -n is then the most picks.",
@@ -158,11 +145,10 @@ def _first_type(text: str | None):
     "input file: one per MD run, temperature or defect) or any info key of the pool's "
     "frames (config_type, origin, ...). Implies --stratify unless --no-stratify.",
 )
-@click.option(
+@choice_option(
     "--strata-share",
-    type=click.Choice(["pool", "equal"]),
+    choices=("pool", "equal"),
     default="pool",
-    show_default=True,
     help="Each stratum's share of the picks: its share of the pool, or the same for all "
     "(a rare defect run gets as many picks as the bulk).",
 )

@@ -7,8 +7,10 @@ import click
 from .inputs import min_distance_option
 from .options import (
     balance_option,
+    float_option,
     force_option,
     gap_option,
+    int_option,
     jobs_option,
     output_option,
     print_format_option,
@@ -55,33 +57,26 @@ def format_text(summary: dict) -> str:
     "1-based position in --gap); KEY any descriptor or kernel key; KEY1,KEY2= moves keys in "
     "lock step. Repeat: the grid is every combination.",
 )
-@click.option(
+@int_option(
     "--sample",
-    type=click.IntRange(min=2),
     default=500,
-    show_default=True,
+    min=2,
     help="Configurations drawn at random from the pool (all of them if fewer).",
 )
 @seed_option(help="Seed of the sample (same sample size and seed, same bytes).")
-@click.option(
+@float_option(
     "--overlap",
-    type=float,
     default=1e-3,
-    show_default=True,
     help="A pair overlaps when its D2 is below this (k > 1 - overlap/2; see docs/tune.md).",
 )
-@click.option(
+@float_option(
     "--orthogonal",
-    type=float,
     default=0.1,
-    show_default=True,
     help="A pair is orthogonal when its D2 is above 2 - this (k < orthogonal/2).",
 )
-@click.option(
+@float_option(
     "--tie",
-    type=float,
     default=0.1,
-    show_default=True,
     help="Settings scoring at most (1 + tie) x best + 1/pairs tie with the best; the "
     "cheaper descriptor wins.",
 )

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .options import force_option, output_option, quiet_option
+from .options import choice_option, force_option, int_option, output_option, quiet_option
 
 
 @click.command("vasp")
 @click.argument("configs", metavar="CONFIGS")
 @output_option("Output folder: one run directory per configuration, plus runs.txt.")
-@click.option(
+@choice_option(
     "--preset",
-    type=click.Choice(["paper"]),
+    choices=("paper",),
     default="paper",
-    show_default=True,
     help="INCAR preset. paper: single point with stress, ENCUT=600, ISMEAR=1 "
     "(Methfessel-Paxton) SIGMA=0.2, EDIFF=1E-6, PREC=Accurate.",
 )
@@ -25,11 +24,8 @@ from .options import force_option, output_option, quiet_option
     metavar="KEY=VALUE",
     help="Set an INCAR key (repeatable), e.g. --incar ENCUT=500; KEY= removes it.",
 )
-@click.option(
-    "--kpoints-length",
-    type=int,
-    default=None,
-    help="Length of VASP's fully automatic k-mesh (KPOINTS 'Auto'); paper: 60.",
+@int_option(
+    "--kpoints-length", help="Length of VASP's fully automatic k-mesh (KPOINTS 'Auto'); paper: 60."
 )
 @click.option(
     "--pp",

@@ -5,18 +5,16 @@ from __future__ import annotations
 import click
 
 from .inputs import min_distance_option
-from .options import force_option, output_option, quiet_option
+from .options import force_option, int_option, output_option, quiet_option
 
 
 @click.command("write")
 @click.argument("pool", metavar="POOL...", nargs=-1, required=True)
 @click.argument("selection", metavar="SELECTION")
 @output_option("Output extxyz file (the training configurations).")
-@click.option(
+@int_option(
     "-n",
     "n",
-    type=int,
-    default=None,
     help="Write only the first N picks (any prefix of a greedy design is one; refused on "
     "an unordered set from select --refine exchange).",
 )
