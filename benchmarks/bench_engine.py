@@ -52,6 +52,18 @@ def descriptor_mib(store: Path, parts: tuple = ("rows",)) -> float:
         return sum(g[k][p].nbytes for k in g for p in parts) / 2**20
 
 
+def first_touch_s_per_gib(mib: int = 512) -> float:
+    """Seconds per GiB to touch fresh memory in a new process: on a VM whose host backs
+    guest memory lazily (Firecracker with free page reporting) this is 5-10 s/GiB instead
+    of ~0.3, and it lands in every command's system time and wall time."""
+    code = (
+        "import time, numpy as np; t = time.perf_counter(); "
+        f"a = np.ones({mib} * 2**20 // 8); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return round(float(out.stdout) * 1024 / mib, 2)
+
+
 def best_of(cmd: list[str], repeat: int) -> dict:
     """The run of least wall time of ``repeat`` runs, with every run's wall seconds."""
     runs = [timed_child(cmd) for _ in range(repeat)]
@@ -100,6 +112,7 @@ def main() -> None:
         "descriptor_datasets_mib": round(desc_all, 1),
         "report_over_select": round(ratio, 2),
         "load_average_1min": os.getloadavg()[0],
+        "first_touch_s_per_gib": first_touch_s_per_gib(),
         "cpus": os.cpu_count(),
         "rows": rows,
     }

@@ -292,7 +292,7 @@ def one_heap() -> None:
     limit when the first thread makes an arena, and ``MALLOC_ARENA_MAX`` in the
     environment wins. Each D² thread would otherwise get an arena whose free top chunk
     ``malloc_trim`` does not hand back. Select -n 1000 on the 100 000-config paper pool,
-    peak RSS over 3 runs: 815-835 MiB with an arena per thread, 807-808 MiB in one heap
+    peak RSS over 3 runs: 796-815 MiB with an arena per thread, 789 MiB in one heap
     (both with :data:`GATHER`), the same CPU seconds: the D² threads allocate a few large
     blocks per piece, so the shared heap's lock is not contended."""
     if _ONE_HEAP[0] or os.environ.get("MALLOC_ARENA_MAX"):
