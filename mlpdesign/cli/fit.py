@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import click
 
@@ -30,7 +31,7 @@ FIT_KEYS = (
 )
 
 
-def _key_option(name: str, what: str, ase: str) -> callable:
+def _key_option(name: str, what: str, ase: str) -> Callable:
     return click.option(
         f"--{name}-key",
         f"{name}_key",

@@ -10,7 +10,7 @@ The typed builders (:func:`int_option`, :func:`float_option`, :func:`choice_opti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -36,7 +36,7 @@ class AliasOption(click.Option):
 
 def _typed_option(
     names: tuple[str, ...], kind: click.ParamType | type, default: object, help: str, **kw: object
-) -> callable:
+) -> Callable:
     """``click.option(*names)`` of type ``kind``; a default other than None shows in ``--help``."""
     if default is not None:
         kw.setdefault("show_default", True)
@@ -45,7 +45,7 @@ def _typed_option(
 
 def int_option(
     *names: str, default: int | None = None, help: str, min: int | None = None, **kw: object
-) -> callable:
+) -> Callable:
     """An integer option; ``min``: the least value accepted (a ``click.IntRange``)."""
     kind = int if min is None else click.IntRange(min=min)
     return _typed_option(names, kind, default, help, **kw)
@@ -53,7 +53,7 @@ def int_option(
 
 def float_option(
     *names: str, default: float | None = None, help: str, min: float | None = None, **kw: object
-) -> callable:
+) -> Callable:
     """A float option; ``min``: the least value accepted (a ``click.FloatRange``)."""
     kind = float if min is None else click.FloatRange(min=min)
     return _typed_option(names, kind, default, help, **kw)
@@ -61,12 +61,12 @@ def float_option(
 
 def choice_option(
     *names: str, choices: Sequence[str], default: str | None = None, help: str, **kw: object
-) -> callable:
+) -> Callable:
     """An option whose value is one of ``choices``."""
     return _typed_option(names, click.Choice(choices), default, help, **kw)
 
 
-def file_option(*names: str, help: str, **kw: object) -> callable:
+def file_option(*names: str, help: str, **kw: object) -> Callable:
     """A file path (a folder is refused); none by default."""
     return _typed_option(names, click.Path(dir_okay=False), None, help, **kw)
 
@@ -79,12 +79,12 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress out
 
 def seed_option(
     default: int = 1, help: str = "Seed of every random draw (same seed, same bytes)."
-) -> callable:
+) -> Callable:
     """``--seed N``: the seed of a command's random draws."""
     return int_option("--seed", default=default, help=help)
 
 
-def output_option(help: str, required: bool = True) -> callable:
+def output_option(help: str, required: bool = True) -> Callable:
     return click.option(
         "-o", "--output", "output", type=click.Path(dir_okay=True), required=required, help=help
     )
@@ -93,7 +93,7 @@ def output_option(help: str, required: bool = True) -> callable:
 jobs_option = int_option("-j", "--jobs", default=1, min=1, help="Number of worker processes.")
 
 
-def print_format_option(default: str = "text", help: str = "") -> callable:
+def print_format_option(default: str = "text", help: str = "") -> Callable:
     """``--format text|json|none``: what a command prints on stdout."""
     return choice_option(
         "--format",
@@ -148,7 +148,7 @@ threads_option = click.option(
 )
 
 
-def memory_limit_option(help: str) -> callable:
+def memory_limit_option(help: str) -> Callable:
     """``--memory-limit SIZE`` plus the hidden ``--block-rows`` of the streamed paths."""
 
     def deco(f):
@@ -163,32 +163,32 @@ def memory_limit_option(help: str) -> callable:
     return deco
 
 
-def gap_option(help: str) -> callable:
+def gap_option(help: str) -> Callable:
     """``--gap STRING``: a GAP string, as for gap_fit's gap={...}."""
     return click.option("--gap", default=None, metavar="STRING", help=help)
 
 
-def dtype_option(help: str, choices: tuple[str, ...] = ("float32", "float64")) -> callable:
+def dtype_option(help: str, choices: tuple[str, ...] = ("float32", "float64")) -> Callable:
     """``--dtype float32|float64`` (default float64): the working or storage precision."""
     return choice_option("--dtype", choices=choices, default="float64", help=help)
 
 
-def jitter_option(help: str, default: float | None = 1e-6, min: float | None = None) -> callable:
+def jitter_option(help: str, default: float | None = 1e-6, min: float | None = None) -> Callable:
     """``--jitter``: lambda added to the diagonal of K (MaxEnt's log det and sigma^2)."""
     return float_option("--jitter", default=default, min=min, help=help)
 
 
-def file_format_option(choices: tuple[str, ...], help: str) -> callable:
+def file_format_option(choices: tuple[str, ...], help: str) -> Callable:
     """``--format``: the format of the file a command writes (default: from its suffix)."""
     return choice_option("--format", "fmt", choices=choices, help=help)
 
 
-def balance_option(help: str) -> callable:
+def balance_option(help: str) -> Callable:
     """``--balance``: normalise each descriptor's kernel on its own."""
     return click.option("--balance", is_flag=True, help=help)
 
 
-def kernel_options(per_atom_help: str, no_normalize_help: str, dtype_help: str) -> callable:
+def kernel_options(per_atom_help: str, no_normalize_help: str, dtype_help: str) -> Callable:
     """``--per-atom``, ``--no-normalize`` and ``--dtype`` of the kernel rows (select, score)."""
 
     def deco(f):
@@ -199,7 +199,7 @@ def kernel_options(per_atom_help: str, no_normalize_help: str, dtype_help: str) 
     return deco
 
 
-def store_run_options(memory_help: str) -> callable:
+def store_run_options(memory_help: str) -> Callable:
     """The closing options of a command over a whole store's kernel rows (select, score):
     ``--memory-limit`` (text ``memory_help``), ``-j/--jobs`` threads, ``-f``, ``-q``."""
 

@@ -298,13 +298,23 @@ def one_heap() -> None:
     if _ONE_HEAP[0] or os.environ.get("MALLOC_ARENA_MAX"):
         return
     _ONE_HEAP[0] = True
-    try:
-        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX (malloc.h)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+    mallopt = _glibc("mallopt")
+    if mallopt:
+        mallopt(-8, 1)  # M_ARENA_MAX (malloc.h)
 
 
 _ONE_HEAP: list = [False]
+
+
+@functools.cache
+def _glibc(name: str):
+    """glibc's function ``name`` (None where the C library is not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+
+
 one_heap()
 
 
@@ -312,16 +322,9 @@ def release_free_heap() -> None:
     """Hand the heap's freed pages back to the OS (glibc's ``malloc_trim``; a no-op
     elsewhere). A store load frees many temporaries of a few MB, which glibc keeps in its
     heap: on the 100 000-config paper pool they held 135 MiB of the peak RSS."""
-    if _TRIM[0] is None:
-        try:
-            _TRIM[0] = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):  # pragma: no cover - not glibc
-            _TRIM[0] = False
-    if _TRIM[0]:
-        _TRIM[0](0)
-
-
-_TRIM: list = [None]
+    trim = _glibc("malloc_trim")
+    if trim:
+        trim(0)
 
 
 def _segment_sum(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
